@@ -1,0 +1,190 @@
+"""Configuration of the hierarchical vision-language model."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from transformers import PretrainedConfig
+
+TASKS = ("grounding", "retrieval", "vqa")
+"""Task names understood by the model, in the order of their default encoder depth."""
+
+_PRESET_PACKAGE = "hierarchical_vl.presets"
+
+
+class HierarchicalVLConfig(PretrainedConfig):
+    r"""Configuration of a [`HierarchicalVLModel`] and its task heads.
+
+    The defaults are the model of Nguyen & Okatani (CVPR 2019): five dense co-attention layers at d=1024 over
+    Faster R-CNN region features and GloVe + BiLSTM word features, with the grounding decoder at layer 2, the
+    image-caption retrieval decoder at layer 3 and the VQA decoder at layer 5.
+
+    Args:
+        vocab_size: Number of words in the word-level vocabulary (pad id 0).
+        word_embedding_dim: Width of the word embeddings (300 for GloVe 840B).
+        freeze_word_embeddings: Keep the (GloVe-initialised) embeddings fixed during training.
+        lstm_hidden_size: Hidden units per direction of the bidirectional LSTM.
+        lstm_num_layers: Number of stacked bidirectional LSTM layers.
+        lstm_dropout: Dropout between the LSTM layers (0.1 in the paper).
+        region_feature_dim: Width of the input region features (2048 for bottom-up attention).
+        use_box_embedding: Add a learned projection of normalised box coordinates to the region vectors
+            (an extension; off in the paper's model).
+        hidden_size: Width d of the shared representation.
+        num_layers: Number L of dense co-attention layers in the encoder.
+        num_attention_heads: Heads h of each co-attention layer (``hidden_size`` must be divisible by it).
+        num_null_tokens: Learned "nowhere to attend" vectors prepended to each modality in every layer.
+        hidden_dropout: Dropout over fully connected layers: the language projection, the co-attention fusion
+            layers and the task MLPs (0.3 in the paper).
+        summary_glimpses: K parallel attention maps of each summary network.
+        task_layers: Encoder depth (1-based) at which each task's decoder reads, e.g.
+            ``{"grounding": 2, "retrieval": 3, "vqa": 5}``.
+        num_answers: Size of the VQA answer pool (taken from ``id2label`` when that is given).
+        max_regions: Default cap on regions per image used by the processor.
+        max_question_words: Default cap on words per question used by the processor.
+        max_caption_words: Default cap on words per caption used by the processor.
+        initializer_gain: Gain of the Xavier (Glorot) uniform initialisation.
+    """
+
+    model_type = "hierarchical_vl"
+
+    def __init__(
+        self,
+        vocab_size: int = 20000,
+        word_embedding_dim: int = 300,
+        freeze_word_embeddings: bool = True,
+        lstm_hidden_size: int = 450,
+        lstm_num_layers: int = 2,
+        lstm_dropout: float = 0.1,
+        region_feature_dim: int = 2048,
+        use_box_embedding: bool = False,
+        hidden_size: int = 1024,
+        num_layers: int = 5,
+        num_attention_heads: int = 4,
+        num_null_tokens: int = 3,
+        hidden_dropout: float = 0.3,
+        summary_glimpses: int = 4,
+        task_layers: dict[str, int] | None = None,
+        num_answers: int | None = None,
+        max_regions: int = 100,
+        max_question_words: int = 14,
+        max_caption_words: int = 32,
+        initializer_gain: float = 1.0,
+        **kwargs: Any,
+    ):
+        id2label = kwargs.get("id2label")
+        if num_answers is None:
+            num_answers = len(id2label) if id2label else 3129
+        elif id2label is None:
+            kwargs["num_labels"] = num_answers
+        self.vocab_size = vocab_size
+        self.word_embedding_dim = word_embedding_dim
+        self.freeze_word_embeddings = freeze_word_embeddings
+        self.lstm_hidden_size = lstm_hidden_size
+        self.lstm_num_layers = lstm_num_layers
+        self.lstm_dropout = lstm_dropout
+        self.region_feature_dim = region_feature_dim
+        self.use_box_embedding = use_box_embedding
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_null_tokens = num_null_tokens
+        self.hidden_dropout = hidden_dropout
+        self.summary_glimpses = summary_glimpses
+        self.task_layers = (
+            dict(task_layers) if task_layers is not None else {"grounding": 2, "retrieval": 3, "vqa": 5}
+        )
+        self.max_regions = max_regions
+        self.max_question_words = max_question_words
+        self.max_caption_words = max_caption_words
+        self.initializer_gain = initializer_gain
+        super().__init__(**kwargs)
+        if id2label is None and len(self.id2label) != num_answers:
+            self.num_labels = num_answers
+        if not self.label2id or len(self.label2id) != len(self.id2label):
+            self.label2id = {label: index for index, label in self.id2label.items()}
+        self._validate()
+
+    @property
+    def num_answers(self) -> int:
+        """Size of the VQA answer pool (``len(id2label)``)."""
+        return len(self.id2label)
+
+    def _validate(self) -> None:
+        positive = {
+            "vocab_size": self.vocab_size,
+            "word_embedding_dim": self.word_embedding_dim,
+            "lstm_hidden_size": self.lstm_hidden_size,
+            "lstm_num_layers": self.lstm_num_layers,
+            "region_feature_dim": self.region_feature_dim,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "summary_glimpses": self.summary_glimpses,
+            "max_regions": self.max_regions,
+            "max_question_words": self.max_question_words,
+            "max_caption_words": self.max_caption_words,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"HierarchicalVLConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.num_null_tokens, int) or self.num_null_tokens < 0:
+            raise ValueError(
+                f"HierarchicalVLConfig.num_null_tokens must be >= 0, got {self.num_null_tokens!r}"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"HierarchicalVLConfig.hidden_size ({self.hidden_size}) must be divisible by "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        for name in ("lstm_dropout", "hidden_dropout"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"HierarchicalVLConfig.{name} must be in [0, 1), got {value!r}")
+        unknown = sorted(set(self.task_layers) - set(TASKS))
+        if unknown:
+            raise ValueError(f"Unknown task name(s) in task_layers: {unknown}; known tasks are {list(TASKS)}")
+        if not self.task_layers:
+            raise ValueError("task_layers must name at least one task")
+        for task, layer in self.task_layers.items():
+            if not isinstance(layer, int) or isinstance(layer, bool) or not 1 <= layer <= self.num_layers:
+                raise ValueError(
+                    f"task_layers[{task!r}] = {layer!r} is not a layer of the encoder "
+                    f"(must be an integer in 1..num_layers={self.num_layers})"
+                )
+        if self.num_answers < 1:
+            raise ValueError("the VQA answer pool (id2label / num_answers) must not be empty")
+
+    def layer_for(self, task: str) -> int:
+        """The encoder depth at which ``task``'s decoder reads."""
+        if task not in self.task_layers:
+            raise ValueError(
+                f"Task {task!r} is not configured; configured tasks are {sorted(self.task_layers)}"
+            )
+        return self.task_layers[task]
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> HierarchicalVLConfig:
+        """Build a configuration from a named preset shipped with the package (``paper``, ``tiny``, ...).
+
+        Args:
+            name: Preset name, one of [`available_presets`].
+            **overrides: Fields replacing the preset's values.
+        """
+        presets = available_presets()
+        if name not in presets:
+            raise ValueError(f"Unknown preset {name!r}; available presets: {presets}")
+        values = json.loads(resources.files(_PRESET_PACKAGE).joinpath(f"{name}.json").read_text())
+        values.pop("description", None)
+        values.update(overrides)
+        return cls(**values)
+
+
+def available_presets() -> list[str]:
+    """Names of the model presets shipped with the package."""
+    return sorted(
+        entry.name[: -len(".json")]
+        for entry in resources.files(_PRESET_PACKAGE).iterdir()
+        if entry.name.endswith(".json")
+    )

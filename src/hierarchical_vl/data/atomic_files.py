@@ -1,0 +1,82 @@
+"""Atomic writes: build a file or directory under a temporary name beside its destination, then rename it.
+
+A reader therefore sees either the previous version or the complete new one, never a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _default_mode(directory: bool) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def temporary_sibling(path: str | os.PathLike, *, directory: bool = False) -> Path:
+    """Creates an empty temporary file (or directory) in the directory of ``path``, with the usual permissions."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    else:
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        tmp = Path(name)
+    os.chmod(tmp, _default_mode(directory))
+    return tmp
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
+    """Renames a finished temporary file or directory to ``path``.
+
+    An existing directory at ``path`` is first renamed aside, then removed, so the swap itself is one rename.
+
+    Raises:
+        FileExistsError: If ``path`` exists and ``overwrite`` is false.
+    """
+    tmp, path = Path(tmp), Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; not replacing it")
+    if path.is_dir() and not path.is_symlink():
+        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, aside / path.name)
+        os.replace(tmp, path)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+    return path
+
+
+def discard(tmp: str | os.PathLike) -> None:
+    """Removes a temporary file or directory (if it still exists)."""
+    tmp = Path(tmp)
+    if tmp.is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, directory: bool = False, overwrite: bool = True) -> Iterator[Path]:
+    """Yields a temporary path to write; on success it replaces ``path``, on error it is removed."""
+    tmp = temporary_sibling(path, directory=directory)
+    try:
+        yield tmp
+        publish(tmp, path, overwrite=overwrite)
+    except BaseException:
+        discard(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Writes a text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

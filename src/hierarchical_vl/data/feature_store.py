@@ -1,0 +1,452 @@
+"""The fast region-feature store every reader converts into.
+
+A store is a directory:
+
+* ``features.f16`` -- (R + 1, F) float16, C order, raw bytes read through ``np.memmap``; row R is all zeros and
+  serves as padding, so that a padded batch is one fancy-index gather;
+* ``boxes.npy`` -- (R + 1, 4) float32 boxes x1 y1 x2 y2 in pixels (row R zeros);
+* ``index.npz`` -- ``image_ids`` (N,) unicode, ``offsets`` (N + 1,) int64 first row of each image,
+  ``sizes`` (N, 2) float32 image width and height;
+* ``store.json`` -- format version, counts, feature width, sources and the records skipped while converting.
+
+The directory is written under a temporary name next to the destination and renamed into place when complete, so a
+store is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic_files import discard, publish, temporary_sibling
+from .feature_readers import (
+    RegionFeatureError,
+    RegionFeatureRecord,
+    SkippedRecord,
+    canonical_image_id,
+    open_region_feature_reader,
+)
+
+STORE_FORMAT = "hierarchical-vl-region-store"
+STORE_VERSION = 1
+_FEATURES_FILE = "features.f16"
+_BOXES_FILE = "boxes.npy"
+_INDEX_FILE = "index.npz"
+_META_FILE = "store.json"
+
+
+@dataclass
+class RegionBatch:
+    """Regions of a batch of images, padded to the most regions in the batch.
+
+    Attributes:
+        features: (B, T, F) float16 region features (zeros at padding).
+        boxes: (B, T, 4) float32 boxes x1 y1 x2 y2 in pixels (zeros at padding).
+        normalized_boxes: (B, T, 4) float32 boxes divided by image width/height, in [0, 1].
+        mask: (B, T) int64, 1 for real regions.
+        sizes: (B, 2) float32 image width and height.
+    """
+
+    features: np.ndarray
+    boxes: np.ndarray
+    normalized_boxes: np.ndarray
+    mask: np.ndarray
+    sizes: np.ndarray
+
+
+class RegionFeatureStore(Mapping[str, dict]):
+    """Random access to the region features of many images, by image id or by image index.
+
+    ``store[image_id]`` gives ``{"image_id", "features" (K, F) float16, "boxes" (K, 4) float32 pixels,
+    "width", "height"}``; :meth:`gather` builds a padded batch from image indices with one fancy-index gather.
+    Ids are looked up in canonical form, so ``store[42]`` and ``store["42"]`` are the same image. The store pickles
+    by path (DataLoader workers reopen the memory map instead of copying it).
+
+    Args:
+        path: Directory written by :class:`RegionFeatureStoreWriter` or :func:`convert_region_features`.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        meta_file = self.path / _META_FILE
+        if not meta_file.exists():
+            raise FileNotFoundError(f"{self.path} is not a region-feature store (no {_META_FILE})")
+        self.metadata: dict[str, Any] = json.loads(meta_file.read_text())
+        if self.metadata.get("format") != STORE_FORMAT or self.metadata.get("version") != STORE_VERSION:
+            raise ValueError(f"{meta_file}: not a version-{STORE_VERSION} {STORE_FORMAT}")
+        self.feature_dim = int(self.metadata["feature_dim"])
+        num_rows = int(self.metadata["num_regions"]) + 1
+        self.features = np.memmap(self.path / _FEATURES_FILE, dtype=np.float16, mode="r",
+                                  shape=(num_rows, self.feature_dim))  # (R + 1, F)
+        self.boxes = np.load(self.path / _BOXES_FILE, mmap_mode="r")  # (R + 1, 4)
+        with np.load(self.path / _INDEX_FILE, allow_pickle=False) as index:
+            self.image_ids: np.ndarray = index["image_ids"]  # (N,) str
+            self.offsets: np.ndarray = index["offsets"]  # (N + 1,) int64
+            self.sizes: np.ndarray = index["sizes"]  # (N, 2) float32 width, height
+        self.num_regions = self.offsets[1:] - self.offsets[:-1]  # (N,)
+        self.padding_row = num_rows - 1
+        self._position = {image_id: i for i, image_id in enumerate(self.image_ids.tolist())}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (str(self.path),)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.image_ids.tolist())
+
+    def __contains__(self, image_id: object) -> bool:
+        return canonical_image_id(image_id) in self._position
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.path)!r}, images={len(self)}, regions={self.padding_row}, "
+                f"feature_dim={self.feature_dim})")
+
+    @property
+    def max_regions(self) -> int:
+        """Most regions of any image in the store."""
+        return int(self.num_regions.max()) if len(self) else 0
+
+    @property
+    def skipped(self) -> list[str]:
+        """Records left out when the store was converted (as ``file, location: problem`` lines)."""
+        return list(self.metadata.get("skipped", []))
+
+    def index_of(self, image_id: Any) -> int:
+        """Returns the image index (row of ``image_ids``) of an image id."""
+        try:
+            return self._position[canonical_image_id(image_id)]
+        except KeyError:
+            raise KeyError(f"image {image_id!r} is not in the region-feature store {self.path}") from None
+
+    def indices(self, image_ids: Iterable[Any], *, missing: str = "raise") -> np.ndarray:
+        """Image indices of many image ids.
+
+        Args:
+            image_ids: Ids in any form :func:`canonical_image_id` accepts.
+            missing: ``"raise"`` to fail on ids not in the store (listing some), or ``"mark"`` to return -1 for them.
+
+        Returns:
+            (M,) int64 image indices.
+        """
+        position = self._position
+        result = np.fromiter((position.get(canonical_image_id(i), -1) for i in image_ids), dtype=np.int64)
+        if missing == "raise" and (result < 0).any():
+            image_ids = list(image_ids) if not isinstance(image_ids, Sequence) else image_ids
+            absent = [image_ids[i] for i in np.flatnonzero(result < 0)[:5]]
+            raise KeyError(f"{int((result < 0).sum())} image ids are not in the region-feature store {self.path}, "
+                           f"e.g. {absent}")
+        return result
+
+    def __getitem__(self, image_id: Any) -> dict[str, Any]:
+        index = self.index_of(image_id)
+        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
+        width, height = (float(v) for v in self.sizes[index])
+        return {
+            "image_id": str(self.image_ids[index]),
+            "features": self.features[start:end],  # (K, F) float16, read-only view
+            "boxes": np.asarray(self.boxes[start:end]),  # (K, 4) float32 pixels
+            "width": width,
+            "height": height,
+        }
+
+    def region_rows(self, image_indices: np.ndarray, max_regions: int | None = 100) -> tuple[np.ndarray, np.ndarray]:
+        """Store rows of the regions of a batch of images, padded with the all-zero padding row.
+
+        Args:
+            image_indices: (B,) image indices.
+            max_regions: Cap on regions per image (the first ones are kept); ``None`` for no cap.
+
+        Returns:
+            rows (B, T) int64 and mask (B, T) int64, T = most regions in the batch after the cap.
+        """
+        image_indices = np.asarray(image_indices, dtype=np.int64)
+        starts = self.offsets[image_indices]  # (B,)
+        counts = self.num_regions[image_indices]  # (B,)
+        if max_regions is not None:
+            counts = np.minimum(counts, max_regions)
+        width = int(counts.max()) if counts.size else 0
+        steps = np.arange(width, dtype=np.int64)  # (T,)
+        mask = steps[None, :] < counts[:, None]  # (B, T)
+        rows = np.where(mask, starts[:, None] + steps[None, :], self.padding_row)  # (B, T)
+        return rows, mask.astype(np.int64)
+
+    def gather(
+        self,
+        image_indices: np.ndarray,
+        max_regions: int | None = 100,
+        *,
+        out: np.ndarray | None = None,
+    ) -> RegionBatch:
+        """Gathers the padded regions of a batch of images with one fancy-index read of the memory map.
+
+        Args:
+            image_indices: (B,) image indices (see :meth:`indices`).
+            max_regions: Cap on regions per image; ``None`` for no cap.
+            out: Optional (B * T, F) float16 buffer to gather the features into (e.g. shared memory).
+
+        Returns:
+            The padded :class:`RegionBatch`.
+        """
+        rows, mask = self.region_rows(image_indices, max_regions)
+        batch, width = rows.shape
+        flat = rows.reshape(-1)
+        if out is None:
+            features = self.features[flat]
+        else:
+            features = np.take(self.features, flat, axis=0, out=out, mode="clip")
+        features = np.asarray(features).reshape(batch, width, self.feature_dim)  # (B, T, F) float16
+        boxes = np.asarray(self.boxes[flat]).reshape(batch, width, 4)  # (B, T, 4)
+        sizes = self.sizes[np.asarray(image_indices, dtype=np.int64)]  # (B, 2)
+        scale = np.concatenate([sizes, sizes], axis=1)[:, None, :]  # (B, 1, 4) w h w h
+        normalized = np.clip(boxes / scale, 0.0, 1.0).astype(np.float32)
+        return RegionBatch(features, boxes, normalized, mask, sizes)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------------
+class RegionFeatureStoreWriter:
+    """Writes a :class:`RegionFeatureStore` atomically, one image at a time.
+
+    Use as a context manager: the store appears at ``path`` only when the block exits without an error; on error
+    the temporary directory is removed.
+
+    Args:
+        path: Destination directory (must not exist unless ``overwrite``).
+        feature_dim: Feature width; taken from the first record when ``None``.
+        overwrite: Replace an existing store at ``path``.
+        metadata: Extra fields for ``store.json``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        feature_dim: int | None = None,
+        overwrite: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.feature_dim = feature_dim
+        self.overwrite = overwrite
+        self.metadata = dict(metadata or {})
+        self.skipped: list[SkippedRecord] = []
+        self._tmp = temporary_sibling(self.path, directory=True)
+        self._features = open(self._tmp / _FEATURES_FILE, "wb")
+        self._boxes: list[np.ndarray] = []
+        self._ids: list[str] = []
+        self._seen: set[str] = set()
+        self._offsets = [0]
+        self._sizes: list[tuple[float, float]] = []
+        self._closed = False
+
+    def __enter__(self) -> RegionFeatureStoreWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def add(
+        self,
+        image_id: Any,
+        boxes: np.ndarray,
+        features: np.ndarray,
+        width: float,
+        height: float,
+    ) -> None:
+        """Appends one image.
+
+        Args:
+            image_id: The image id (stored in canonical form).
+            boxes: (K, 4) boxes x1 y1 x2 y2 in pixels.
+            features: (K, F) features (any float dtype; stored as float16).
+            width: Image width in pixels.
+            height: Image height in pixels.
+        """
+        key = canonical_image_id(image_id)
+        if key in self._seen:
+            raise ValueError(f"duplicate image id {key!r}")
+        features = np.asarray(features)
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        if features.ndim != 2 or features.shape[0] != boxes.shape[0] or features.shape[0] == 0:
+            raise ValueError(f"image {key!r}: features {features.shape} and boxes {boxes.shape} do not match")
+        if self.feature_dim is None:
+            self.feature_dim = int(features.shape[1])
+        elif features.shape[1] != self.feature_dim:
+            raise ValueError(f"image {key!r}: feature width {features.shape[1]}, expected {self.feature_dim}")
+        half = np.ascontiguousarray(features, dtype=np.float16)
+        if not np.isfinite(half).all():
+            raise ValueError(f"image {key!r}: features are NaN, inf or beyond the float16 range")
+        self._features.write(half.tobytes())
+        self._boxes.append(boxes)
+        self._ids.append(key)
+        self._seen.add(key)
+        self._offsets.append(self._offsets[-1] + features.shape[0])
+        self._sizes.append((float(width), float(height)))
+
+    @property
+    def num_images(self) -> int:
+        return len(self._ids)
+
+    @property
+    def num_regions(self) -> int:
+        return int(self._offsets[-1])
+
+    def add_record(self, record: RegionFeatureRecord) -> None:
+        """Appends one record of a reader."""
+        self.add(record.image_id, record.boxes, record.features, record.width, record.height)
+
+    def close(self) -> Path:
+        """Finishes the files and renames the temporary directory into place.
+
+        Returns:
+            The store directory.
+        """
+        if self._closed:
+            return self.path
+        if not self._ids:
+            self.abort()
+            raise ValueError(f"no images were written to {self.path}")
+        try:
+            self._features.write(np.zeros(self.feature_dim, dtype=np.float16).tobytes())  # padding row
+            self._features.flush()
+            os.fsync(self._features.fileno())
+            self._features.close()
+            boxes = np.concatenate(self._boxes + [np.zeros((1, 4), np.float32)], axis=0)
+            np.save(self._tmp / _BOXES_FILE, boxes)
+            np.savez(self._tmp / _INDEX_FILE, image_ids=np.asarray(self._ids, dtype=str),
+                     offsets=np.asarray(self._offsets, dtype=np.int64),
+                     sizes=np.asarray(self._sizes, dtype=np.float32).reshape(-1, 2))
+            counts = np.diff(self._offsets)
+            meta = {
+                "format": STORE_FORMAT,
+                "version": STORE_VERSION,
+                "num_images": len(self._ids),
+                "num_regions": int(self._offsets[-1]),
+                "feature_dim": int(self.feature_dim),
+                "feature_dtype": "float16",
+                "min_regions": int(counts.min()),
+                "max_regions": int(counts.max()),
+                **self.metadata,
+                "skipped": [str(s) for s in self.skipped],
+            }
+            (self._tmp / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+            publish(self._tmp, self.path, overwrite=self.overwrite)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Removes the temporary files; the destination is left untouched."""
+        if not self._features.closed:
+            self._features.close()
+        discard(self._tmp)
+        self._closed = True
+
+
+@dataclass
+class ConversionReport:
+    """What :func:`convert_region_features` wrote and what it left out.
+
+    Attributes:
+        path: The store directory.
+        num_images: Images written.
+        num_regions: Regions written.
+        feature_dim: Feature width.
+        skipped: Records left out in ``skip_bad`` mode.
+    """
+
+    path: Path
+    num_images: int
+    num_regions: int
+    feature_dim: int
+    skipped: list[SkippedRecord] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"wrote {self.num_images} images, {self.num_regions} regions of width {self.feature_dim} "
+                 f"to {self.path}", f"skipped {len(self.skipped)} records"]
+        lines += [f"  skipped {record}" for record in self.skipped]
+        return "\n".join(lines)
+
+
+def convert_region_features(
+    sources: str | os.PathLike | Sequence[str | os.PathLike],
+    destination: str | os.PathLike,
+    *,
+    format: str = "auto",
+    feature_dim: int | None = None,
+    skip_bad: bool = False,
+    numeric_ids: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ConversionReport:
+    """Converts one or more region-feature sources (e.g. the split TSV files of a release) into one store.
+
+    Args:
+        sources: Files or directories, read in order.
+        destination: Store directory to write.
+        format: Source format (:data:`~hierarchical_vl.data.feature_readers.FEATURE_FORMATS`) or ``"auto"``.
+        feature_dim: Expected feature width; inferred from the first good record when ``None``.
+        skip_bad: Skip bad records (listed in the report and in ``store.json``) instead of raising.
+        numeric_ids: Reduce image ids to their trailing number (``COCO_val2014_000000000042`` -> ``42``).
+        overwrite: Replace an existing store.
+        progress: Show a progress bar per source.
+
+    Returns:
+        A :class:`ConversionReport`.
+
+    Raises:
+        RegionFeatureError: On a bad record (without ``skip_bad``), naming the file, line or key and the problem,
+            including an image id repeated across sources.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources = [Path(s) for s in sources]
+    writer = RegionFeatureStoreWriter(destination, feature_dim=feature_dim, overwrite=overwrite,
+                                      metadata={"sources": [str(s) for s in sources]})
+    with writer:
+        first_seen: dict[str, str] = {}
+        for source in sources:
+            reader = open_region_feature_reader(source, format, feature_dim=writer.feature_dim, skip_bad=skip_bad,
+                                                numeric_ids=numeric_ids)
+            unit = reader.progress_unit
+            try:
+                with tqdm(total=reader.progress_total, desc=f"converting {source.name}", unit=unit,
+                          unit_scale=unit == "B", disable=not progress, dynamic_ncols=True) as bar:
+                    reader.progress_callback = bar.update
+                    for record in reader:
+                        if record.image_id in first_seen:
+                            where = f"image {record.image_id!r}"
+                            problem = f"duplicate image id (already in {first_seen[record.image_id]})"
+                            if not skip_bad:
+                                raise RegionFeatureError(source, where, problem)
+                            writer.skipped.append(SkippedRecord(str(source), where, problem))
+                            continue
+                        first_seen[record.image_id] = str(source)
+                        writer.add_record(record)
+                        bar.set_postfix(skipped=len(writer.skipped) + len(reader.skipped), refresh=False)
+            finally:
+                close = getattr(reader, "close", None)
+                if close is not None:
+                    close()
+            writer.skipped.extend(reader.skipped)
+    return ConversionReport(writer.path, writer.num_images, writer.num_regions, int(writer.feature_dim),
+                            list(writer.skipped))

@@ -1,0 +1,122 @@
+"""Writers of the community region-feature formats, the inverse of :mod:`.feature_readers`.
+
+They produce files laid out exactly as the public releases are (the demo corpus uses them, and they export a store
+to tools that expect those formats). Every writer goes through a temporary name in the destination's directory and
+renames it into place.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pickle
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .atomic_files import atomic_path
+from .feature_readers import RegionFeatureRecord, _import_optional
+
+
+def _b64(array: np.ndarray, dtype: type) -> bytes:
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes())
+
+
+def bottom_up_tsv_line(record: RegionFeatureRecord) -> bytes:
+    """One line of the bottom-up-attention TSV (``image_id, image_w, image_h, num_boxes, boxes, features``)."""
+    fields = [
+        record.image_id.encode(), _number(record.width), _number(record.height), str(record.num_boxes).encode(),
+        _b64(record.boxes, np.float32), _b64(record.features, np.float32),
+    ]
+    return b"\t".join(fields) + b"\n"
+
+
+def lxmert_tsv_line(record: RegionFeatureRecord) -> bytes:
+    """One line of LXMERT's TSV (``img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf,
+    num_boxes, boxes, features``); missing object/attribute arrays are written as zeros."""
+    count = record.num_boxes
+    extras = record.extras
+
+    def extra(name: str, dtype: type) -> bytes:
+        return _b64(extras.get(name, np.zeros(count, dtype)), dtype)
+
+    fields = [
+        record.image_id.encode(), _number(record.height), _number(record.width),
+        extra("objects_id", np.int64), extra("objects_conf", np.float32),
+        extra("attrs_id", np.int64), extra("attrs_conf", np.float32),
+        str(count).encode(), _b64(record.boxes, np.float32), _b64(record.features, np.float32),
+    ]
+    return b"\t".join(fields) + b"\n"
+
+
+def _number(value: float) -> bytes:
+    return (str(int(value)) if float(value).is_integer() else repr(float(value))).encode()
+
+
+def write_bottom_up_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
+    """Writes records as a bottom-up-attention TSV (no header, as released)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        for record in records:
+            handle.write(bottom_up_tsv_line(record))
+    return path
+
+
+def write_lxmert_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
+    """Writes records as LXMERT's TSV (no header, as released)."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        for record in records:
+            handle.write(lxmert_tsv_line(record))
+    return path
+
+
+def write_hdf5(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
+    """Writes records as one HDF5 file: ``image_features`` (R, F), ``image_bb`` (R, 4), ``pos_boxes`` (N, 2)
+    start/end rows, ``image_ids`` (N,) strings, ``image_w``/``image_h`` (N,)."""
+    h5py = _import_optional("h5py", "HDF5")
+    records = list(records)
+    path = Path(path)
+    counts = np.array([r.num_boxes for r in records], dtype=np.int64)
+    ends = np.cumsum(counts)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("image_features", data=np.concatenate([r.features for r in records]).astype(np.float32))
+        f.create_dataset("image_bb", data=np.concatenate([r.boxes for r in records]).astype(np.float32))
+        f.create_dataset("pos_boxes", data=np.stack([ends - counts, ends], axis=1))
+        f.create_dataset("image_ids", data=np.array([r.image_id for r in records], dtype=h5py.string_dtype()))
+        f.create_dataset("image_w", data=np.array([r.width for r in records], dtype=np.float32))
+        f.create_dataset("image_h", data=np.array([r.height for r in records], dtype=np.float32))
+    return path
+
+
+def write_npz_directory(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
+    """Writes one ``<image_id>.npz`` per image with keys ``x`` (K, F), ``bbox`` (K, 4), ``num_bbox``,
+    ``image_w`` and ``image_h`` (the layout of the detectron2-based bottom-up extractors)."""
+    path = Path(path)
+    with atomic_path(path, directory=True) as tmp:
+        for record in records:
+            np.savez(tmp / f"{record.image_id}.npz", x=record.features.astype(np.float32),
+                     bbox=record.boxes.astype(np.float32), num_bbox=np.int64(record.num_boxes),
+                     image_w=np.float32(record.width), image_h=np.float32(record.height))
+    return path
+
+
+def write_lmdb(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
+    """Writes an LMDB environment keyed by image id, one pickled dict per image (``image_id``, ``image_w``,
+    ``image_h``, ``num_boxes``, ``boxes`` (K, 4), ``features`` (K, F)), plus the pickled id list under ``keys``."""
+    lmdb = _import_optional("lmdb", "LMDB")
+    records = list(records)
+    path = Path(path)
+    size = sum(r.features.size * 4 + r.boxes.size * 4 + 1024 for r in records) * 2 + (1 << 20)
+    with atomic_path(path, directory=True) as tmp:
+        env = lmdb.open(str(tmp), map_size=size, subdir=True)
+        with env.begin(write=True) as txn:
+            for record in records:
+                value = {"image_id": record.image_id, "image_w": record.width, "image_h": record.height,
+                         "num_boxes": record.num_boxes, "boxes": record.boxes.astype(np.float32),
+                         "features": record.features.astype(np.float32)}
+                txn.put(record.image_id.encode(), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+            txn.put(b"keys", pickle.dumps([r.image_id.encode() for r in records]))
+        env.close()
+    return path

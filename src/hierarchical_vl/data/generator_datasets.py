@@ -1,0 +1,49 @@
+"""Map-style and streaming ``datasets`` datasets built from one generator, so that both give the same records.
+
+``datasets`` is imported inside the functions: the rest of :mod:`hierarchical_vl.data` works without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+_LOADER_VERSION = "1"
+
+
+def _stat(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _file_fingerprint(*parts: Any) -> str:
+    """Hash of the parts; files count by path, size and mtime, directories by those of all their files."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, (str, os.PathLike)) and Path(part).is_file():
+            part = _stat(Path(part))
+        elif isinstance(part, (str, os.PathLike)) and Path(part).is_dir():
+            part = [_stat(p) for p in sorted(Path(part).rglob("*")) if p.is_file()]
+        elif callable(part):
+            part = f"{getattr(part, '__module__', '')}.{getattr(part, '__qualname__', repr(part))}"
+        digest.update(json.dumps(part, default=str, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def from_generator(generator: Callable, gen_kwargs: dict[str, Any], features: Any, *, streaming: bool,
+                   cache_dir: str | os.PathLike | None, fingerprint_parts: Sequence[Any], split: str) -> Any:
+    """Builds a map-style ``Dataset`` (cached, fingerprinted by the files' path, size and mtime) or, with
+    ``streaming``, an ``IterableDataset`` from one generator, so both give the same records."""
+    from datasets import Dataset, IterableDataset, NamedSplit
+
+    split_name = NamedSplit(re.sub(r"[^\w]+", "_", split))
+    if streaming:
+        return IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name)
+    fingerprint = _file_fingerprint(_LOADER_VERSION, generator, *fingerprint_parts)
+    return Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name,
+                                  cache_dir=None if cache_dir is None else str(cache_dir), fingerprint=fingerprint)

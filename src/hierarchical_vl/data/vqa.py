@@ -1,0 +1,222 @@
+"""VQA 2.0 as ``datasets`` datasets, read from the official question and annotation JSON files.
+
+One row per question: ``question_id``, ``image_id``, ``question``, ``question_type``, ``answer_type``,
+``multiple_choice_answer``, the 10 ``answers`` (``answer``, ``answer_confidence``, ``answer_id``), and the training
+targets ``labels`` (ids into the answer vocabulary, a ``ClassLabel`` whose names are the vocabulary, so it is saved
+with the dataset) with their soft ``scores`` = min(1, 0.3 x number of annotators who gave the answer) for every
+in-vocabulary answer among the 10. Test splits have no annotations: their answer fields are empty.
+
+The answer vocabulary is the ``multiple_choice_answer`` strings seen more than 8 times in the training annotations
+(most frequent first). Answers are compared after :func:`normalize_answer_text` (lowercase, single spaces); pass
+another ``normalize`` (e.g. the official VQA normalisation) to change that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .generator_datasets import from_generator
+from .json_stream import iter_json_array
+
+VQA_SPLIT_FILES = {
+    "train": "train2014",
+    "val": "val2014",
+    "test": "test2015",
+    "test-dev": "test-dev2015",
+}
+"""Split name -> the data subtype in the official file names."""
+
+AnswerNormalizer = Callable[[str], str]
+
+
+def normalize_answer_text(text: str) -> str:
+    """Lowercases an answer and collapses its whitespace (the default comparison of answers)."""
+    return " ".join(text.lower().split())
+
+
+def vqa_soft_score(count: int) -> float:
+    """Soft score of an answer given by ``count`` of the 10 annotators: min(1, 0.3 x count) -> 0, .3, .6, .9, 1."""
+    return round(min(1.0, 0.3 * count), 1)
+
+
+def vqa_data_files(directory: str | os.PathLike) -> dict[str, tuple[Path, Path | None]]:
+    """Finds the official VQA 2.0 files in a directory.
+
+    Looks for ``v2_OpenEnded_mscoco_<subtype>_questions.json`` and ``v2_mscoco_<subtype>_annotations.json``.
+
+    Returns:
+        Split name (``train``, ``val``, ``test``, ``test-dev``) -> (questions file, annotations file or None).
+    """
+    directory = Path(directory)
+    found = {}
+    for split, subtype in VQA_SPLIT_FILES.items():
+        questions = directory / f"v2_OpenEnded_mscoco_{subtype}_questions.json"
+        annotations = directory / f"v2_mscoco_{subtype}_annotations.json"
+        if questions.exists():
+            found[split] = (questions, annotations if annotations.exists() else None)
+    if not found:
+        raise FileNotFoundError(f"no VQA 2.0 question files (v2_OpenEnded_mscoco_*_questions.json) in {directory}")
+    return found
+
+
+def build_vqa_answer_vocab(
+    annotation_files: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    min_count: int = 9,
+    normalize: AnswerNormalizer = normalize_answer_text,
+) -> list[str]:
+    """The answer vocabulary: ``multiple_choice_answer`` strings seen at least ``min_count`` times.
+
+    The default ``min_count=9`` is "more than 8 times" of the paper. The files are streamed.
+
+    Returns:
+        Answers, most frequent first (ties alphabetically).
+    """
+    if isinstance(annotation_files, (str, os.PathLike)):
+        annotation_files = [annotation_files]
+    counts: Counter[str] = Counter()
+    for file in annotation_files:
+        for annotation in iter_json_array(file, "annotations"):
+            counts[normalize(annotation["multiple_choice_answer"])] += 1
+    return [answer for answer, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            if count >= min_count]
+
+
+def vqa_features(answer_vocab: Sequence[str]) -> Any:
+    """The explicit ``datasets.Features`` of the VQA rows, with the vocabulary as ``ClassLabel`` names."""
+    from datasets import ClassLabel, Features, List, Value
+
+    return Features({
+        "question_id": Value("int64"),
+        "image_id": Value("int64"),
+        "question": Value("string"),
+        "question_type": Value("string"),
+        "answer_type": Value("string"),
+        "multiple_choice_answer": Value("string"),
+        "answers": List({"answer": Value("string"), "answer_confidence": Value("string"),
+                         "answer_id": Value("int32")}),
+        "labels": List(ClassLabel(names=list(answer_vocab))),
+        "scores": List(Value("float32")),
+    })
+
+
+def vqa_answer_vocab(dataset: Any) -> list[str]:
+    """The answer vocabulary saved in a VQA dataset's features (``labels`` names)."""
+    return list(dataset.features["labels"].feature.names)
+
+
+def _soft_targets(answers: Sequence[str], index: Mapping[str, int],
+                  normalize: AnswerNormalizer) -> tuple[list[int], list[float]]:
+    counts = Counter(normalize(a) for a in answers)
+    pairs = sorted((index[a], vqa_soft_score(c)) for a, c in counts.items() if a in index)
+    # Scores rounded to float32 here, so streaming rows equal the (float32) map-style rows exactly.
+    return [p[0] for p in pairs], np.asarray([p[1] for p in pairs], dtype=np.float32).tolist()
+
+
+def _generate_vqa(questions_file: str, annotations_file: str | None, answer_vocab: Sequence[str],
+                  normalize: AnswerNormalizer) -> Iterator[dict[str, Any]]:
+    """Joins questions and annotations by question id while streaming both files.
+
+    The official files list both in the same order; questions met out of order wait in a dict, so other orders
+    work too (with more memory).
+    """
+    index = {answer: i for i, answer in enumerate(answer_vocab)}
+    questions = iter_json_array(questions_file, "questions")
+    if annotations_file is None:
+        for q in questions:
+            yield {"question_id": q["question_id"], "image_id": q["image_id"], "question": q["question"],
+                   "question_type": "", "answer_type": "", "multiple_choice_answer": "", "answers": [],
+                   "labels": [], "scores": []}
+        return
+    pending: dict[int, dict] = {}
+    for a in iter_json_array(annotations_file, "annotations"):
+        question_id = a["question_id"]
+        q = pending.pop(question_id, None)
+        while q is None:
+            try:
+                candidate = next(questions)
+            except StopIteration:
+                raise ValueError(f"{annotations_file}: question {question_id} has an annotation but is not in "
+                                 f"{questions_file}") from None
+            if candidate["question_id"] == question_id:
+                q = candidate
+            else:
+                pending[candidate["question_id"]] = candidate
+        if q["image_id"] != a["image_id"]:
+            raise ValueError(f"{annotations_file}: question {question_id} is on image {a['image_id']} but "
+                             f"{questions_file} says image {q['image_id']}")
+        answers = a["answers"]
+        labels, scores = _soft_targets([x["answer"] for x in answers], index, normalize)
+        yield {
+            "question_id": question_id,
+            "image_id": a["image_id"],
+            "question": q["question"],
+            "question_type": a.get("question_type", ""),
+            "answer_type": a.get("answer_type", ""),
+            "multiple_choice_answer": a.get("multiple_choice_answer", ""),
+            "answers": [{"answer": x["answer"], "answer_confidence": x.get("answer_confidence", ""),
+                         "answer_id": x.get("answer_id", i + 1)} for i, x in enumerate(answers)],
+            "labels": labels,
+            "scores": scores,
+        }
+
+
+def load_vqa(
+    data_files: str | os.PathLike | Mapping[str, tuple[str | os.PathLike, str | os.PathLike | None]],
+    *,
+    split: str | None = None,
+    answer_vocab: Sequence[str] | None = None,
+    vocab_splits: Sequence[str] = ("train",),
+    min_answer_count: int = 9,
+    normalize: AnswerNormalizer = normalize_answer_text,
+    streaming: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> Any:
+    """Loads VQA 2.0 splits as ``datasets`` datasets.
+
+    Args:
+        data_files: A directory with the official file names (see :func:`vqa_data_files`), or split name ->
+            (questions file, annotations file or ``None`` for test splits).
+        split: Load only this split (returns a ``Dataset``); all splits (a ``DatasetDict``) when ``None``.
+        answer_vocab: The answer vocabulary; built from the annotations of ``vocab_splits`` when ``None``.
+        vocab_splits: Splits whose ``multiple_choice_answer`` strings make the vocabulary.
+        min_answer_count: Keep answers seen at least this often (9 = more than 8 times).
+        normalize: How answers are compared (vocabulary and soft scores).
+        streaming: Return ``IterableDataset`` (``IterableDatasetDict``) that stream the JSON files.
+        cache_dir: Cache directory of the map-style datasets (the ``datasets`` default when ``None``).
+
+    Returns:
+        ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
+    """
+    from datasets import DatasetDict, IterableDatasetDict
+
+    files = vqa_data_files(data_files) if isinstance(data_files, (str, os.PathLike)) else dict(data_files)
+    if split is not None and split not in files:
+        raise KeyError(f"no VQA split {split!r}; have {sorted(files)}")
+    if answer_vocab is None:
+        sources = [files[s][1] for s in vocab_splits if s in files and files[s][1] is not None]
+        if not sources:
+            raise ValueError(f"cannot build the answer vocabulary: no annotations for splits {list(vocab_splits)}; "
+                             "pass answer_vocab=")
+        answer_vocab = build_vqa_answer_vocab(sources, min_count=min_answer_count, normalize=normalize)
+    answer_vocab = list(answer_vocab)
+    features = vqa_features(answer_vocab)
+    datasets = {}
+    for name in [split] if split is not None else list(files):
+        questions, annotations = files[name]
+        gen_kwargs = {"questions_file": str(questions),
+                      "annotations_file": None if annotations is None else str(annotations),
+                      # a tuple: ``datasets`` would treat a list in gen_kwargs as shards
+                      "answer_vocab": tuple(answer_vocab), "normalize": normalize}
+        datasets[name] = from_generator(
+            _generate_vqa, gen_kwargs, features, streaming=streaming, cache_dir=cache_dir, split=name,
+            fingerprint_parts=(questions, annotations, answer_vocab, normalize))
+    if split is not None:
+        return datasets[split]
+    return IterableDatasetDict(datasets) if streaming else DatasetDict(datasets)

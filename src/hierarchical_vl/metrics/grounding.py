@@ -1,0 +1,170 @@
+"""Phrase grounding metrics (Flickr30k Entities): box IoU and Recall@K with its upper bound.
+
+Boxes are ``x1 y1 x2 y2`` in pixels. By default they are continuous coordinates: width = ``x2 - x1`` (no ``+ 1``).
+The data loaders convert the 1-based inclusive VOC boxes of Flickr30k Entities (``xmin ymin xmax ymax``) to this
+convention, and bottom-up-attention region boxes already use it. Pass ``offset=1`` to measure inclusive integer
+pixel boxes the VOC way (width = ``x2 - x1 + 1``).
+
+A phrase counts as grounded at K when one of its K best-scoring regions has IoU >= the threshold (0.5) with *any*
+of its ground-truth boxes (a phrase may refer to several boxes). Regions that score the same as the best correct
+region are ranked before it (ties broken against the ground truth, as in :mod:`hierarchical_vl.metrics.retrieval`),
+so a constant scorer does not get credit for ties. The upper bound is the percentage of phrases for which at least
+one candidate region reaches the threshold, i.e. the best any scorer could do with those regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["box_iou", "grounding_ranks", "grounding_recall"]
+
+
+def _as_boxes(boxes: Any, name: str) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim == 1 and boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim == 1 and boxes.shape == (4,):
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (n, 4) as x1 y1 x2 y2, got shape {boxes.shape}")
+    if np.isnan(boxes).any():
+        raise ValueError(f"{name} contains NaN (box {np.flatnonzero(np.isnan(boxes).any(axis=1))[0]})")
+    inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+    if inverted.size:
+        raise ValueError(f"{name}[{inverted[0]}] = {boxes[inverted[0]].tolist()} has x2 < x1 or y2 < y1")
+    return boxes
+
+
+def box_iou(a: Any, b: Any, offset: float = 0.0) -> np.ndarray:
+    """Pairwise intersection over union of two sets of boxes.
+
+    Args:
+        a: Boxes, shape (n, 4) (or a single box, shape (4,)), as x1 y1 x2 y2 in pixels.
+        b: Boxes, shape (m, 4) (or (4,)).
+        offset: Added to every width and height: 0 for continuous coordinates (default), 1 for inclusive integer
+            pixel coordinates (the VOC convention).
+
+    Returns:
+        IoU matrix, shape (n, m). A pair whose union is empty (two zero-area boxes) has IoU 0.
+    """
+    a, b = _as_boxes(a, "a"), _as_boxes(b, "b")
+    area_a = (a[:, 2] - a[:, 0] + offset) * (a[:, 3] - a[:, 1] + offset)  # (n,)
+    area_b = (b[:, 2] - b[:, 0] + offset) * (b[:, 3] - b[:, 1] + offset)  # (m,)
+    # Intersection width and height, (n, m).
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + offset
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + offset
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _phrases(region_scores: Any, region_boxes: Any, region_mask: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per-phrase (scores (T,), boxes (T, 4)) with padding removed."""
+    if region_mask is not None:
+        scores = np.asarray(region_scores, dtype=np.float64)  # (P, T)
+        boxes = np.asarray(region_boxes, dtype=np.float64)  # (P, T, 4)
+        mask = np.asarray(region_mask, dtype=bool)  # (P, T)
+        if scores.ndim != 2 or mask.shape != scores.shape or boxes.shape != (*scores.shape, 4):
+            raise ValueError(
+                "with region_mask, region_scores must be (P, T), region_mask (P, T) and region_boxes (P, T, 4); "
+                f"got {scores.shape}, {mask.shape} and {boxes.shape}"
+            )
+        return [(scores[p][mask[p]], boxes[p][mask[p]]) for p in range(scores.shape[0])]
+    if len(region_scores) != len(region_boxes):
+        raise ValueError(
+            f"got region scores for {len(region_scores)} phrases but boxes for {len(region_boxes)}"
+        )
+    return [(np.asarray(s, dtype=np.float64), b) for s, b in zip(region_scores, region_boxes)]
+
+
+def grounding_ranks(
+    region_scores: Sequence[Any] | np.ndarray,
+    region_boxes: Sequence[Any] | np.ndarray,
+    gt_boxes: Sequence[Any],
+    iou_threshold: float = 0.5,
+    region_mask: Any = None,
+    offset: float = 0.0,
+) -> np.ndarray:
+    """0-based rank of the best-ranked correct region of every phrase.
+
+    A region is correct when its IoU with any ground-truth box of the phrase is >= ``iou_threshold``. The rank is
+    the number of incorrect regions scoring >= the best correct region (ties broken against the ground truth).
+
+    Args:
+        region_scores: Per phrase, the scores of its image's candidate regions, shape (T_p,); or a padded (P, T)
+            array together with ``region_mask``.
+        region_boxes: Per phrase, the candidate boxes, shape (T_p, 4); or a padded (P, T, 4) array.
+        gt_boxes: Per phrase, its ground-truth boxes, shape (G_p, 4) with G_p >= 1.
+        iou_threshold: IoU a region needs to count as correct.
+        region_mask: Optional (P, T) mask, true for real regions, when scores and boxes are padded arrays.
+        offset: Box convention passed to :func:`box_iou`.
+
+    Returns:
+        Ranks, shape (P,), float: ``inf`` for a phrase without any correct region.
+    """
+    phrases = _phrases(region_scores, region_boxes, region_mask)
+    if len(gt_boxes) != len(phrases):
+        raise ValueError(f"got regions for {len(phrases)} phrases but ground-truth boxes for {len(gt_boxes)}")
+    if not phrases:
+        raise ValueError("no phrases to evaluate")
+    ranks = np.empty(len(phrases), dtype=np.float64)
+    for p, ((scores, boxes), gts) in enumerate(zip(phrases, gt_boxes)):
+        where = f"phrase {p}"
+        if scores.ndim != 1:
+            raise ValueError(f"{where}: region scores must be 1-D, got shape {scores.shape}")
+        if np.isnan(scores).any():
+            raise ValueError(f"{where}: region scores contain NaN")
+        boxes = _as_boxes(boxes, f"{where} region boxes")
+        gts = _as_boxes(gts, f"{where} ground-truth boxes")
+        if boxes.shape[0] != scores.shape[0]:
+            raise ValueError(f"{where}: {scores.shape[0]} region scores but {boxes.shape[0]} region boxes")
+        if gts.shape[0] == 0:
+            raise ValueError(
+                f"{where}: no ground-truth box (phrases without boxes are not evaluated; drop them)"
+            )
+        correct = (box_iou(boxes, gts, offset=offset) >= iou_threshold).any(axis=1)  # (T_p,)
+        if not correct.any():
+            ranks[p] = np.inf
+            continue
+        best = scores[correct].max()
+        ranks[p] = np.count_nonzero(scores[~correct] >= best)
+    return ranks
+
+
+def grounding_recall(
+    region_scores: Sequence[Any] | np.ndarray,
+    region_boxes: Sequence[Any] | np.ndarray,
+    gt_boxes: Sequence[Any],
+    ks: Sequence[int] = (1, 5, 10),
+    iou_threshold: float = 0.5,
+    region_mask: Any = None,
+    offset: float = 0.0,
+) -> dict[str, float]:
+    """Phrase grounding Recall@K and its upper bound.
+
+    Args:
+        region_scores: Per phrase, the scores of its image's candidate regions, shape (T_p,) (the number of regions
+            may differ between images); or a padded (P, T) array together with ``region_mask``.
+        region_boxes: Per phrase, the candidate boxes, shape (T_p, 4); or a padded (P, T, 4) array.
+        gt_boxes: Per phrase, its ground-truth boxes, shape (G_p, 4), G_p >= 1.
+        ks: The K of Recall@K.
+        iou_threshold: IoU a region needs with a ground-truth box to count as correct.
+        region_mask: Optional (P, T) mask, true for real regions, when scores and boxes are padded arrays.
+        offset: Box convention passed to :func:`box_iou` (0: continuous coordinates).
+
+    Returns:
+        ``{"r1": float, "r5": float, "r10": float, "upper_bound": float, "num_phrases": int}`` (one ``r{k}`` per
+        K), in percent rounded to 2 decimals.
+    """
+    ks = tuple(ks) if isinstance(ks, (Sequence, np.ndarray)) else ()
+    if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
+        raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks!r}")
+    ranks = grounding_ranks(region_scores, region_boxes, gt_boxes, iou_threshold, region_mask, offset)
+    out: dict[str, float] = {f"r{int(k)}": round(100.0 * float(np.mean(ranks < k)), 2) for k in ks}
+    out["upper_bound"] = round(100.0 * float(np.mean(np.isfinite(ranks))), 2)
+    out["num_phrases"] = int(ranks.size)
+    return out

@@ -1,0 +1,274 @@
+"""Training arguments: presets as YAML data files, every field overridable from the command line."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..configuration_hierarchical_vl import TASKS
+
+__all__ = [
+    "DataArguments",
+    "OptimizerArguments",
+    "StageArguments",
+    "TaskArguments",
+    "TrainingArguments",
+    "apply_overrides",
+    "available_training_presets",
+    "load_training_arguments",
+]
+
+_PRESETS = "hierarchical_vl.training.presets"
+
+
+@dataclass
+class TaskArguments:
+    """Per-task hyper-parameters from the single-task grid search (paper Sec. 4.2), frozen afterwards.
+
+    Args:
+        iterations: ``#iter_i``: updates of the task when trained alone; sets its share ``alpha_i`` of each cycle.
+        lr_step: ``#step_i``: learning-rate step size of the task when trained alone.
+        batch_size: ``bs_i``.
+        layer: Encoder depth of the task's decoder (``l(i)``); ``None`` keeps the model configuration's.
+    """
+
+    iterations: int = 1000
+    lr_step: int = 1000
+    batch_size: int = 64
+    layer: int | None = None
+
+
+@dataclass
+class StageArguments:
+    """One curriculum stage: tasks trained together with periodic switching (Algorithm 1).
+
+    Args:
+        tasks: Tasks of the stage in switching order.
+        cycle_length: ``C``.
+        name: Label used in logs and checkpoint names.
+        evaluate: Tasks evaluated at the end of the stage (default: the stage's tasks).
+    """
+
+    tasks: list[str]
+    cycle_length: int = 100
+    name: str = ""
+    evaluate: list[str] | None = None
+
+
+@dataclass
+class OptimizerArguments:
+    """Adam with the paper's settings and the step learning-rate decay.
+
+    Args:
+        lr: Initial learning rate of each stage.
+        betas: Adam's betas.
+        decay: Learning-rate factor applied every ``sum_i #step_i`` updates.
+        weight_decay: Adam's weight decay (0 in the paper).
+        max_grad_norm: Clip the gradient norm to this value (off when ``None``).
+    """
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    decay: float = 0.5
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = None
+
+
+@dataclass
+class DataArguments:
+    """Where the corpora are.
+
+    Args:
+        root: A directory in the layout written by ``hvl data demo`` (features, VQA, captions, Entities).
+        features: The region-feature store (``RegionFeatureStore`` directory); default ``root/features.store``,
+            converted from ``root``'s TSV on first use.
+        vqa_train_splits: VQA splits trained on (``train2014``; add ``val2014`` for the paper's run 2).
+        vqa_eval_split: VQA split evaluated.
+        captions: Karpathy split file name under ``root`` (``dataset_coco.json`` / ``dataset_flickr30k.json``).
+        caption_train_splits: Karpathy splits trained on (``restval`` always joins ``train``).
+        caption_eval_split: Karpathy split evaluated.
+        entities_train_split: Flickr30k Entities split trained on.
+        entities_eval_split: Flickr30k Entities split evaluated.
+        max_regions: Regions kept per image.
+        max_question_words: Words kept per question.
+        max_caption_words: Words kept per caption.
+        retrieval_negatives: Negative pairs per positive in retrieval batches (each direction).
+        allow_contamination: Start even if an evaluation image is in another task's training split.
+    """
+
+    root: str = "demo_corpus"
+    features: str | None = None
+    vqa_train_splits: list[str] = field(default_factory=lambda: ["train2014"])
+    vqa_eval_split: str = "val2014"
+    captions: str = "dataset_coco.json"
+    caption_train_splits: list[str] = field(default_factory=lambda: ["train"])
+    caption_eval_split: str = "test"
+    entities_train_split: str = "train"
+    entities_eval_split: str = "test"
+    max_regions: int = 100
+    max_question_words: int = 14
+    max_caption_words: int = 32
+    retrieval_negatives: int = 1
+    allow_contamination: bool = False
+
+
+@dataclass
+class TrainingArguments:
+    """Everything a training run needs besides the model configuration.
+
+    Args:
+        output_dir: Where checkpoints, logs and the final ``from_pretrained`` directory go.
+        seed: Seed of initialisation, data order and dropout.
+        model_preset: Model preset (``paper``, ``demo``, ``tiny``) the run starts from.
+        model_overrides: Fields replacing the preset's values.
+        init_from: A ``from_pretrained`` directory to start from instead of a fresh model.
+        tasks: Per-task arguments.
+        curriculum: Stages, from single tasks to pairs to all tasks.
+        optimizer: Optimiser arguments.
+        data: Data arguments.
+        mixed_precision: ``no``, ``fp16`` or ``bf16`` (Accelerate).
+        gradient_accumulation_steps: Micro-batches per update (all of one task).
+        eval_every: Evaluate every N updates (0: only at stage ends).
+        eval_batch_size: Batch size of evaluation.
+        save_every: Checkpoint every N updates (0: only at stage ends).
+        keep_last: Checkpoints kept.
+        log_every: Log losses every N updates.
+        log_with: Accelerate trackers (``tensorboard``, ``wandb``, ...); empty for none.
+        num_workers: DataLoader workers per task.
+        progress: Show a progress bar.
+    """
+
+    output_dir: str = "outputs/run"
+    seed: int = 0
+    model_preset: str = "paper"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    tasks: dict[str, TaskArguments] = field(default_factory=dict)
+    curriculum: list[StageArguments] = field(default_factory=list)
+    optimizer: OptimizerArguments = field(default_factory=OptimizerArguments)
+    data: DataArguments = field(default_factory=DataArguments)
+    mixed_precision: str = "no"
+    gradient_accumulation_steps: int = 1
+    eval_every: int = 0
+    eval_batch_size: int = 128
+    save_every: int = 0
+    keep_last: int = 2
+    log_every: int = 10
+    log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.tasks = {name: _coerce(TaskArguments, value) for name, value in self.tasks.items()}
+        self.curriculum = [_coerce(StageArguments, stage) for stage in self.curriculum]
+        self.optimizer = _coerce(OptimizerArguments, self.optimizer)
+        self.optimizer.betas = tuple(self.optimizer.betas)
+        self.data = _coerce(DataArguments, self.data)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the field for an inconsistent configuration."""
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"tasks: unknown task(s) {unknown}; known tasks are {list(TASKS)}")
+        if not self.curriculum:
+            raise ValueError("curriculum: at least one stage is needed")
+        for index, stage in enumerate(self.curriculum):
+            if not stage.tasks:
+                raise ValueError(f"curriculum[{index}]: a stage needs at least one task")
+            missing = [task for task in stage.tasks if task not in self.tasks]
+            if missing:
+                raise ValueError(f"curriculum[{index}] ({stage.name or 'unnamed'}): tasks {missing} have no entry in 'tasks'")
+            if not stage.name:
+                stage.name = f"stage{index + 1}-" + "+".join(stage.tasks)
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.gradient_accumulation_steps < 1 or self.keep_last < 1:
+            raise ValueError("gradient_accumulation_steps and keep_last must be positive")
+
+    @property
+    def task_layers(self) -> dict[str, int]:
+        """The decoder layers fixed by the per-task arguments (tasks without a ``layer`` are left out)."""
+        return {name: task.layer for name, task in self.tasks.items() if task.layer is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the arguments as YAML, atomically."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.tmp")
+        data = self.to_dict()
+        data["optimizer"]["betas"] = list(data["optimizer"]["betas"])
+        temporary.write_text(yaml.safe_dump(data, sort_keys=False))
+        os.replace(temporary, path)
+
+
+def _coerce(cls, value):
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {value!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields are {sorted(names)}")
+    return cls(**value)
+
+
+def available_training_presets() -> list[str]:
+    """Names of the training presets shipped with the package."""
+    return sorted(e.name[: -len(".yaml")] for e in resources.files(_PRESETS).iterdir() if e.name.endswith(".yaml"))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a nested mapping.
+
+    ``tasks.vqa.batch_size=128``, ``curriculum.0.cycle_length=50``, ``data.vqa_train_splits=[train2014,val2014]``.
+    """
+    data = copy.deepcopy(data)
+    for override in overrides:
+        if "=" not in override:
+            raise ValueError(f"override {override!r} is not of the form key=value")
+        key, raw = override.split("=", 1)
+        value = yaml.safe_load(raw)
+        parts = key.split(".")
+        node: Any = data
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return data
+
+
+def load_training_arguments(config: str | os.PathLike, overrides: list[str] | None = None) -> TrainingArguments:
+    """Read a training configuration: a preset name (``demo``, ``paper_run1`` ...) or a YAML file path."""
+    path = Path(config)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"training configuration {path} does not exist")
+        text = path.read_text()
+    elif str(config) in available_training_presets():
+        text = resources.files(_PRESETS).joinpath(f"{config}.yaml").read_text()
+    else:
+        raise ValueError(f"{config!r} is neither a YAML file nor a training preset ({available_training_presets()})")
+    data = yaml.safe_load(text) or {}
+    data.pop("description", None)
+    data = apply_overrides(data, overrides or [])
+    try:
+        return TrainingArguments(**data)
+    except TypeError as error:
+        raise ValueError(f"{config}: {error}") from None
