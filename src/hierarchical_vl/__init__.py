@@ -19,12 +19,14 @@ from .modeling_hierarchical_vl import (
     HierarchicalVLRetrievalOutput,
     HierarchicalVLVQAOutput,
 )
+from .pipelines import register_pipelines
 from .processing_hierarchical_vl import HierarchicalVLProcessor, char_spans_to_token_spans
 from .tokenization_hierarchical_vl import GloveCoverage, HierarchicalVLTokenizer, load_glove_embeddings
 
 __version__ = "0.1.0"
 
 register_auto_classes()
+register_pipelines()
 
 __all__ = [
     "TASKS",
@@ -48,4 +50,5 @@ __all__ = [
     "char_spans_to_token_spans",
     "load_glove_embeddings",
     "register_auto_classes",
+    "register_pipelines",
 ]

@@ -11,7 +11,13 @@ import importlib
 import sys
 
 # Modules that register sub-commands, in the order they appear in ``hvl --help``.
-_COMMAND_MODULES = ("hierarchical_vl.demo", "hierarchical_vl.metrics.commands")
+_COMMAND_MODULES = (
+    "hierarchical_vl.demo",
+    "hierarchical_vl.data.commands",
+    "hierarchical_vl.training.commands",
+    "hierarchical_vl.evaluation.commands",
+    "hierarchical_vl.metrics.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -426,10 +426,6 @@ class _TaskPredictor:
         )
         return [text[start:end] for start, end in encoded["offset_mapping"]]
 
-    @staticmethod
-    def _boxes(regions: ImageRegions, count: int) -> list[list[float]] | None:
-        return None if regions.boxes is None else regions.boxes[:count].tolist()
-
 
 def _attention_record(
     words: list[str],
@@ -830,7 +826,7 @@ class _HierarchicalVLPipeline(Pipeline):
 
     predictor_class: type[_TaskPredictor] = _TaskPredictor
     input_keys: tuple[str, ...] = ()
-    _load_processor = True
+    _load_processor = None  # loaded from the checkpoint when there; a tokenizer given instead is wrapped
     _load_tokenizer = False
     _load_image_processor = False
     _load_video_processor = False
@@ -994,22 +990,22 @@ class _TaskModelLoader:
         return load_task_model(pretrained_model_name_or_path, cls.task, **kwargs)
 
 
-class HierarchicalVLVQALoader(_TaskModelLoader):
+class _VQAModelLoader(_TaskModelLoader):
     task = "vqa"
 
 
-class HierarchicalVLRetrievalLoader(_TaskModelLoader):
+class _RetrievalModelLoader(_TaskModelLoader):
     task = "retrieval"
 
 
-class HierarchicalVLGroundingLoader(_TaskModelLoader):
+class _GroundingModelLoader(_TaskModelLoader):
     task = "grounding"
 
 
 _PIPELINES = {
-    "vqa": (VQAPipeline, HierarchicalVLVQALoader),
-    "retrieval": (RetrievalPipeline, HierarchicalVLRetrievalLoader),
-    "grounding": (GroundingPipeline, HierarchicalVLGroundingLoader),
+    "vqa": (VQAPipeline, _VQAModelLoader),
+    "retrieval": (RetrievalPipeline, _RetrievalModelLoader),
+    "grounding": (GroundingPipeline, _GroundingModelLoader),
 }
 
 

@@ -148,7 +148,7 @@ class HierarchicalVLProcessor(ProcessorMixin):
         return data
 
     def _pad_regions(self, features: list, boxes, image_sizes, max_regions: int) -> dict[str, torch.Tensor]:
-        arrays = [torch.as_tensor(np.asarray(item)) for item in features]
+        arrays = [torch.from_numpy(np.array(item, dtype=np.float32)) for item in features]  # copies read-only memmaps
         widths = {array.shape[-1] for array in arrays}
         if len(widths) != 1 or any(array.dim() != 2 for array in arrays):
             raise ValueError(f"region features must all be (regions, width) arrays of one width, got widths {sorted(widths)}")

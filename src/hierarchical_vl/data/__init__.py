@@ -1,0 +1,113 @@
+"""Data for the hierarchical vision-language model.
+
+* Region features: readers for the distributed formats (bottom-up TSV, LXMERT TSV, HDF5, npz/npy directory,
+  LMDB), all converted into one float16 memory-mapped :class:`RegionFeatureStore` (``hvl features convert``).
+* Annotations as ``datasets`` datasets (map-style or ``streaming=True``): VQA 2.0, Karpathy captions,
+  Flickr30k Entities.
+* Encoded datasets and collators that join annotations with the store into model inputs, fast.
+* The contamination guard, and a synthetic demo corpus in the real formats (``hvl data demo``).
+
+``datasets`` is needed only by the annotation loaders; ``h5py`` and ``lmdb`` only by their readers.
+"""
+
+from __future__ import annotations
+
+from .boxes import box_iou
+from .captions import karpathy_test_folds, load_karpathy_captions
+from .collators import GroundingCollator, RetrievalCollator, VQACollator
+from .contamination import (
+    ContaminationError,
+    ContaminationReport,
+    SplitImages,
+    check_contamination,
+    find_contamination,
+    run_splits,
+)
+from .demo_corpus import DemoCorpusPaths, generate_demo_corpus
+from .encoded_datasets import EncodedCaptionDataset, EncodedGroundingDataset, EncodedVQADataset
+from .feature_readers import (
+    FEATURE_FORMATS,
+    BottomUpTSVReader,
+    HDF5Reader,
+    LMDBReader,
+    LXMERTTSVReader,
+    NpzDirectoryReader,
+    RegionFeatureError,
+    RegionFeatureReader,
+    RegionFeatureRecord,
+    SkippedRecord,
+    canonical_image_id,
+    detect_feature_format,
+    open_region_feature_reader,
+)
+from .feature_store import (
+    ConversionReport,
+    RegionBatch,
+    RegionFeatureStore,
+    RegionFeatureStoreWriter,
+    convert_region_features,
+)
+from .feature_writers import (
+    write_bottom_up_tsv,
+    write_hdf5,
+    write_lmdb,
+    write_lxmert_tsv,
+    write_npz_directory,
+)
+from .flickr30k_entities import entities_phrase_counts, load_flickr30k_entities, parse_entities_sentence
+from .json_stream import iter_json_array
+from .samplers import DistinctImageBatchSampler
+from .vqa import build_vqa_answer_vocab, load_vqa, vqa_answer_vocab, vqa_data_files, vqa_soft_score
+
+__all__ = [
+    "FEATURE_FORMATS",
+    "BottomUpTSVReader",
+    "ContaminationError",
+    "ContaminationReport",
+    "ConversionReport",
+    "DemoCorpusPaths",
+    "DistinctImageBatchSampler",
+    "EncodedCaptionDataset",
+    "EncodedGroundingDataset",
+    "EncodedVQADataset",
+    "GroundingCollator",
+    "HDF5Reader",
+    "LMDBReader",
+    "LXMERTTSVReader",
+    "NpzDirectoryReader",
+    "RegionBatch",
+    "RegionFeatureError",
+    "RegionFeatureReader",
+    "RegionFeatureRecord",
+    "RegionFeatureStore",
+    "RegionFeatureStoreWriter",
+    "RetrievalCollator",
+    "SkippedRecord",
+    "SplitImages",
+    "VQACollator",
+    "box_iou",
+    "build_vqa_answer_vocab",
+    "canonical_image_id",
+    "check_contamination",
+    "convert_region_features",
+    "detect_feature_format",
+    "entities_phrase_counts",
+    "find_contamination",
+    "generate_demo_corpus",
+    "iter_json_array",
+    "karpathy_test_folds",
+    "load_flickr30k_entities",
+    "load_karpathy_captions",
+    "load_vqa",
+    "open_region_feature_reader",
+    "parse_entities_sentence",
+    "run_splits",
+    "vqa_answer_vocab",
+    "vqa_data_files",
+    "vqa_soft_score",
+    "write_bottom_up_tsv",
+    "write_hdf5",
+    "write_lmdb",
+    "write_lxmert_tsv",
+    "write_npz_directory",
+]

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .generator_datasets import from_generator
+from .generator_datasets import from_generator, import_datasets
 from .json_stream import iter_json_array
 
 KARPATHY_SPLITS = ("train", "val", "test")
@@ -24,16 +24,16 @@ _NUMBER_IN_NAME = re.compile(r"(\d+)\.[A-Za-z]+$")
 
 def caption_features() -> Any:
     """The explicit ``datasets.Features`` of the caption rows."""
-    from datasets import Features, List, Value
+    datasets = import_datasets()
 
-    return Features({
-        "image_id": Value("int64"),
-        "filename": Value("string"),
-        "filepath": Value("string"),
-        "karpathy_split": Value("string"),
-        "sentence_id": Value("int64"),
-        "caption": Value("string"),
-        "tokens": List(Value("string")),
+    return datasets.Features({
+        "image_id": datasets.Value("int64"),
+        "filename": datasets.Value("string"),
+        "filepath": datasets.Value("string"),
+        "karpathy_split": datasets.Value("string"),
+        "sentence_id": datasets.Value("int64"),
+        "caption": datasets.Value("string"),
+        "tokens": datasets.List(datasets.Value("string")),
     })
 
 
@@ -84,19 +84,19 @@ def load_karpathy_captions(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    from datasets import DatasetDict, IterableDatasetDict
+    datasets = import_datasets()
 
     if split is not None and split not in KARPATHY_SPLITS:
         raise KeyError(f"no Karpathy split {split!r}; choose from {KARPATHY_SPLITS}")
     features = caption_features()
-    datasets = {
+    loaded = {
         name: from_generator(_generate_captions, {"path": str(path), "split": name}, features, streaming=streaming,
                              cache_dir=cache_dir, split=name, fingerprint_parts=(path, name))
         for name in ([split] if split is not None else KARPATHY_SPLITS)
     }
     if split is not None:
-        return datasets[split]
-    return IterableDatasetDict(datasets) if streaming else DatasetDict(datasets)
+        return loaded[split]
+    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
 
 
 def karpathy_test_folds(image_ids: Iterable[Any], fold_size: int = 1000) -> list[list[int]]:

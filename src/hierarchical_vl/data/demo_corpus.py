@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .atomic_files import write_text_atomic
+from .boxes import box_iou
 from .feature_readers import RegionFeatureRecord
 from .feature_writers import (
     write_bottom_up_tsv,
@@ -50,6 +51,9 @@ _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
 # Attribute vector of a region: colour, shape, size one-hots and objectness (weighted by the overlap with the
 # object), then the region's own horizontal bin, centre and extent.
 _ATTRIBUTE_DIM = len(COLORS) + len(SHAPES) + len(SIZES) + 1 + len(POSITIONS) + 4
+# Weight of the colour/shape/size one-hots relative to the geometry entries, so that what the questions, captions
+# and phrases talk about dominates a region's feature.
+_ATTRIBUTE_SALIENCE = 2.0
 
 
 @dataclass
@@ -100,27 +104,6 @@ class DemoCorpusPaths:
 # ---------------------------------------------------------------------------------------------------------------
 # Geometry
 # ---------------------------------------------------------------------------------------------------------------
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """IoU of every pair of boxes (continuous x1 y1 x2 y2 coordinates).
-
-    Args:
-        boxes_a: (..., A, 4) boxes.
-        boxes_b: (..., B, 4) boxes.
-
-    Returns:
-        (..., A, B) IoU; 0 where a box has no area.
-    """
-    a = np.asarray(boxes_a, dtype=np.float32)[..., :, None, :]  # (..., A, 1, 4)
-    b = np.asarray(boxes_b, dtype=np.float32)[..., None, :, :]  # (..., 1, B, 4)
-    width = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    height = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = width * height
-    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
-    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(np.float32)
-
-
 def _clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
     x1, y1, x2, y2 = box
     x1, x2 = np.clip([x1, x2], 0, width - 1)
@@ -214,9 +197,10 @@ def _region_attributes(image: DemoImage, boxes: np.ndarray) -> np.ndarray:
         obj = image.objects[int(best[k])]
         weight = float(overlap[k, best[k]])
         if weight > 0.1:
-            attributes[k, COLORS.index(obj.color)] = weight
-            attributes[k, len(COLORS) + SHAPES.index(obj.shape)] = weight
-            attributes[k, len(COLORS) + len(SHAPES) + SIZES.index(obj.size)] = weight
+            salience = _ATTRIBUTE_SALIENCE * weight
+            attributes[k, COLORS.index(obj.color)] = salience
+            attributes[k, len(COLORS) + SHAPES.index(obj.shape)] = salience
+            attributes[k, len(COLORS) + len(SHAPES) + SIZES.index(obj.size)] = salience
             attributes[k, len(COLORS) + len(SHAPES) + len(SIZES)] = weight
         offset = len(COLORS) + len(SHAPES) + len(SIZES) + 1
         attributes[k, offset + POSITIONS.index(_position_word(box, image.width))] = 1.0

@@ -31,6 +31,7 @@ import binascii
 import os
 import pickle
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,7 +149,7 @@ class _BadRecord(Exception):
         self.image_id = image_id
 
 
-class RegionFeatureReader:
+class RegionFeatureReader(ABC):
     """Base class of the readers: validation, duplicate detection, skip mode and progress.
 
     Subclasses implement :meth:`_entries`, yielding ``(location, payload, progress_units)`` (payload ``None`` for
@@ -184,11 +185,13 @@ class RegionFeatureReader:
         self.progress_callback: Callable[[int], Any] | None = None
 
     # -- to implement -------------------------------------------------------------------------------------------
+    @abstractmethod
     def _entries(self) -> Iterator[tuple[str, Any, int]]:
-        raise NotImplementedError
+        """Yields ``(location, payload, progress_units)`` for every entry of the source."""
 
+    @abstractmethod
     def _parse(self, payload: Any) -> RegionFeatureRecord:
-        raise NotImplementedError
+        """Turns one payload into a record, or raises ``_BadRecord``."""
 
     @property
     def progress_total(self) -> int | None:
@@ -264,17 +267,18 @@ class RegionFeatureReader:
 # ---------------------------------------------------------------------------------------------------------------
 # TSV readers
 # ---------------------------------------------------------------------------------------------------------------
-def _b64_array(field_value: bytes, dtype: type, name: str) -> np.ndarray:
+def _b64_array(field_value: bytes, dtype: type, name: str, image_id: str | None = None) -> np.ndarray:
     """Decodes one base64 column; tolerates the ``b'...'`` wrapping some Python 3 writers left behind."""
     if field_value.startswith(b"b'") and field_value.endswith(b"'"):
         field_value = field_value[2:-1]
     try:
         raw = base64.b64decode(field_value, validate=True)
     except (binascii.Error, ValueError) as error:
-        raise _BadRecord(f"bad base64 in column {name!r}: {error}") from None
+        raise _BadRecord(f"bad base64 in column {name!r}: {error}", image_id) from None
     itemsize = np.dtype(dtype).itemsize
     if len(raw) % itemsize:
-        raise _BadRecord(f"column {name!r} holds {len(raw)} bytes, not a whole number of {np.dtype(dtype).name}")
+        raise _BadRecord(f"column {name!r} holds {len(raw)} bytes, not a whole number of {np.dtype(dtype).name}",
+                         image_id)
     return np.frombuffer(raw, dtype=dtype)
 
 
@@ -318,17 +322,14 @@ class _TSVReader(RegionFeatureReader):
                 bad.problem = f"truncated line (no newline at end of file): {bad.problem}"
             raise
 
+    @abstractmethod
     def _parse_fields(self, row: dict[str, bytes]) -> RegionFeatureRecord:
-        raise NotImplementedError
+        """Builds the record from the named columns of one line."""
 
     def _boxes_and_features(self, row: dict[str, bytes], image_id: str) -> tuple[int, np.ndarray, np.ndarray]:
         num_boxes = int(_number(row["num_boxes"], "num_boxes", int))
-        try:
-            boxes = _b64_array(row["boxes"], np.float32, "boxes")
-            features = _b64_array(row["features"], np.float32, "features")
-        except _BadRecord as bad:
-            bad.image_id = image_id
-            raise
+        boxes = _b64_array(row["boxes"], np.float32, "boxes", image_id)
+        features = _b64_array(row["features"], np.float32, "features", image_id)
         if num_boxes <= 0:
             raise _BadRecord(f"num_boxes is {num_boxes}", image_id)
         if boxes.size != num_boxes * 4:
@@ -337,10 +338,7 @@ class _TSVReader(RegionFeatureReader):
         if features.size % num_boxes:
             raise _BadRecord(f"num_boxes={num_boxes} disagrees with the features array ({features.size} floats "
                              f"is not a multiple of {num_boxes})", image_id)
-        dim = features.size // num_boxes
-        if self.feature_dim is not None and dim != self.feature_dim:
-            raise _BadRecord(f"wrong feature width {dim}, expected {self.feature_dim}", image_id)
-        return num_boxes, boxes.reshape(num_boxes, 4), features.reshape(num_boxes, dim)
+        return num_boxes, boxes.reshape(num_boxes, 4), features.reshape(num_boxes, -1)
 
 
 class BottomUpTSVReader(_TSVReader):
@@ -374,11 +372,7 @@ class LXMERTTSVReader(_TSVReader):
         extras = {}
         for name, dtype in (("objects_id", np.int64), ("objects_conf", np.float32), ("attrs_id", np.int64),
                             ("attrs_conf", np.float32)):
-            try:
-                values = _b64_array(row[name], dtype, name)
-            except _BadRecord as bad:
-                bad.image_id = image_id
-                raise
+            values = _b64_array(row[name], dtype, name, image_id)
             if values.size != num_boxes:
                 raise _BadRecord(f"num_boxes={num_boxes} disagrees with the {name} array ({values.size} values)",
                                  image_id)
@@ -408,12 +402,7 @@ def _record_from_mapping(mapping: Mapping[str, Any], image_id: str) -> RegionFea
     def array(keys: Sequence[str], name: str) -> np.ndarray:
         value = mapping[_first_key(mapping, keys)]
         if isinstance(value, (bytes, str)):
-            value = value.encode() if isinstance(value, str) else value
-            try:
-                return _b64_array(value, np.float32, name)
-            except _BadRecord as bad:
-                bad.image_id = image_id
-                raise
+            return _b64_array(value.encode() if isinstance(value, str) else value, np.float32, name, image_id)
         try:
             return np.asarray(value, dtype=np.float32)
         except (TypeError, ValueError) as error:
@@ -421,20 +410,20 @@ def _record_from_mapping(mapping: Mapping[str, Any], image_id: str) -> RegionFea
 
     boxes = array(_BOX_KEYS, "boxes")
     features = array(_FEATURE_KEYS, "features")
-    if num_boxes is not None:
-        if boxes.size != num_boxes * 4:
-            raise _BadRecord(f"num_boxes={num_boxes} disagrees with the boxes array ({boxes.size} floats, "
-                             f"expected {num_boxes * 4})", image_id)
-        if features.size % max(num_boxes, 1) or (features.ndim == 2 and features.shape[0] != num_boxes):
-            raise _BadRecord(f"num_boxes={num_boxes} disagrees with the features array (shape {features.shape})",
-                             image_id)
-        boxes = boxes.reshape(num_boxes, 4)
-        if features.ndim == 1 and num_boxes:
-            features = features.reshape(num_boxes, -1)
-    elif boxes.ndim == 1 and boxes.size % 4 == 0:
-        boxes = boxes.reshape(-1, 4)
-    if features.ndim == 1 and boxes.ndim == 2 and boxes.shape[0] and features.size % boxes.shape[0] == 0:
-        features = features.reshape(boxes.shape[0], -1)
+    if boxes.ndim == 1 and boxes.size % 4 == 0:
+        boxes = boxes.reshape(-1, 4)  # flat, e.g. decoded from base64
+    count = num_boxes if num_boxes is not None else (boxes.shape[0] if boxes.ndim == 2 else None)
+    if num_boxes is not None and boxes.size != num_boxes * 4:
+        raise _BadRecord(f"num_boxes={num_boxes} disagrees with the boxes array ({boxes.size} floats, "
+                         f"expected {num_boxes * 4})", image_id)
+    if features.ndim == 1 and count:
+        if features.size % count:
+            raise _BadRecord(f"{count} boxes disagree with the features array ({features.size} floats is not a "
+                             f"multiple of {count})", image_id)
+        features = features.reshape(count, -1)
+    if num_boxes is not None and features.shape[0] != num_boxes:
+        raise _BadRecord(f"num_boxes={num_boxes} disagrees with the features array (shape {features.shape})",
+                         image_id)
     width = float(np.asarray(mapping[_first_key(mapping, _WIDTH_KEYS)]).reshape(-1)[0])
     height = float(np.asarray(mapping[_first_key(mapping, _HEIGHT_KEYS)]).reshape(-1)[0])
     return RegionFeatureRecord(image_id, width, height, boxes, features)
@@ -468,19 +457,17 @@ class NpzDirectoryReader(RegionFeatureReader):
     def _parse(self, payload: Any) -> RegionFeatureRecord:
         file: Path = payload
         stem = file.stem
+        info_file = file.with_name(f"{stem}_info.npy")
+        if file.suffix == ".npy" and not info_file.exists():
+            raise _BadRecord(f"missing {info_file.name} next to the feature array")
         try:
             if file.suffix == ".npz":
                 with np.load(file, allow_pickle=False) as archive:
                     mapping = {key: archive[key] for key in archive.files}
             else:
-                info_file = file.with_name(f"{stem}_info.npy")
-                if not info_file.exists():
-                    raise _BadRecord(f"missing {info_file.name} next to the feature array")
                 info = np.load(info_file, allow_pickle=True)
                 mapping = dict(info.item() if info.dtype == object else info)
                 mapping["features"] = np.load(file, allow_pickle=False)
-        except _BadRecord:
-            raise
         except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
             raise _BadRecord(f"cannot be read: {error}") from None
         return _record_from_mapping(mapping, self._image_id(stem))
@@ -493,7 +480,7 @@ class LMDBReader(RegionFeatureReader):
 
     def __init__(self, path: str | os.PathLike, **kwargs: Any):
         super().__init__(path, **kwargs)
-        lmdb = _import_optional("lmdb", "LMDB")
+        lmdb = import_optional("lmdb", "LMDB")
         self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
                               subdir=self.path.is_dir(), max_readers=64)
 
@@ -513,7 +500,7 @@ class LMDBReader(RegionFeatureReader):
         image_id = self._image_id(key)
         try:
             mapping = pickle.loads(value)
-        except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad record
+        except Exception as error:  # any unpickling failure is a bad record
             raise _BadRecord(f"value cannot be unpickled: {type(error).__name__}: {error}", image_id) from None
         if not isinstance(mapping, Mapping):
             raise _BadRecord(f"value is a {type(mapping).__name__}, expected a dict", image_id)
@@ -536,7 +523,7 @@ class HDF5Reader(RegionFeatureReader):
 
     def __init__(self, path: str | os.PathLike, *, image_ids: Sequence[Any] | None = None, **kwargs: Any):
         super().__init__(path, **kwargs)
-        h5py = _import_optional("h5py", "HDF5")
+        h5py = import_optional("h5py", "HDF5")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as error:
@@ -553,14 +540,14 @@ class HDF5Reader(RegionFeatureReader):
 
         self._features = dataset(("image_features", "features"), "feature")
         self._boxes = dataset(("image_bb", "boxes"), "box")
-        self._rows = dataset(("pos_boxes", "rows"), "row table", required=self._features.ndim == 2)
+        rows = dataset(("pos_boxes", "rows"), "row table", required=self._features.ndim == 2)
+        self._rows_table = rows[()] if rows is not None else None  # (N, 2) start, end
         self._widths = dataset(("image_w", "image_width", "widths"), "image width")[()]
         self._heights = dataset(("image_h", "image_height", "heights"), "image height")[()]
         if image_ids is None:
             ids = dataset(("image_ids", "image_id", "ids"), "image id")[()]
             image_ids = [i.decode("utf-8") if isinstance(i, bytes) else i for i in ids.tolist()]
         self._ids = list(image_ids)
-        self._rows_table = self._rows[()] if self._rows is not None else None
         count = len(self._ids)
         lengths = {"image ids": count, "widths": len(self._widths), "heights": len(self._heights)}
         if self._rows_table is not None:
@@ -569,6 +556,9 @@ class HDF5Reader(RegionFeatureReader):
             lengths["feature blocks"] = self._features.shape[0]
         if len(set(lengths.values())) != 1:
             raise RegionFeatureError(self.path, "file", f"per-image datasets disagree in length: {lengths}")
+        if self._boxes.shape[:-1] != self._features.shape[:-1]:
+            raise RegionFeatureError(self.path, "file", f"boxes {self._boxes.shape} and features "
+                                     f"{self._features.shape} disagree in their rows")
 
     @property
     def progress_total(self) -> int | None:
@@ -590,8 +580,6 @@ class HDF5Reader(RegionFeatureReader):
             if not 0 <= start < end <= total:
                 raise _BadRecord(f"row range [{start}, {end}) is empty or outside the {total} feature rows",
                                  image_id)
-            if self._boxes.shape[0] != total:
-                raise _BadRecord(f"{self._boxes.shape[0]} box rows but {total} feature rows", image_id)
             features = np.asarray(self._features[start:end], dtype=np.float32)
             boxes = np.asarray(self._boxes[start:end], dtype=np.float32)
         return RegionFeatureRecord(image_id, float(self._widths[index]), float(self._heights[index]), boxes,
@@ -601,12 +589,13 @@ class HDF5Reader(RegionFeatureReader):
         self._file.close()
 
 
-def _import_optional(module: str, what: str) -> Any:
+def import_optional(module: str, what: str) -> Any:
+    """Imports an optional dependency (``h5py``, ``lmdb``) or raises an ImportError that names the extra."""
     try:
         return __import__(module)
     except ImportError:
         raise ImportError(
-            f"reading {what} region features needs the optional package {module!r}: "
+            f"{what} region features need the optional package {module!r}: "
             f"pip install 'hierarchical-vl[stores]'"
         ) from None
 

@@ -136,10 +136,12 @@ class RegionFeatureStore(Mapping[str, dict]):
         Returns:
             (M,) int64 image indices.
         """
+        if not isinstance(image_ids, (Sequence, np.ndarray)):
+            image_ids = list(image_ids)
         position = self._position
-        result = np.fromiter((position.get(canonical_image_id(i), -1) for i in image_ids), dtype=np.int64)
+        result = np.fromiter((position.get(canonical_image_id(i), -1) for i in image_ids), dtype=np.int64,
+                             count=len(image_ids))
         if missing == "raise" and (result < 0).any():
-            image_ids = list(image_ids) if not isinstance(image_ids, Sequence) else image_ids
             absent = [image_ids[i] for i in np.flatnonzero(result < 0)[:5]]
             raise KeyError(f"{int((result < 0).sum())} image ids are not in the region-feature store {self.path}, "
                            f"e.g. {absent}")
@@ -178,36 +180,43 @@ class RegionFeatureStore(Mapping[str, dict]):
         rows = np.where(mask, starts[:, None] + steps[None, :], self.padding_row)  # (B, T)
         return rows, mask.astype(np.int64)
 
-    def gather(
-        self,
-        image_indices: np.ndarray,
-        max_regions: int | None = 100,
-        *,
-        out: np.ndarray | None = None,
-    ) -> RegionBatch:
-        """Gathers the padded regions of a batch of images with one fancy-index read of the memory map.
+    def read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Reads region features by store row with one fancy-index gather of the memory map.
+
+        Args:
+            rows: (B, T) store rows (from :meth:`region_rows`).
+
+        Returns:
+            (B, T, F) float16 features (a new array; numpy allocates it with transparent huge pages, which makes
+            filling tens of megabytes much cheaper than with a fresh torch allocation).
+        """
+        return np.asarray(self.features[rows.reshape(-1)]).reshape(*rows.shape, self.feature_dim)
+
+    def normalized_boxes(self, rows: np.ndarray, image_indices: np.ndarray) -> np.ndarray:
+        """(B, T, 4) float32 boxes of the given rows divided by their image's width and height, in [0, 1]."""
+        sizes = self.sizes[np.asarray(image_indices, dtype=np.int64)]  # (B, 2)
+        scale = np.concatenate([sizes, sizes], axis=1)[:, None, :]  # (B, 1, 4) w h w h
+        return np.clip(self.boxes[rows] / scale, 0.0, 1.0).astype(np.float32)
+
+    def gather(self, image_indices: np.ndarray, max_regions: int | None = 100) -> RegionBatch:
+        """Gathers the padded regions of a batch of images.
 
         Args:
             image_indices: (B,) image indices (see :meth:`indices`).
             max_regions: Cap on regions per image; ``None`` for no cap.
-            out: Optional (B * T, F) float16 buffer to gather the features into (e.g. shared memory).
 
         Returns:
             The padded :class:`RegionBatch`.
         """
+        image_indices = np.asarray(image_indices, dtype=np.int64)
         rows, mask = self.region_rows(image_indices, max_regions)
-        batch, width = rows.shape
-        flat = rows.reshape(-1)
-        if out is None:
-            features = self.features[flat]
-        else:
-            features = np.take(self.features, flat, axis=0, out=out, mode="clip")
-        features = np.asarray(features).reshape(batch, width, self.feature_dim)  # (B, T, F) float16
-        boxes = np.asarray(self.boxes[flat]).reshape(batch, width, 4)  # (B, T, 4)
-        sizes = self.sizes[np.asarray(image_indices, dtype=np.int64)]  # (B, 2)
-        scale = np.concatenate([sizes, sizes], axis=1)[:, None, :]  # (B, 1, 4) w h w h
-        normalized = np.clip(boxes / scale, 0.0, 1.0).astype(np.float32)
-        return RegionBatch(features, boxes, normalized, mask, sizes)
+        return RegionBatch(
+            features=self.read_rows(rows),
+            boxes=np.asarray(self.boxes[rows]),
+            normalized_boxes=self.normalized_boxes(rows, image_indices),
+            mask=mask,
+            sizes=self.sizes[image_indices],
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

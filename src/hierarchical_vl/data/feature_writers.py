@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic_files import atomic_path
-from .feature_readers import RegionFeatureRecord, _import_optional
+from .feature_readers import RegionFeatureRecord, import_optional
 
 
 def _b64(array: np.ndarray, dtype: type) -> bytes:
@@ -75,7 +75,7 @@ def write_lxmert_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRec
 def write_hdf5(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
     """Writes records as one HDF5 file: ``image_features`` (R, F), ``image_bb`` (R, 4), ``pos_boxes`` (N, 2)
     start/end rows, ``image_ids`` (N,) strings, ``image_w``/``image_h`` (N,)."""
-    h5py = _import_optional("h5py", "HDF5")
+    h5py = import_optional("h5py", "HDF5")
     records = list(records)
     path = Path(path)
     counts = np.array([r.num_boxes for r in records], dtype=np.int64)
@@ -105,7 +105,7 @@ def write_npz_directory(path: str | os.PathLike, records: Iterable[RegionFeature
 def write_lmdb(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
     """Writes an LMDB environment keyed by image id, one pickled dict per image (``image_id``, ``image_w``,
     ``image_h``, ``num_boxes``, ``boxes`` (K, 4), ``features`` (K, F)), plus the pickled id list under ``keys``."""
-    lmdb = _import_optional("lmdb", "LMDB")
+    lmdb = import_optional("lmdb", "LMDB")
     records = list(records)
     path = Path(path)
     size = sum(r.features.size * 4 + r.boxes.size * 4 + 1024 for r in records) * 2 + (1 << 20)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generator_datasets import from_generator
+from .generator_datasets import from_generator, import_datasets
 
 ENTITIES_SPLITS = ("train", "val", "test")
 BOX_STATUSES = ("box", "scene", "nobndbox", "notvisual", "missing")
@@ -159,24 +159,24 @@ def _box_status(phrase: EntitiesPhrase, annotation: EntitiesAnnotation) -> str:
 
 def entities_features() -> Any:
     """The explicit ``datasets.Features`` of the Flickr30k Entities rows."""
-    from datasets import Features, List, Value
+    datasets = import_datasets()
 
-    return Features({
-        "image_id": Value("int64"),
-        "sentence_index": Value("int32"),
-        "sentence": Value("string"),
-        "width": Value("int32"),
-        "height": Value("int32"),
-        "phrases": List({
-            "phrase": Value("string"),
-            "phrase_id": Value("string"),
-            "phrase_types": List(Value("string")),
-            "first_word_index": Value("int32"),
-            "last_word_index": Value("int32"),
-            "char_start": Value("int32"),
-            "char_end": Value("int32"),
-            "boxes": List(List(Value("float32"), length=4)),
-            "box_status": Value("string"),
+    return datasets.Features({
+        "image_id": datasets.Value("int64"),
+        "sentence_index": datasets.Value("int32"),
+        "sentence": datasets.Value("string"),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "phrases": datasets.List({
+            "phrase": datasets.Value("string"),
+            "phrase_id": datasets.Value("string"),
+            "phrase_types": datasets.List(datasets.Value("string")),
+            "first_word_index": datasets.Value("int32"),
+            "last_word_index": datasets.Value("int32"),
+            "char_start": datasets.Value("int32"),
+            "char_end": datasets.Value("int32"),
+            "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+            "box_status": datasets.Value("string"),
         }),
     })
 
@@ -228,7 +228,7 @@ def load_flickr30k_entities(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    from datasets import DatasetDict, IterableDatasetDict
+    datasets = import_datasets()
 
     root = Path(root)
     for required in ("Sentences", "Annotations"):
@@ -239,15 +239,15 @@ def load_flickr30k_entities(
         if not (root / f"{name}.txt").exists():
             raise FileNotFoundError(f"no split list {root / f'{name}.txt'}")
     features = entities_features()
-    datasets = {
+    loaded = {
         name: from_generator(_generate_entities, {"root": str(root), "split": name}, features, streaming=streaming,
                              cache_dir=cache_dir, split=name,
                              fingerprint_parts=(root / f"{name}.txt", root / "Sentences", root / "Annotations"))
         for name in names
     }
     if split is not None:
-        return datasets[split]
-    return IterableDatasetDict(datasets) if streaming else DatasetDict(datasets)
+        return loaded[split]
+    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
 
 
 def entities_phrase_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

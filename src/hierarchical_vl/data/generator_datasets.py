@@ -16,6 +16,16 @@ from typing import Any
 _LOADER_VERSION = "1"
 
 
+def import_datasets() -> Any:
+    """The ``datasets`` module, or an ImportError that says which part of the package needs it."""
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("the annotation loaders of hierarchical_vl.data need the 'datasets' package: "
+                          "pip install datasets (the region store, readers and collators work without it)") from None
+    return datasets
+
+
 def _stat(path: Path) -> tuple[str, int, int]:
     stat = path.stat()
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
@@ -39,11 +49,10 @@ def from_generator(generator: Callable, gen_kwargs: dict[str, Any], features: An
                    cache_dir: str | os.PathLike | None, fingerprint_parts: Sequence[Any], split: str) -> Any:
     """Builds a map-style ``Dataset`` (cached, fingerprinted by the files' path, size and mtime) or, with
     ``streaming``, an ``IterableDataset`` from one generator, so both give the same records."""
-    from datasets import Dataset, IterableDataset, NamedSplit
-
-    split_name = NamedSplit(re.sub(r"[^\w]+", "_", split))
+    datasets = import_datasets()
+    split_name = datasets.NamedSplit(re.sub(r"[^\w]+", "_", split))
     if streaming:
-        return IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name)
+        return datasets.IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name)
     fingerprint = _file_fingerprint(_LOADER_VERSION, generator, *fingerprint_parts)
-    return Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name,
+    return datasets.Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name,
                                   cache_dir=None if cache_dir is None else str(cache_dir), fingerprint=fingerprint)

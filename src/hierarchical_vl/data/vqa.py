@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .generator_datasets import from_generator
+from .generator_datasets import from_generator, import_datasets
 from .json_stream import iter_json_array
 
 VQA_SPLIT_FILES = {
@@ -90,19 +90,19 @@ def build_vqa_answer_vocab(
 
 def vqa_features(answer_vocab: Sequence[str]) -> Any:
     """The explicit ``datasets.Features`` of the VQA rows, with the vocabulary as ``ClassLabel`` names."""
-    from datasets import ClassLabel, Features, List, Value
+    datasets = import_datasets()
 
-    return Features({
-        "question_id": Value("int64"),
-        "image_id": Value("int64"),
-        "question": Value("string"),
-        "question_type": Value("string"),
-        "answer_type": Value("string"),
-        "multiple_choice_answer": Value("string"),
-        "answers": List({"answer": Value("string"), "answer_confidence": Value("string"),
-                         "answer_id": Value("int32")}),
-        "labels": List(ClassLabel(names=list(answer_vocab))),
-        "scores": List(Value("float32")),
+    return datasets.Features({
+        "question_id": datasets.Value("int64"),
+        "image_id": datasets.Value("int64"),
+        "question": datasets.Value("string"),
+        "question_type": datasets.Value("string"),
+        "answer_type": datasets.Value("string"),
+        "multiple_choice_answer": datasets.Value("string"),
+        "answers": datasets.List({"answer": datasets.Value("string"), "answer_confidence": datasets.Value("string"),
+                         "answer_id": datasets.Value("int32")}),
+        "labels": datasets.List(datasets.ClassLabel(names=list(answer_vocab))),
+        "scores": datasets.List(datasets.Value("float32")),
     })
 
 
@@ -194,7 +194,7 @@ def load_vqa(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    from datasets import DatasetDict, IterableDatasetDict
+    datasets = import_datasets()
 
     files = vqa_data_files(data_files) if isinstance(data_files, (str, os.PathLike)) else dict(data_files)
     if split is not None and split not in files:
@@ -207,16 +207,16 @@ def load_vqa(
         answer_vocab = build_vqa_answer_vocab(sources, min_count=min_answer_count, normalize=normalize)
     answer_vocab = list(answer_vocab)
     features = vqa_features(answer_vocab)
-    datasets = {}
+    loaded = {}
     for name in [split] if split is not None else list(files):
         questions, annotations = files[name]
         gen_kwargs = {"questions_file": str(questions),
                       "annotations_file": None if annotations is None else str(annotations),
                       # a tuple: ``datasets`` would treat a list in gen_kwargs as shards
                       "answer_vocab": tuple(answer_vocab), "normalize": normalize}
-        datasets[name] = from_generator(
+        loaded[name] = from_generator(
             _generate_vqa, gen_kwargs, features, streaming=streaming, cache_dir=cache_dir, split=name,
             fingerprint_parts=(questions, annotations, answer_vocab, normalize))
     if split is not None:
-        return datasets[split]
-    return IterableDatasetDict(datasets) if streaming else DatasetDict(datasets)
+        return loaded[split]
+    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)

@@ -1,13 +1,41 @@
-"""Evaluation: fast exact retrieval ranking, per-task evaluation over dataset splits and the ``hvl evaluate`` command."""
+"""Evaluation: fast exact retrieval ranking, per-task evaluation over a dataset split, and ``hvl evaluate``.
+
+* `RetrievalScorer`: the exact images x captions score matrix of a co-attention model, computing per caption and
+  per image what does not depend on the pair, in large batches, resumable, with an optional two-stage shortlist.
+* `evaluate_vqa`, `evaluate_retrieval`, `evaluate_grounding`: run a loaded model over a task's encoded split and
+  return flat metrics (``"vqa/overall"``, ``"retrieval/i2t_r1"``, ``"grounding/r1"``, ...).
+* `load_evaluation_data`: the encoded evaluation splits of a corpus directory; `format_results_table`: the paper's
+  tables.
+"""
 
 from __future__ import annotations
 
-from .retrieval_ranking import RetrievalScorer, ScoringStats, StaleCacheError, shortlist_agreement, shortlist_mask
+from .evaluation_data import CorpusLayout, EvaluationData, load_evaluation_data, open_region_store
+from .results_table import format_results_table, write_results_json
+from .retrieval_ranking import (
+    RetrievalScorer,
+    ScoringStats,
+    StaleCacheError,
+    shortlist_agreement,
+    shortlist_mask,
+)
+from .task_evaluation import evaluate_grounding, evaluate_retrieval, evaluate_tasks, evaluate_vqa, model_tasks
 
 __all__ = [
+    "CorpusLayout",
+    "EvaluationData",
     "RetrievalScorer",
     "ScoringStats",
     "StaleCacheError",
+    "evaluate_grounding",
+    "evaluate_retrieval",
+    "evaluate_tasks",
+    "evaluate_vqa",
+    "format_results_table",
+    "load_evaluation_data",
+    "model_tasks",
+    "open_region_store",
     "shortlist_agreement",
     "shortlist_mask",
+    "write_results_json",
 ]

@@ -83,40 +83,61 @@ class OptimizerArguments:
 
 @dataclass
 class DataArguments:
-    """Where the corpora are.
+    """Where the corpora are and which splits train and evaluate each task.
+
+    Relative paths are taken under ``root``. The defaults are the layout written by ``hvl data demo``.
 
     Args:
-        root: A directory in the layout written by ``hvl data demo`` (features, VQA, captions, Entities).
-        features: The region-feature store (``RegionFeatureStore`` directory); default ``root/features.store``,
-            converted from ``root``'s TSV on first use.
-        vqa_train_splits: VQA splits trained on (``train2014``; add ``val2014`` for the paper's run 2).
+        root: Base directory of the relative paths below.
+        features: Region features: a ``RegionFeatureStore`` directory, or a file/directory in one of the readers'
+            formats (bottom-up TSV, HDF5, npz directory, LMDB), converted once into ``features_store``.
+        features_store: Where a converted store is kept (default: next to ``features`` with ``.store``).
+        vqa_dir: Directory with the official VQA 2.0 question and annotation JSON files.
+        captions_file: Karpathy split file (``dataset_coco.json`` or ``dataset_flickr30k.json``).
+        entities_dir: Flickr30k Entities directory (``Sentences/``, ``Annotations/``, split lists).
+        vqa_train_splits: VQA splits trained on (``train``; add ``val`` for the paper's run 2).
         vqa_eval_split: VQA split evaluated.
-        captions: Karpathy split file name under ``root`` (``dataset_coco.json`` / ``dataset_flickr30k.json``).
-        caption_train_splits: Karpathy splits trained on (``restval`` always joins ``train``).
+        caption_train_splits: Karpathy splits trained on (``restval`` may be added to ``train``).
         caption_eval_split: Karpathy split evaluated.
         entities_train_split: Flickr30k Entities split trained on.
         entities_eval_split: Flickr30k Entities split evaluated.
+        glove: Optional GloVe text file (``glove.840B.300d.txt``) for the word embeddings.
+        min_word_frequency: Words seen fewer times in the training text map to the unknown token.
+        min_answer_frequency: Answers must be seen more than this many times to join the answer pool (8 in the paper).
         max_regions: Regions kept per image.
         max_question_words: Words kept per question.
         max_caption_words: Words kept per caption.
-        retrieval_negatives: Negative pairs per positive in retrieval batches (each direction).
+        retrieval_negatives: Negative pairs per positive in retrieval batches (in each direction).
         allow_contamination: Start even if an evaluation image is in another task's training split.
     """
 
     root: str = "demo_corpus"
-    features: str | None = None
-    vqa_train_splits: list[str] = field(default_factory=lambda: ["train2014"])
-    vqa_eval_split: str = "val2014"
-    captions: str = "dataset_coco.json"
+    features: str = "features/region_features.tsv"
+    features_store: str | None = None
+    vqa_dir: str = "vqa"
+    captions_file: str = "captions/dataset_coco.json"
+    entities_dir: str = "flickr30k_entities"
+    vqa_train_splits: list[str] = field(default_factory=lambda: ["train"])
+    vqa_eval_split: str = "val"
     caption_train_splits: list[str] = field(default_factory=lambda: ["train"])
     caption_eval_split: str = "test"
     entities_train_split: str = "train"
     entities_eval_split: str = "test"
+    glove: str | None = None
+    min_word_frequency: int = 1
+    min_answer_frequency: int = 8
     max_regions: int = 100
     max_question_words: int = 14
     max_caption_words: int = 32
     retrieval_negatives: int = 1
     allow_contamination: bool = False
+
+    def path(self, value: str | None) -> Path | None:
+        """``value`` resolved against ``root``."""
+        if value is None:
+            return None
+        path = Path(value)
+        return path if path.is_absolute() else Path(self.root) / path
 
 
 @dataclass

@@ -1,0 +1,207 @@
+"""``hvl evaluate``: evaluate a checkpoint on a corpus split, per task, and print the paper's tables."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["add_commands", "load_checkpoint"]
+
+_TASK_CHOICES = ("vqa", "retrieval", "grounding", "all")
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Any]:
+    """Load a ``save_pretrained`` directory: the class that saved it (multi-task model or a head) and its tokenizer.
+
+    Returns:
+        ``(model, tokenizer)``.
+    """
+    from .. import (
+        HierarchicalVLConfig,
+        HierarchicalVLForImageTextRetrieval,
+        HierarchicalVLForMultiTask,
+        HierarchicalVLForVisualGrounding,
+        HierarchicalVLForVisualQuestionAnswering,
+        HierarchicalVLProcessor,
+        HierarchicalVLTokenizer,
+    )
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} is not a saved model directory (no config.json)")
+    config = HierarchicalVLConfig.from_pretrained(path)
+    classes = {
+        cls.__name__: cls
+        for cls in (
+            HierarchicalVLForMultiTask,
+            HierarchicalVLForImageTextRetrieval,
+            HierarchicalVLForVisualGrounding,
+            HierarchicalVLForVisualQuestionAnswering,
+        )
+    }
+    names = [name for name in (config.architectures or []) if name in classes]
+    model = classes[names[0] if names else "HierarchicalVLForMultiTask"].from_pretrained(path)
+    if (path / "processor_config.json").exists():
+        tokenizer = HierarchicalVLProcessor.from_pretrained(path).tokenizer
+    elif (path / "tokenizer.json").exists():
+        tokenizer = HierarchicalVLTokenizer.from_pretrained(path)
+    else:
+        raise FileNotFoundError(f"{path} has no tokenizer (tokenizer.json): save the processor with the model")
+    return model, tokenizer
+
+
+def _available(layout, task: str) -> bool:
+    if task == "vqa":
+        return layout.path(layout.vqa_dir).is_dir()
+    if task == "retrieval":
+        return layout.captions_path().exists()
+    return layout.path(layout.entities_dir).is_dir()
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation_data import CorpusLayout, load_evaluation_data
+    from .results_table import format_results_table, write_results_json
+    from .retrieval_ranking import RetrievalScorer
+    from .task_evaluation import evaluate_grounding, evaluate_retrieval, evaluate_vqa, model_tasks
+
+    progress = not args.no_progress
+    model, tokenizer = load_checkpoint(args.checkpoint)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).eval()
+    layout = CorpusLayout(
+        root=args.data_dir,
+        features=args.features or "features/region_features.tsv",
+        vqa_dir=args.vqa_dir or "vqa",
+        captions_file=args.captions_file,
+        entities_dir=args.entities_dir or "flickr30k_entities",
+    )
+    if args.task == "all":
+        tasks = [task for task in model_tasks(model) if _available(layout, task)]
+        if not tasks:
+            raise ValueError(f"{args.data_dir} has data for none of the model's tasks {model_tasks(model)}")
+    else:
+        tasks = [args.task]
+        if args.task not in model_tasks(model):
+            raise ValueError(f"the checkpoint has no {args.task} decoder (it has {model_tasks(model)})")
+    config = model.config
+    start = time.perf_counter()
+    data = load_evaluation_data(
+        layout,
+        tasks,
+        args.split,
+        tokenizer,
+        answer_vocab=[config.id2label[i] for i in range(config.num_answers)] if "vqa" in tasks else None,
+        max_question_words=config.max_question_words,
+        max_caption_words=config.max_caption_words,
+        splits={"vqa": args.vqa_split} if args.vqa_split else None,
+        store_path=args.features_store,
+        progress=progress,
+    )
+    print(f"loaded {', '.join(f'{t} ({data.splits[t]}, {len(data.for_task(t))} examples)' for t in tasks)} "
+          f"in {time.perf_counter() - start:.1f}s")
+
+    metrics: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    max_regions = args.max_regions or config.max_regions
+    if "vqa" in tasks:
+        predictions = args.vqa_predictions
+        if predictions is None and args.output is not None:
+            predictions = args.output.with_name(f"{args.output.stem}_vqa_{data.splits['vqa']}_predictions.json")
+        if predictions is None and not data.vqa.has_labels:
+            predictions = Path(f"vqa_{data.splits['vqa']}_predictions.json")
+        metrics.update(evaluate_vqa(model, data.vqa, batch_size=args.batch_size, device=device,
+                                    max_regions=max_regions, legacy=args.legacy_vqa, submission_path=predictions,
+                                    progress=progress))
+        if predictions is not None:
+            info["vqa_predictions"] = str(predictions)
+            print(f"VQA predictions (official submission format): {predictions}")
+    if "retrieval" in tasks:
+        dtype = torch.bfloat16 if args.dtype == "bf16" else None
+        scorer = RetrievalScorer(model, batch_size=args.pair_batch_size, dtype=dtype, device=device)
+        start = time.perf_counter()
+        metrics.update(evaluate_retrieval(
+            model, data.retrieval, max_regions=max_regions, protocol=args.protocol, shortlist=args.shortlist,
+            shortlist_check=args.shortlist_check, cache_dir=args.cache_dir, scorer=scorer, progress=progress,
+        ))
+        info["retrieval_seconds"] = round(time.perf_counter() - start, 2)
+        info["retrieval_last_matrix"] = scorer.stats_dict()
+    if "grounding" in tasks:
+        metrics.update(evaluate_grounding(model, data.grounding, batch_size=args.batch_size, device=device,
+                                          max_regions=max_regions, progress=progress))
+
+    print()
+    print(format_results_table(metrics, data.splits))
+    if args.output is not None:
+        write_results_json(args.output, {
+            "checkpoint": str(args.checkpoint),
+            "data_dir": str(args.data_dir),
+            "splits": data.splits,
+            "legacy_vqa": args.legacy_vqa,
+            "metrics": metrics,
+            "info": info,
+        })
+        print(f"\nwrote {args.output}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return _evaluate(args)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"hvl evaluate: error: {error}", file=sys.stderr)
+        return 1
+
+
+def add_commands(subparsers: Any) -> None:
+    """Register ``hvl evaluate`` on the top-level sub-parsers of the ``hvl`` command."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on a corpus split (VQA accuracy, retrieval and grounding Recall@K)",
+        description=(
+            "Evaluate a saved model (multi-task or one head) on a split of a corpus laid out like the demo corpus "
+            "(features/, vqa/, captions/, flickr30k_entities/): VQA accuracy per answer type (official evaluation), "
+            "image annotation and image retrieval Recall@K from the exact images x captions score matrix, and phrase "
+            "grounding Recall@K. Prints the paper's tables and optionally writes JSON."
+        ),
+    )
+    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="save_pretrained directory")
+    parser.add_argument("--task", choices=_TASK_CHOICES, default="all",
+                        help="task to evaluate; all = every task of the model the corpus has data for")
+    parser.add_argument("--data-dir", type=Path, required=True, help="corpus directory")
+    parser.add_argument("--split", default="val", help="split of every task: val or test (default: val)")
+    parser.add_argument("--vqa-split", default=None, help="VQA split overriding --split (val, test, test-dev)")
+    parser.add_argument("--output", type=Path, default=None, help="write the results to this JSON file")
+    parser.add_argument("--vqa-predictions", type=Path, default=None,
+                        help="VQA predictions file in the official submission format (default: next to --output)")
+    parser.add_argument("--legacy-vqa", action="store_true",
+                        help="score VQA with the official code as it was before its 2021 fix (papers of 2015-2020)")
+    parser.add_argument("--batch-size", type=int, default=128, help="questions / sentences per forward pass")
+    parser.add_argument("--pair-batch-size", type=int, default=512, help="image-caption pairs per forward pass")
+    parser.add_argument("--protocol", choices=("full", "1k", "both"), default="full",
+                        help="retrieval: full = one ranking over the split (COCO 5K, Flickr30k 1K); 1k = mean over "
+                             "folds of 1000 images (COCO 1K); both")
+    parser.add_argument("--shortlist", type=int, default=None, metavar="K",
+                        help="two-stage retrieval: exact scores only for each query's top-K of a cheap first stage")
+    parser.add_argument("--shortlist-check", action="store_true",
+                        help="with --shortlist, also compute the exact ranking and report how often they agree")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="save finished retrieval score blocks here; a rerun resumes from them")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                        help="precision of the retrieval pair scoring (bf16 autocast is meant for GPUs)")
+    parser.add_argument("--max-regions", type=int, default=None, help="regions per image (default: the model's)")
+    parser.add_argument("--features", default=None,
+                        help="region features under DIR (default features/region_features.tsv; a store directory "
+                             "is used as is, other formats are converted once)")
+    parser.add_argument("--features-store", default=None, help="where converted region features go")
+    parser.add_argument("--vqa-dir", default=None, help="VQA 2.0 directory under DIR (default vqa)")
+    parser.add_argument("--captions-file", default=None,
+                        help="Karpathy split file under DIR (default captions/dataset_coco.json or dataset_flickr30k.json)")
+    parser.add_argument("--entities-dir", default=None, help="Flickr30k Entities directory under DIR")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=_run)

@@ -1,0 +1,371 @@
+"""Run a model over a task's evaluation split and score it with the official metrics.
+
+Each function takes an already loaded model (a single-task head or the multi-task model) and the task's encoded
+dataset from ``hierarchical_vl.data`` (or its rows plus the tokenizer and region store to encode them), and
+returns a flat dict of metrics in percent, e.g.::
+
+    {"vqa/overall": 61.2, "vqa/yes/no": 79.1, "vqa/number": 40.3, "vqa/other": 52.9, "vqa/num_questions": 214354}
+    {"retrieval/i2t_r1": ..., "retrieval/t2i_r10": ..., "retrieval/rsum": ..., "retrieval/num_images": 1000}
+    {"grounding/r1": ..., "grounding/r5": ..., "grounding/r10": ..., "grounding/upper_bound": ...}
+
+The trainer calls them at stage ends; ``hvl evaluate`` calls them for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..configuration_hierarchical_vl import TASKS
+from ..data import (
+    EncodedCaptionDataset,
+    EncodedGroundingDataset,
+    EncodedVQADataset,
+    GroundingCollator,
+    VQACollator,
+)
+from ..data.collators import region_tensors, text_tensors
+from ..metrics import coco_1k_5fold, grounding_recall, retrieval_recall, vqa_accuracy, write_vqa_submission
+from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
+from .retrieval_ranking import RetrievalScorer, shortlist_agreement
+
+__all__ = ["evaluate_grounding", "evaluate_retrieval", "evaluate_tasks", "evaluate_vqa", "model_tasks"]
+
+logger = logging.getLogger(__name__)
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "region_features", "region_mask", "region_boxes")
+RETRIEVAL_PROTOCOLS = ("full", "1k", "both")
+
+
+def model_tasks(model: torch.nn.Module) -> list[str]:
+    """The tasks ``model`` has a decoder for."""
+    return [task for task in TASKS if hasattr(model, f"{task}_decoder")]
+
+
+def _check_task(model: torch.nn.Module, task: str) -> None:
+    if task not in model_tasks(model):
+        raise ValueError(f"{type(model).__name__} has no {task} decoder; it can evaluate {model_tasks(model)}")
+
+
+def _device(model: torch.nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return next(model.parameters()).device
+    device = torch.device(device)
+    model.to(device)
+    return device
+
+
+@contextlib.contextmanager
+def _evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _run_task(model: torch.nn.Module, task: str, batch: dict[str, Any], device: torch.device, extra=()) -> Any:
+    inputs = {name: batch[name].to(device) for name in (*_MODEL_INPUTS, *extra) if name in batch}
+    if isinstance(model, HierarchicalVLForMultiTask):  # it takes the task first
+        return model(task, **inputs)
+    return model(**inputs)
+
+
+def _batches(dataset, collator, batch_size: int, num_workers: int, progress: bool, description: str):
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collator, num_workers=num_workers
+    )
+    return tqdm(loader, desc=description, unit="batch", disable=not progress)
+
+
+def _encoded(dataset: Any, cls: type, tokenizer: Any, store: Any, **kwargs: Any) -> Any:
+    """``dataset`` itself when already encoded, else its rows encoded with ``tokenizer`` and ``store``."""
+    if isinstance(dataset, cls):
+        return dataset
+    if tokenizer is None or store is None:
+        raise ValueError(f"pass an encoded {cls.__name__}, or rows together with tokenizer= and store=")
+    return cls(dataset, store, tokenizer, **kwargs)
+
+
+def evaluate_vqa(
+    model: torch.nn.Module,
+    dataset: EncodedVQADataset | Any,
+    *,
+    tokenizer: Any = None,
+    store: Any = None,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    max_regions: int | None = None,
+    legacy: bool = False,
+    submission_path: str | os.PathLike | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> dict[str, float]:
+    """VQA accuracy overall and per answer type (official evaluation), and the predictions' submission file.
+
+    The predicted answer of a question is the answer pool's entry (``model.config.id2label``) with the highest logit.
+
+    Args:
+        model: A VQA head or the multi-task model.
+        dataset: An `EncodedVQADataset`, or VQA rows (``hierarchical_vl.data.load_vqa``) with ``tokenizer`` and
+            ``store``.
+        tokenizer: The model's tokenizer (or processor), to encode rows.
+        store: The region-feature store, to encode rows.
+        batch_size: Questions per forward pass.
+        device: Where to run (the model is moved there); the model's device by default.
+        max_regions: Cap on regions per image (``model.config.max_regions`` by default).
+        legacy: Score with the official code as it was before its 2021 fix (how papers of 2015-2020 were scored).
+        submission_path: Also write the predictions in the official submission format here.
+        num_workers: DataLoader workers.
+        progress: Show a progress bar.
+
+    Returns:
+        ``{"vqa/overall", "vqa/yes/no", "vqa/number", "vqa/other", "vqa/num_questions"}`` (types present only);
+        only ``vqa/num_questions`` for a split without annotations (test), whose answers go to the submission.
+    """
+    _check_task(model, "vqa")
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    answer_pool = [model.config.id2label[i] for i in range(model.config.num_answers)]
+    dataset = _encoded(dataset, EncodedVQADataset, tokenizer, store, answer_vocab=answer_pool,
+                       max_question_length=model.config.max_question_words)
+    device = _device(model, device)
+    collator = VQACollator(dataset, max_regions=max_regions or model.config.max_regions)
+    predictions: dict[int, str] = {}
+    references: dict[int, list[str]] = {}
+    answer_types: dict[int, str] = {}
+    with _evaluation_mode(model):
+        for batch in _batches(dataset, collator, batch_size, num_workers, progress, "vqa"):
+            best = _run_task(model, "vqa", batch, device).logits.argmax(dim=-1).cpu().tolist()  # (B,)
+            metadata = batch["metadata"]
+            for row, question_id in enumerate(metadata["question_id"]):
+                question_id = int(question_id)
+                predictions[question_id] = answer_pool[best[row]]
+                references[question_id] = metadata["answers"][row]
+                answer_types[question_id] = metadata["answer_type"][row]
+    if submission_path is not None:
+        write_vqa_submission(predictions, submission_path)
+    metrics: dict[str, float] = {"vqa/num_questions": len(predictions)}
+    if dataset.has_labels:
+        scored = [q for q, answers in references.items() if answers]
+        result = vqa_accuracy(
+            {q: predictions[q] for q in scored},
+            {q: references[q] for q in scored},
+            {q: answer_types[q] for q in scored},
+            legacy=legacy,
+        )
+        metrics["vqa/overall"] = result["overall"]
+        metrics.update({f"vqa/{name}": value for name, value in result["per_answer_type"].items()})
+    return metrics
+
+
+def evaluate_retrieval(
+    model: torch.nn.Module,
+    dataset: EncodedCaptionDataset | Any,
+    *,
+    tokenizer: Any = None,
+    store: Any = None,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    max_regions: int | None = None,
+    protocol: str = "full",
+    fold_size: int = 1000,
+    shortlist: int | None = None,
+    shortlist_check: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    scorer: RetrievalScorer | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Image annotation and image retrieval Recall@K over the split's images x captions score matrix.
+
+    The matrix is computed exactly by [`RetrievalScorer`] (or in two stages with ``shortlist``).
+
+    Args:
+        model: A retrieval head or the multi-task model.
+        dataset: An `EncodedCaptionDataset`, or caption rows (``hierarchical_vl.data.load_karpathy_captions``)
+            with ``tokenizer`` and ``store``.
+        tokenizer: The model's tokenizer (or processor), to encode rows.
+        store: The region-feature store, to encode rows.
+        batch_size: Pairs per forward pass.
+        device: Where to score; the model's device by default.
+        dtype: ``torch.bfloat16`` to score pairs under autocast (GPU), ``None`` for float32.
+        max_regions: Cap on regions per image (``model.config.max_regions`` by default).
+        protocol: ``full``: one ranking over all images of the split (COCO 5K, Flickr30k 1K); ``1k``: the mean over
+            folds of ``fold_size`` images, each ranked on its own (COCO 1K; only the folds' pairs are scored);
+            ``both``: the full matrix and its folds.
+        fold_size: Images per fold of the ``1k`` protocol.
+        shortlist: Two-stage ranking: exact scores only for each query's top-``shortlist`` candidates of a cheap
+            first stage.
+        shortlist_check: With ``shortlist``, also compute the exact matrix and report how often the two agree
+            (``retrieval/shortlist/...``, in percent).
+        cache_dir: Save finished score blocks here so that an interrupted evaluation resumes.
+        scorer: A configured scorer to use instead of building one (its statistics stay readable afterwards).
+        progress: Show progress bars.
+
+    Returns:
+        ``retrieval/{i2t,t2i}_r{1,5,10}``, ``_medr``, ``_meanr``, ``retrieval/rsum`` for the full ranking,
+        ``retrieval/1k/...`` for the folds, ``retrieval/num_images`` and ``retrieval/num_captions``.
+    """
+    _check_task(model, "retrieval")
+    if protocol not in RETRIEVAL_PROTOCOLS:
+        raise ValueError(f"protocol must be one of {RETRIEVAL_PROTOCOLS}, got {protocol!r}")
+    if shortlist_check and shortlist is None:
+        raise ValueError("shortlist_check needs shortlist")
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    dataset = _encoded(dataset, EncodedCaptionDataset, tokenizer, store,
+                       max_caption_length=model.config.max_caption_words)
+    if scorer is None:
+        scorer = RetrievalScorer(model, batch_size=batch_size, dtype=dtype, device=device)
+    text_inputs = text_tensors(dataset, np.arange(len(dataset)))  # (C, N)
+    image_inputs, _ = region_tensors(dataset.store, dataset.images_store_index, max_regions or model.config.max_regions)
+    caption_image = dataset.caption_image  # (C,)
+    n_images, n_captions = len(dataset.images), len(dataset)
+    metrics: dict[str, float] = {"retrieval/num_images": n_images, "retrieval/num_captions": n_captions}
+
+    def cache(name: str) -> str | None:
+        return None if cache_dir is None else os.path.join(cache_dir, name)
+
+    def score(images: np.ndarray, captions: np.ndarray, name: str, k: int | None) -> np.ndarray:
+        whole = len(images) == n_images and len(captions) == n_captions  # no copy of the whole split's features
+        text = text_inputs if whole else {key: value[captions] for key, value in text_inputs.items()}
+        image = image_inputs if whole else {key: value[images] for key, value in image_inputs.items()}
+        return scorer.score_matrix(text, image, cache_dir=cache(name), progress=progress, shortlist=k)
+
+    all_images, all_captions = np.arange(n_images), np.arange(n_captions)
+    if protocol in ("full", "both"):
+        matrix = score(all_images, all_captions, "full" if shortlist is None else f"full_shortlist{shortlist}",
+                       shortlist)
+        metrics.update({f"retrieval/{name}": value for name, value in retrieval_recall(matrix, caption_image).items()})
+        if shortlist_check:
+            exact = score(all_images, all_captions, "full", None)
+            metrics.update(
+                {f"retrieval/shortlist/{name}": round(100.0 * value, 2)
+                 for name, value in shortlist_agreement(matrix, exact).items()}
+            )
+            metrics.update({f"retrieval/exact/{name}": value
+                            for name, value in retrieval_recall(exact, caption_image).items()})
+        if protocol == "both":
+            folds = _fold_count(n_images, fold_size)
+            result = coco_1k_5fold(matrix, caption_image, num_folds=folds, fold_size=fold_size)
+            metrics.update({f"retrieval/1k/{name}": value for name, value in result.items()})
+    else:
+        folds = _fold_count(n_images, fold_size)
+        counter = iter(range(folds))
+
+        def fold_scores(images: np.ndarray, captions: np.ndarray) -> np.ndarray:
+            fold = next(counter)
+            name = f"fold{fold}" if shortlist is None else f"fold{fold}_shortlist{shortlist}"
+            return score(images, captions, name, shortlist)
+
+        result = coco_1k_5fold(fold_scores, caption_image, num_folds=folds, fold_size=fold_size)
+        metrics.update({f"retrieval/1k/{name}": value for name, value in result.items()})
+    if shortlist is not None:
+        metrics["retrieval/shortlist_k"] = shortlist
+    return metrics
+
+
+def _fold_count(n_images: int, fold_size: int) -> int:
+    if n_images < fold_size or n_images % fold_size:
+        raise ValueError(
+            f"the fold protocol needs a multiple of {fold_size} images (COCO 1K: 5000 = 5 x 1000), the split has "
+            f"{n_images}; use protocol='full'"
+        )
+    return n_images // fold_size
+
+
+def evaluate_grounding(
+    model: torch.nn.Module,
+    dataset: EncodedGroundingDataset | Any,
+    *,
+    tokenizer: Any = None,
+    store: Any = None,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    max_regions: int | None = None,
+    iou_threshold: float = 0.5,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Phrase grounding Recall@K: a phrase counts when one of its top-K regions has IoU >= 0.5 with its boxes.
+
+    Args:
+        model: A grounding head or the multi-task model.
+        dataset: An `EncodedGroundingDataset`, or Flickr30k Entities rows
+            (``hierarchical_vl.data.load_flickr30k_entities``) with ``tokenizer`` and ``store``.
+        tokenizer: The model's tokenizer (or processor), to encode rows.
+        store: The region-feature store, to encode rows.
+        batch_size: Sentences per forward pass.
+        device: Where to run (the model is moved there); the model's device by default.
+        max_regions: Cap on regions per image (``model.config.max_regions`` by default).
+        iou_threshold: IoU a region needs with a ground-truth box of the phrase.
+        num_workers: DataLoader workers.
+        progress: Show a progress bar.
+
+    Returns:
+        ``{"grounding/r1", "grounding/r5", "grounding/r10", "grounding/upper_bound", "grounding/num_phrases"}``;
+        the upper bound is the share of phrases that any candidate region grounds.
+    """
+    _check_task(model, "grounding")
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    dataset = _encoded(dataset, EncodedGroundingDataset, tokenizer, store)
+    device = _device(model, device)
+    collator = GroundingCollator(dataset, max_regions=max_regions or model.config.max_regions,
+                                 iou_threshold=iou_threshold)
+    region_scores, region_boxes, gt_boxes = [], [], []
+    with _evaluation_mode(model):
+        for batch in _batches(dataset, collator, batch_size, num_workers, progress, "grounding"):
+            logits = _run_task(model, "grounding", batch, device, ("phrase_spans", "phrase_mask")).logits
+            logits = logits.float().cpu().numpy()  # (B, H, T)
+            metadata = batch["metadata"]
+            for row, boxes in enumerate(metadata["region_boxes"]):
+                for phrase, truth in enumerate(metadata["gt_boxes"][row]):
+                    region_scores.append(logits[row, phrase, : len(boxes)])
+                    region_boxes.append(np.asarray(boxes))
+                    gt_boxes.append(np.asarray(truth))
+    if not region_scores:
+        raise ValueError("the grounding split has no grounded phrase to evaluate")
+    result = grounding_recall(region_scores, region_boxes, gt_boxes, iou_threshold=iou_threshold)
+    metrics = {f"grounding/{name}": value for name, value in result.items() if name != "num_phrases"}
+    metrics["grounding/num_phrases"] = result["num_phrases"]
+    return metrics
+
+
+def evaluate_tasks(
+    model: torch.nn.Module,
+    datasets: dict[str, Any],
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    **task_options: dict[str, Any],
+) -> dict[str, float]:
+    """Evaluate several tasks: ``datasets`` maps a task to its encoded dataset.
+
+    Args:
+        model: The model.
+        datasets: ``{"vqa": EncodedVQADataset, "retrieval": EncodedCaptionDataset, ...}``.
+        batch_size: Examples per forward pass (VQA, grounding) and pairs per forward pass (retrieval).
+        device: Where to run.
+        **task_options: Per task, extra keyword arguments of its function, e.g. ``retrieval={"shortlist": 20}``.
+
+    Returns:
+        The merged flat metrics of the tasks.
+    """
+    functions = {"vqa": evaluate_vqa, "retrieval": evaluate_retrieval, "grounding": evaluate_grounding}
+    unknown = sorted(set(datasets) - set(functions))
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; choose from {sorted(functions)}")
+    metrics: dict[str, float] = {}
+    for task in TASKS:
+        if task in datasets:
+            options = dict(task_options.get(task) or {})
+            metrics.update(functions[task](model, datasets[task], batch_size=batch_size, device=device, **options))
+    return metrics

@@ -1,0 +1,497 @@
+"""Publishing a checkpoint on the Hugging Face Hub: a complete local save with a model card, then one commit.
+
+[`push_to_hub`] saves the model (safetensors, config with ``auto_map`` and the configuration/modeling code, so that
+``trust_remote_code=True`` loads it where this package is not installed), the processor and its tokenizer, and a
+``README.md`` model card rendered from the package's template (``hierarchical_vl/model_cards/model_card.md``), into
+a local folder; it then creates the repository and uploads the files written by that save in one commit. When the
+upload fails the local save is kept and the error says where it is.
+
+Only ``HfApi.create_repo`` and ``HfApi.create_commit`` are used, which huggingface_hub 1.x and 2.x both offer.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+from huggingface_hub import CommitOperationAdd, HfApi
+
+from .auto_registration import register_auto_classes
+from .configuration_hierarchical_vl import TASKS, HierarchicalVLConfig
+from .processing_hierarchical_vl import HierarchicalVLProcessor
+
+__all__ = [
+    "MODEL_CARD_FIELDS",
+    "REQUIRED_FILES",
+    "HubPushError",
+    "push_to_hub",
+    "render_model_card",
+    "save_for_hub",
+]
+
+MODEL_CARD_FIELDS = {
+    "model_name": "Title of the card (default: the repository name).",
+    "description": "A paragraph under the title.",
+    "license": "License identifier of the weights (default: apache-2.0).",
+    "language": "Language code(s) (default: en).",
+    "datasets": "Hub dataset ids the model was trained or evaluated on.",
+    "tags": "Extra tags, added to the library's own.",
+    "metrics": "Hub metric ids (default: accuracy for VQA, recall for retrieval and grounding).",
+    "pipeline_tag": "Hub pipeline tag (default: chosen from the model's tasks).",
+    "base_model": "Hub id of the checkpoint this one was fine-tuned from.",
+    "training_data": "What the model was trained on (Markdown).",
+    "training_hyperparameters": "Mapping of hyperparameter name to value, shown as a table.",
+    "curriculum": "The curriculum stages, each a list of tasks, e.g. [['vqa'], ['vqa', 'retrieval']].",
+    "results": "{task: {metric: value}} or a list of {task, dataset, split, metric, value} rows.",
+    "intended_use": "Replaces the default intended-use section (Markdown).",
+    "limitations": "Replaces the default limitations section (Markdown).",
+}
+"""Keys accepted in ``card_data``, with what each sets."""
+
+REQUIRED_FILES = (
+    "config.json",
+    "model.safetensors",
+    "configuration_hierarchical_vl.py",
+    "modeling_hierarchical_vl.py",
+    "tokenizer.json",
+    "processor_config.json",
+    "README.md",
+)
+"""Files every complete save holds (large models replace ``model.safetensors`` by shards and an index)."""
+
+_TEMPLATE = "model_card.md"
+_HEAD_TASKS = {
+    "HierarchicalVLForVisualQuestionAnswering": "vqa",
+    "HierarchicalVLForImageTextRetrieval": "retrieval",
+    "HierarchicalVLForVisualGrounding": "grounding",
+}
+_TASK_NAMES = {"grounding": "Visual grounding", "retrieval": "Image-caption retrieval", "vqa": "Visual question answering"}
+_TASK_TAGS = {"grounding": "visual-grounding", "retrieval": "image-text-retrieval", "vqa": "visual-question-answering"}
+_PIPELINE_TAGS = {
+    "vqa": "visual-question-answering",
+    "retrieval": "zero-shot-image-classification",
+    "grounding": "zero-shot-object-detection",
+}
+_TASK_METRICS = {"vqa": "accuracy", "retrieval": "recall", "grounding": "recall"}
+_DECODERS = {
+    "grounding": ("phrase vector (mean of the phrase's words) against every region, bilinear", "`sigmoid(p_h^T W i_t)`"),
+    "retrieval": ("summary networks over words and regions, bilinear", "`sigmoid(v_I^T W v_S)`"),
+    "vqa": ("summary networks, MLP over `[v_I ; v_S]`", "`sigmoid(MLP([v_I ; v_S]))` per answer"),
+}
+_PAPER_LAYERS = "the paper's choice is grounding at layer 2, retrieval at 3 and VQA at 5"
+
+_DEFAULT_TRAINING_PROCEDURE = """\
+Training follows Algorithm 1 of the paper. Each update trains one task: a batch of that task goes through the \
+encoder up to the task's layer and its decoder, and Adam takes one step. Tasks switch periodically: in each cycle of \
+C iterations, task i gets C·α_i consecutive updates, with α_i proportional to the task's number of iterations. Tasks \
+are added by a curriculum (a single task first, then pairs, then all tasks), each stage starting from the weights of \
+the previous one. Every loss is a binary cross-entropy (soft VQA scores, matching and non-matching caption pairs, \
+phrase-region pairs with IoU >= 0.5). Optimiser: Adam, learning rate 1e-3, betas (0.9, 0.99), learning rate halved \
+every #step iterations; Xavier initialisation."""
+
+_DEFAULT_INTENDED_USE = """\
+Research on vision-language representations: answering questions about images, ranking captions for an image and \
+images for a caption, and localising the phrases of a caption among an image's detected regions, for English text \
+and natural images described by bottom-up-attention region features. The attention maps of the decoders (see \
+`hierarchical_vl.visualization`) show which regions and words a prediction relied on. The model is not meant for \
+decisions about people."""
+
+
+class HubPushError(RuntimeError):
+    """The upload to the Hub failed; the complete local save is kept in ``save_directory``.
+
+    Attributes:
+        repo_id: The repository pushed to.
+        stage: What failed (``"creating the repository"`` or ``"uploading the files"``).
+        save_directory: The folder holding the complete save.
+    """
+
+    def __init__(self, repo_id: str, stage: str, save_directory: Path, error: BaseException):
+        self.repo_id = repo_id
+        self.stage = stage
+        self.save_directory = save_directory
+        super().__init__(
+            f"push to the Hub repository {repo_id!r} failed while {stage}: {str(error).rstrip('. ')}. The complete "
+            f"local save is kept in {save_directory}; upload that folder or push again."
+        )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model card
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _model_tasks(model: Any) -> list[str]:
+    name = type(model).__name__
+    if name in _HEAD_TASKS:
+        return [_HEAD_TASKS[name]]
+    if hasattr(model, "tasks"):
+        return [task for task in TASKS if task in model.tasks]
+    return []
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _joined(names: list[str]) -> str:
+    if not names:
+        return "shared vision-language features (encoder only)"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _check_card_data(card_data: Mapping[str, Any] | None) -> dict[str, Any]:
+    card_data = dict(card_data or {})
+    unknown = sorted(set(card_data) - set(MODEL_CARD_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown model card field(s) {unknown}; known fields are {sorted(MODEL_CARD_FIELDS)}")
+    return card_data
+
+
+def _front_matter(tasks: list[str], card_data: dict[str, Any]) -> str:
+    tags = ["hierarchical-vl", "vision-language", "multi-task-learning", "co-attention"]
+    tags += [_TASK_TAGS[task] for task in tasks]
+    tags += [tag for tag in _as_list(card_data.get("tags")) if tag not in tags]
+    metrics = card_data.get("metrics")
+    if metrics is None:
+        metrics = list(dict.fromkeys(_TASK_METRICS[task] for task in tasks))
+    metadata: dict[str, Any] = {
+        "library_name": "hierarchical-vl",
+        "license": card_data.get("license", "apache-2.0"),
+        "language": _as_list(card_data.get("language", "en")),
+        "tags": tags,
+        "datasets": _as_list(card_data.get("datasets")),
+        "metrics": _as_list(metrics),
+    }
+    pipeline_tag = card_data.get("pipeline_tag", _PIPELINE_TAGS[tasks[-1]] if tasks else None)
+    if pipeline_tag:
+        metadata["pipeline_tag"] = pipeline_tag
+    if card_data.get("base_model"):
+        metadata["base_model"] = card_data["base_model"]
+    return yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()
+
+
+def _architecture_rows(model: Any, config: HierarchicalVLConfig, tasks: list[str]) -> str:
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    trainable = sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
+    box = "; plus a learned embedding of the box coordinates" if config.use_box_embedding else ""
+    rows = [
+        ("Model class", f"`{type(model).__name__}`"),
+        ("Parameters", f"{parameters:,} ({trainable:,} trainable)"),
+        (
+            "Word embeddings",
+            f"{config.word_embedding_dim}-d over {config.vocab_size:,} words "
+            f"({'frozen' if config.freeze_word_embeddings else 'trained'})",
+        ),
+        (
+            "Language encoder",
+            f"{config.lstm_num_layers}-layer bidirectional LSTM, {config.lstm_hidden_size} units per direction, "
+            f"projected with the embeddings to d",
+        ),
+        ("Image encoder", f"Linear({config.region_feature_dim} -> d), each region L2-normalised{box}"),
+        (
+            "Dense co-attention layers",
+            f"L = {config.num_layers}, d = {config.hidden_size}, {config.num_attention_heads} heads, "
+            f"{config.num_null_tokens} null tokens per modality",
+        ),
+        ("Summary networks", f"{config.summary_glimpses} glimpses"),
+        (
+            "Dropout",
+            f"{config.hidden_dropout} on fully connected layers, {config.lstm_dropout} between LSTM layers",
+        ),
+    ]
+    if "vqa" in tasks:
+        rows.append(("Answer pool", f"{config.num_answers:,} answers"))
+    rows.append(("Input caps", f"{config.max_question_words} question words, {config.max_caption_words} caption "
+                 f"words, {config.max_regions} regions"))
+    return "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def _task_layer_rows(config: HierarchicalVLConfig, tasks: list[str]) -> tuple[str, str]:
+    if not tasks:
+        intro = (f"This checkpoint is the shared encoder without task decoders; its configuration places them as "
+                 f"below ({_PAPER_LAYERS}).")
+        tasks = [task for task in TASKS if task in config.task_layers]
+    else:
+        intro = f"The decoders of this checkpoint read these encoder layers ({_PAPER_LAYERS})."
+    rows = [
+        f"| {_TASK_NAMES[task]} | {config.task_layers[task]} | {_DECODERS[task][0]} | {_DECODERS[task][1]} |"
+        for task in tasks
+        if task in config.task_layers
+    ]
+    return intro, "\n".join(rows)
+
+
+def _usage(tasks: list[str], repo_id: str, feature_dim: int) -> str:
+    snippets = {
+        "vqa": (
+            f'vqa = pipeline("hierarchical-vl-vqa", model="{repo_id}")\n'
+            f"# features ({feature_dim},) per region and boxes x1 y1 x2 y2 in pixels, from the detector\n"
+            'vqa({"question": "what is the man holding?", "region_features": features, "region_boxes": boxes,\n'
+            '     "image_size": (640, 480)}, top_k=5)  # [{"answer": ..., "score": ...}, ...]'
+        ),
+        "retrieval": (
+            f'rank = pipeline("hierarchical-vl-retrieval", model="{repo_id}")\n'
+            'rank({"region_features": features, "captions": ["a man rides a horse", "two dogs play"]})'
+        ),
+        "grounding": (
+            f'ground = pipeline("hierarchical-vl-grounding", model="{repo_id}")\n'
+            'ground({"caption": "a man in a red shirt", "phrases": ["a man", "a red shirt"],\n'
+            '        "region_features": features, "region_boxes": boxes, "image_size": (640, 480)}, top_k=1)'
+        ),
+    }
+    if not tasks:
+        return (
+            f'encoder = hierarchical_vl.HierarchicalVLModel.from_pretrained("{repo_id}")\n'
+            f'processor = hierarchical_vl.HierarchicalVLProcessor.from_pretrained("{repo_id}")'
+        )
+    return "\n\n".join(snippets[task] for task in reversed(tasks))
+
+
+def _result_rows(results: Any) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    if isinstance(results, Mapping):
+        for task, metrics in results.items():
+            if not isinstance(metrics, Mapping):
+                raise ValueError(f"results[{task!r}] must map metric names to values")
+            rows.extend((_TASK_NAMES.get(task, task), "", "", metric, value) for metric, value in metrics.items())
+    elif isinstance(results, Sequence) and not isinstance(results, str):
+        for row in results:
+            if not isinstance(row, Mapping) or "metric" not in row or "value" not in row:
+                raise ValueError("each results row must be a mapping with at least 'metric' and 'value'")
+            task = row.get("task", "")
+            rows.append(
+                (_TASK_NAMES.get(task, task), row.get("dataset", ""), row.get("split", ""), row["metric"], row["value"])
+            )
+    else:
+        raise ValueError("results must be {task: {metric: value}} or a list of rows")
+    return [
+        tuple(f"{cell:.2f}" if isinstance(cell, float) else str(cell) for cell in row)  # type: ignore[misc]
+        for row in rows
+    ]
+
+
+def _evaluation(card_data: dict[str, Any]) -> str:
+    results = card_data.get("results")
+    if not results:
+        return "This checkpoint has not been evaluated."
+    lines = ["| Task | Dataset | Split | Metric | Value |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _result_rows(results)]
+    return "\n".join(lines)
+
+
+def _training_procedure(card_data: dict[str, Any]) -> str:
+    parts = [_DEFAULT_TRAINING_PROCEDURE]
+    curriculum = card_data.get("curriculum")
+    if curriculum:
+        stages = [
+            f"{index}. {' + '.join(_TASK_NAMES.get(task, task) for task in _as_list(stage))}"
+            for index, stage in enumerate(curriculum, start=1)
+        ]
+        parts.append("Curriculum of this checkpoint:\n\n" + "\n".join(stages))
+    hyperparameters = card_data.get("training_hyperparameters")
+    if hyperparameters:
+        rows = "\n".join(f"| {name} | {value} |" for name, value in dict(hyperparameters).items())
+        parts.append("Hyperparameters:\n\n| Name | Value |\n|---|---|\n" + rows)
+    return "\n\n".join(parts)
+
+
+def _limitations(config: HierarchicalVLConfig, tasks: list[str]) -> str:
+    items = [
+        "The model reads pre-extracted region features, not pixels; its predictions depend on the detector that "
+        f"produced them (bottom-up attention, {config.region_feature_dim}-d features, 10-100 regions per image, at "
+        f"most {config.max_regions} used).",
+        "English only, with a word-level vocabulary: unknown words share one token; questions are cut after "
+        f"{config.max_question_words} words and captions after {config.max_caption_words}.",
+        "Evaluation contamination: the Karpathy COCO val/test images come from COCO val2014, where the VQA 2.0 val "
+        "questions live. A checkpoint trained on VQA val must not be evaluated on COCO retrieval splits built from "
+        "those images (the paper trains one run without VQA val for that reason).",
+        "Biases of COCO, VQA 2.0 and Flickr30k carry over: language priors in VQA answers, and social biases "
+        "(gender, age, ethnicity) in captions and phrases.",
+    ]
+    if "vqa" in tasks:
+        items.insert(1, f"VQA answers are limited to a fixed pool of {config.num_answers:,} answers.")
+    return "\n".join(f"- {item}" for item in items)
+
+
+def render_model_card(
+    model: Any, card_data: Mapping[str, Any] | None = None, repo_id: str | None = None
+) -> str:
+    """The ``README.md`` of a checkpoint: YAML metadata, architecture, task layers, training data and procedure,
+    evaluation, intended use and limitations.
+
+    Args:
+        model: The model to describe (a head, the multi-task model or the encoder).
+        card_data: Fields of [`MODEL_CARD_FIELDS`].
+        repo_id: Repository id used in the title and the usage example.
+    """
+    card_data = _check_card_data(card_data)
+    config = model.config
+    tasks = _model_tasks(model)
+    repo_id = repo_id or "path/to/checkpoint"
+    intro, rows = _task_layer_rows(config, tasks)
+    template = Template(resources.files("hierarchical_vl").joinpath("model_cards", _TEMPLATE).read_text("utf-8"))
+    return template.substitute(
+        front_matter=_front_matter(tasks, card_data),
+        model_name=card_data.get("model_name") or repo_id.rsplit("/", 1)[-1],
+        description=card_data.get(
+            "description",
+            f"A hierarchical vision-language model for {_joined([_TASK_NAMES[t].lower() for t in tasks])}.",
+        ),
+        architecture_rows=_architecture_rows(model, config, tasks),
+        task_layers_intro=intro,
+        task_layer_rows=rows,
+        usage=_usage(tasks, repo_id, config.region_feature_dim),
+        region_feature_dim=config.region_feature_dim,
+        training_data=card_data.get("training_data") or "Not documented for this checkpoint.",
+        training_procedure=_training_procedure(card_data),
+        evaluation=_evaluation(card_data),
+        intended_use=card_data.get("intended_use") or _DEFAULT_INTENDED_USE,
+        limitations=card_data.get("limitations") or _limitations(config, tasks),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Saving and pushing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _snapshot(directory: Path) -> dict[str, int]:
+    return {
+        path.relative_to(directory).as_posix(): path.stat().st_mtime_ns
+        for path in directory.rglob("*")
+        if path.is_file()
+    }
+
+
+def save_for_hub(
+    model: Any,
+    processor: Any,
+    save_directory: str | os.PathLike,
+    card_data: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> list[str]:
+    """Save everything a Hub repository needs into ``save_directory`` and check that the save is complete.
+
+    Args:
+        model: The model (any head, the multi-task model or the encoder).
+        processor: Its [`HierarchicalVLProcessor`] (or the word tokenizer, wrapped into one).
+        save_directory: The folder (created when missing).
+        card_data: Fields of the model card (see [`MODEL_CARD_FIELDS`]).
+        repo_id: Repository id named in the model card.
+
+    Returns:
+        The files this save wrote, relative to ``save_directory``.
+    """
+    card_data = _check_card_data(card_data)
+    if processor is None:
+        raise ValueError("a processor (or the word tokenizer) is needed: a checkpoint is not usable without it")
+    if not isinstance(processor, HierarchicalVLProcessor) and not hasattr(processor, "tokenizer"):
+        processor = HierarchicalVLProcessor(
+            processor, max_regions=model.config.max_regions, max_words=model.config.max_question_words
+        )
+    register_auto_classes()  # writes auto_map and the configuration/modeling code with the weights
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    before = _snapshot(directory)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    _write_text_atomic(directory / "README.md", render_model_card(model, card_data, repo_id))
+    after = _snapshot(directory)
+    # New or rewritten files; the required ones are always rewritten (even where timestamps are coarse).
+    written = sorted(
+        name for name, stamp in after.items() if before.get(name) != stamp or name in REQUIRED_FILES
+    )
+    sharded = "model.safetensors.index.json" in written
+    if sharded and before.get("model.safetensors") == after.get("model.safetensors"):
+        written.remove("model.safetensors")  # a stale single file next to a new sharded save
+    missing = [
+        name
+        for name in REQUIRED_FILES
+        if name not in written and not (sharded and name == "model.safetensors")
+    ]
+    if missing:
+        raise RuntimeError(f"the save in {directory} is incomplete: {missing} were not written")
+    return written
+
+
+def push_to_hub(
+    model: Any,
+    processor: Any,
+    repo_id: str,
+    *,
+    save_directory: str | os.PathLike | None = None,
+    card_data: Mapping[str, Any] | None = None,
+    private: bool | None = None,
+    token: str | bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    endpoint: str | None = None,
+):
+    """Save the model, its processor and tokenizer and a model card, then publish them in one commit.
+
+    Args:
+        model: The model (any head, the multi-task model or the encoder).
+        processor: Its [`HierarchicalVLProcessor`] (or the word tokenizer).
+        repo_id: ``"user/name"`` or ``"organisation/name"``; created when missing.
+        save_directory: Folder for the local save, kept afterwards. Without it a temporary folder is used and
+            removed after a successful push (and kept after a failed one).
+        card_data: Fields of the model card (see [`MODEL_CARD_FIELDS`]).
+        private: Visibility of a newly created repository (the Hub's default when ``None``).
+        token: Hub token (the logged-in one by default).
+        revision: Branch to commit to (the default branch when ``None``).
+        commit_message: Message of the commit.
+        create_pr: Open a pull request instead of committing to the branch.
+        endpoint: Hub address (``https://huggingface.co`` by default).
+
+    Returns:
+        huggingface_hub's ``CommitInfo`` (``commit_url``, ``oid``, ``pr_url``).
+
+    Raises:
+        HubPushError: Creating the repository or uploading failed; the message names the folder that holds the
+            complete save.
+    """
+    temporary = save_directory is None
+    directory = Path(tempfile.mkdtemp(prefix="hierarchical-vl-push-") if temporary else save_directory)
+    written = save_for_hub(model, processor, directory, card_data, repo_id)
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    except Exception as error:
+        raise HubPushError(repo_id, "creating the repository", directory, error) from error
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name)) for name in written]
+    try:
+        info = api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message or f"Upload {type(model).__name__} with hierarchical-vl",
+            revision=revision,
+            create_pr=create_pr,
+            repo_type="model",
+        )
+    except Exception as error:
+        raise HubPushError(repo_id, "uploading the files", directory, error) from error
+    if temporary:
+        shutil.rmtree(directory, ignore_errors=True)
+    return info

@@ -1,0 +1,117 @@
+"""Atomic, verified training checkpoints on top of Accelerate's ``save_state`` / ``load_state``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CheckpointError", "CheckpointManager"]
+
+logger = logging.getLogger(__name__)
+
+_MANIFEST = "checkpoint_manifest.json"
+_TRAINER_STATE = "trainer_state.json"
+_NAME = re.compile(r"^step-(\d{8})$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, partial or corrupt."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CheckpointManager:
+    """Writes ``checkpoints/step-NNNNNNNN`` directories atomically and finds the newest good one.
+
+    A checkpoint is first written to a hidden temporary directory (Accelerate state of every process, then the
+    trainer state and a manifest with the size and SHA-256 of every file), and renamed into place only when
+    complete. On resume, checkpoints are verified against their manifest, newest first; a partial or corrupt one
+    is reported and skipped in favour of the previous good one.
+
+    Args:
+        directory: The run's checkpoint directory.
+        keep_last: Checkpoints kept; older ones are deleted after a new one is complete.
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep_last: int = 2):
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+
+    def temporary_path(self, step: int) -> Path:
+        return self.directory / f".tmp-step-{step:08d}"
+
+    def final_path(self, step: int) -> Path:
+        return self.directory / f"step-{step:08d}"
+
+    def finalize(self, step: int, trainer_state: dict[str, Any]) -> Path:
+        """Write the trainer state and manifest into the temporary directory and move it into place (main process)."""
+        temporary = self.temporary_path(step)
+        (temporary / _TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
+        files = {
+            str(path.relative_to(temporary)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(temporary.rglob("*"))
+            if path.is_file()
+        }
+        (temporary / _MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
+        final = self.final_path(step)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+        self._prune()
+        return final
+
+    def _prune(self) -> None:
+        for path in self.checkpoints()[: -self.keep_last]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def checkpoints(self) -> list[Path]:
+        """Finished checkpoint directories, oldest first."""
+        if not self.directory.exists():
+            return []
+        found = [p for p in self.directory.iterdir() if p.is_dir() and _NAME.match(p.name)]
+        return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+    @staticmethod
+    def verify(path: Path) -> dict[str, Any]:
+        """Check a checkpoint against its manifest; return its trainer state or raise `CheckpointError`."""
+        manifest_path = path / _MANIFEST
+        if not manifest_path.exists():
+            raise CheckpointError(f"{path}: no {_MANIFEST} (the checkpoint was not completed)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{manifest_path}: unreadable manifest ({error})") from None
+        for name, expected in manifest["files"].items():
+            file = path / name
+            if not file.exists():
+                raise CheckpointError(f"{path}: file {name} listed in the manifest is missing")
+            if file.stat().st_size != expected["size"]:
+                raise CheckpointError(
+                    f"{path}: file {name} has {file.stat().st_size} bytes, the manifest says {expected['size']} "
+                    "(truncated or partial write)"
+                )
+            if _sha256(file) != expected["sha256"]:
+                raise CheckpointError(f"{path}: file {name} does not match its checksum (corrupt)")
+        return json.loads((path / _TRAINER_STATE).read_text())
+
+    def latest_good(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest checkpoint that verifies, with its trainer state; corrupt ones are logged and skipped."""
+        for path in reversed(self.checkpoints()):
+            try:
+                return path, self.verify(path)
+            except CheckpointError as error:
+                logger.warning("skipping checkpoint: %s; trying the previous one", error)
+                print(f"warning: skipping checkpoint: {error}; trying the previous one", flush=True)
+        return None

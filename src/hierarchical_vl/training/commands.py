@@ -1,0 +1,80 @@
+"""``hvl train`` and ``hvl search-layers``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+__all__ = ["add_commands", "parse_layers"]
+
+
+def parse_layers(text: str) -> list[int]:
+    """``"1-5"`` -> ``[1, 2, 3, 4, 5]``; ``"2,3,5"`` -> ``[2, 3, 5]``."""
+    layers: list[int] = []
+    for part in text.split(","):
+        if "-" in part:
+            start, end = (int(x) for x in part.split("-", 1))
+            layers.extend(range(start, end + 1))
+        elif part.strip():
+            layers.append(int(part))
+    if not layers or min(layers) < 1:
+        raise argparse.ArgumentTypeError(f"invalid layer list {text!r}: use e.g. 1-5 or 2,3,5")
+    return sorted(set(layers))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .arguments import load_training_arguments
+    from .run import train_from_arguments
+
+    training_args = load_training_arguments(args.config, args.overrides)
+    if args.output_dir:
+        training_args.output_dir = args.output_dir
+    result = train_from_arguments(training_args, stop_after_updates=args.stop_after_updates)
+    print(f"trained {result.updates} updates in {result.train_seconds:.1f}s; model saved to {training_args.output_dir}")
+    for record in result.evaluations[-3:]:
+        print(json.dumps(record))
+    return 0
+
+
+def _search_layers(args: argparse.Namespace) -> int:
+    from .arguments import load_training_arguments
+    from .layer_search import search_layers
+
+    training_args = load_training_arguments(args.config, args.overrides)
+    table = search_layers(training_args, args.task, args.layers, iterations=args.iterations, output_dir=args.output_dir)
+    print(table.render())
+    if args.output_json:
+        path = Path(args.output_json)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(table.to_dict(), indent=2))
+        os.replace(temporary, path)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    train = subparsers.add_parser(
+        "train",
+        help="train with the curriculum and task switching of the paper",
+        description="Train from a preset (demo, paper_run1, paper_run2, single_vqa, ...) or a YAML file; "
+        "override any field with KEY=VALUE (e.g. tasks.vqa.batch_size=128 data.root=/data).",
+    )
+    train.add_argument("config", help="training preset name or YAML file")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, values in YAML syntax")
+    train.add_argument("--output-dir", default=None)
+    train.add_argument("--stop-after-updates", type=int, default=None, help=argparse.SUPPRESS)
+    train.set_defaults(func=_train)
+
+    search = subparsers.add_parser(
+        "search-layers",
+        help="train one task alone with its decoder at each candidate layer and compare (paper Sec. 4.2)",
+    )
+    search.add_argument("--task", required=True, choices=["vqa", "retrieval", "grounding"])
+    search.add_argument("--layers", type=parse_layers, default=parse_layers("1-5"), help="e.g. 1-5 or 2,3,5")
+    search.add_argument("--config", default="demo", help="training preset or YAML file for data and optimiser")
+    search.add_argument("--iterations", type=int, default=None, help="updates per candidate (default: the task's)")
+    search.add_argument("--output-dir", default="outputs/layer_search")
+    search.add_argument("--output-json", default=None)
+    search.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    search.set_defaults(func=_search_layers)

@@ -1,0 +1,277 @@
+"""Multi-task training on Accelerate: the paper's curriculum and periodic task switching (Algorithm 1).
+
+One update trains one task: a batch of that task, the encoder run to the task's layer, its decoder, an Adam step.
+Stages go from single tasks to pairs to all tasks, each warm-starting from the previous one's weights (with a
+fresh Adam state and learning-rate schedule). The same loop runs on a CPU, one GPU or several processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from tqdm.auto import tqdm
+
+from .arguments import TrainingArguments
+from .batching import CyclingBatches, TaskDataSource
+from .checkpointing import CheckpointManager
+from .schedule import TaskSwitchingSchedule, TaskTiming
+
+__all__ = ["MultiTaskTrainer", "TrainingResult"]
+
+logger = logging.getLogger(__name__)
+
+EvaluateFn = Callable[[torch.nn.Module, list[str]], Mapping[str, float]]
+
+
+@dataclass
+class TrainingResult:
+    """What a run did: updates per stage, the evaluations, and where the final model is."""
+
+    updates: int = 0
+    stage_updates: dict[str, int] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    final_losses: dict[str, float] = field(default_factory=dict)
+    data_wait_seconds: float = 0.0
+    train_seconds: float = 0.0
+
+
+class MultiTaskTrainer:
+    """Trains a `HierarchicalVLForMultiTask` model with Algorithm 1 over the stages of a curriculum.
+
+    Args:
+        model: The multi-task model (its ``config.task_layers`` fix each task's depth).
+        args: Training arguments.
+        sources: Training data per task.
+        evaluate_fn: ``evaluate_fn(model, tasks) -> {"task/metric": value}``, run on the main process at stage ends
+            and every ``args.eval_every`` updates; ``None`` disables evaluation.
+        accelerator: An existing `Accelerator` (one is created from ``args`` otherwise).
+        stop_after_updates: Stop (as if killed) after this many updates of the whole run, without a checkpoint;
+            for testing resumption.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        args: TrainingArguments,
+        sources: Mapping[str, TaskDataSource],
+        evaluate_fn: EvaluateFn | None = None,
+        accelerator: Accelerator | None = None,
+        stop_after_updates: int | None = None,
+    ):
+        self.args = args
+        self.output_dir = Path(args.output_dir)
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=args.mixed_precision,
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            log_with=args.log_with or None,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+            # Each update uses one task's decoder and only part of the encoder.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        set_seed(args.seed)
+        missing = sorted({task for stage in args.curriculum for task in stage.tasks} - set(sources))
+        if missing:
+            raise ValueError(f"the curriculum trains {missing} but no training data was given for them")
+        trained = {task for stage in args.curriculum for task in stage.tasks}
+        self.sources = {task: source for task, source in sources.items() if task in trained}
+        self.evaluate_fn = evaluate_fn
+        self.stop_after_updates = stop_after_updates
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(
+            trainable, lr=args.optimizer.lr, betas=tuple(args.optimizer.betas), weight_decay=args.optimizer.weight_decay
+        )
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_last=args.keep_last)
+        acc = self.accelerator
+        self.batches = {
+            task: CyclingBatches(
+                source, args.tasks[task].batch_size, args.seed, acc.process_index, acc.num_processes, args.num_workers
+            )
+            for task, source in self.sources.items()
+        }
+        self.state: dict[str, Any] = {"stage": 0, "schedule": None, "updates": 0, "evaluations": []}
+
+    # ----------------------------------------------------------------------------------------------------------
+    def _schedule(self, stage_index: int) -> TaskSwitchingSchedule:
+        stage = self.args.curriculum[stage_index]
+        timings = [
+            TaskTiming(task, self.args.tasks[task].iterations, self.args.tasks[task].lr_step, self.args.tasks[task].batch_size)
+            for task in stage.tasks
+        ]
+        return TaskSwitchingSchedule(timings, stage.cycle_length, base_lr=self.args.optimizer.lr, decay=self.args.optimizer.decay)
+
+    def _trainer_state(self, schedule: TaskSwitchingSchedule | None) -> dict[str, Any]:
+        return {
+            **self.state,
+            "schedule": schedule.state_dict() if schedule is not None else None,
+            "data": {task: batches.state_dict() for task, batches in self.batches.items()},
+        }
+
+    def save_checkpoint(self, schedule: TaskSwitchingSchedule | None) -> None:
+        """Save the whole training state atomically (every process takes part)."""
+        acc = self.accelerator
+        step = self.state["updates"]
+        temporary = self.checkpoints.temporary_path(step)
+        acc.save_state(str(temporary))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            self.checkpoints.finalize(step, self._trainer_state(schedule))
+        acc.wait_for_everyone()
+
+    def _resume(self) -> TaskSwitchingSchedule | None:
+        found = self.checkpoints.latest_good()
+        if found is None:
+            return None
+        path, state = found
+        self.accelerator.load_state(str(path))
+        self.state = {key: state[key] for key in ("stage", "updates", "evaluations")}
+        for task, data_state in state["data"].items():
+            if task in self.batches:
+                self.batches[task].load_state_dict(data_state)
+        self.accelerator.print(f"resumed from {path} (update {self.state['updates']}, stage {self.state['stage'] + 1})")
+        if state["schedule"] is None:
+            return None
+        schedule = self._schedule(self.state["stage"])
+        schedule.load_state_dict(state["schedule"])
+        return schedule
+
+    def _evaluate(self, tasks: list[str], stage_name: str) -> None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.evaluate_fn is not None and tasks and acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            model.eval()
+            with torch.no_grad():
+                metrics = dict(self.evaluate_fn(model, tasks))
+            model.train()
+            record = {"update": self.state["updates"], "stage": stage_name, **metrics}
+            self.state["evaluations"].append(record)
+            acc.log({f"eval/{key}": value for key, value in metrics.items()}, step=self.state["updates"])
+            acc.print(f"[{stage_name}] update {self.state['updates']}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+        acc.wait_for_everyone()
+
+    def _update(self, task: str, learning_rate: float) -> float:
+        acc = self.accelerator
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        losses = []
+        for _ in range(self.args.gradient_accumulation_steps):
+            start = time.perf_counter()
+            batch = next(self.batches[task])
+            self._data_wait += time.perf_counter() - start
+            batch.pop("metadata", None)
+            batch = {key: value.to(acc.device, non_blocking=True) for key, value in batch.items()}
+            with acc.accumulate(self.model):
+                with acc.autocast():
+                    loss = self.model(task=task, **batch).loss
+                acc.backward(loss)
+                if acc.sync_gradients and self.args.optimizer.max_grad_norm is not None:
+                    acc.clip_grad_norm_(self.model.parameters(), self.args.optimizer.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.detach().float())
+        return float(torch.stack(losses).mean())
+
+    # ----------------------------------------------------------------------------------------------------------
+    def train(self) -> TrainingResult:
+        """Run (or resume) the whole curriculum; save the final model weights into ``output_dir``."""
+        acc = self.accelerator
+        args = self.args
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            args.save(self.output_dir / "training_args.yaml")
+        if args.log_with:
+            acc.init_trackers("hierarchical_vl", config=_flat_config(args))
+        schedule = self._resume()
+        result = TrainingResult()
+        self._data_wait = 0.0
+        started = time.perf_counter()
+        self.model.train()
+        running: dict[str, float] = {}
+        for stage_index in range(self.state["stage"], len(args.curriculum)):
+            stage = args.curriculum[stage_index]
+            if schedule is None:
+                schedule = self._schedule(stage_index)
+                self.optimizer.optimizer.state.clear()  # warm start: the previous stage's weights, a fresh Adam
+            self.state["stage"] = stage_index
+            bar = tqdm(
+                total=len(schedule), initial=schedule.position, desc=stage.name,
+                disable=not (args.progress and acc.is_local_main_process), dynamic_ncols=True,
+            )
+            while not schedule.finished:
+                learning_rate = schedule.learning_rate()
+                task = next(schedule)
+                loss = self._update(task, learning_rate)
+                self.state["updates"] += 1
+                running[task] = loss if task not in running else 0.9 * running[task] + 0.1 * loss
+                updates = self.state["updates"]
+                bar.update(1)
+                bar.set_postfix(task=task, lr=f"{learning_rate:.1e}", **{k: f"{v:.3f}" for k, v in running.items()})
+                if args.log_every and updates % args.log_every == 0:
+                    acc.log({f"train/{task}_loss": loss, "train/lr": learning_rate}, step=updates)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"the {task} loss became {loss} at update {updates} ({stage.name})")
+                if self.stop_after_updates is not None and updates >= self.stop_after_updates:
+                    bar.close()
+                    acc.end_training()
+                    raise _Interrupted(updates)
+                if args.eval_every and updates % args.eval_every == 0 and not schedule.finished:
+                    self._evaluate(_evaluated_tasks(stage), stage.name)
+                if args.save_every and updates % args.save_every == 0 and not schedule.finished:
+                    self.save_checkpoint(schedule)
+            bar.close()
+            result.stage_updates[stage.name] = len(schedule)
+            self._evaluate(_evaluated_tasks(stage), stage.name)
+            self.state["stage"] = stage_index + 1
+            schedule = None
+            self.save_checkpoint(None)
+        result.updates = self.state["updates"]
+        result.evaluations = list(self.state["evaluations"])
+        result.final_losses = running
+        result.data_wait_seconds = self._data_wait
+        result.train_seconds = time.perf_counter() - started
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            acc.unwrap_model(self.model).save_pretrained(self.output_dir, safe_serialization=True)
+        acc.wait_for_everyone()
+        acc.end_training()
+        return result
+
+
+def _evaluated_tasks(stage) -> list[str]:
+    return list(stage.tasks) if stage.evaluate is None else list(stage.evaluate)
+
+
+class _Interrupted(RuntimeError):
+    def __init__(self, updates: int):
+        super().__init__(f"training stopped after update {updates} without a checkpoint")
+        self.updates = updates
+
+
+def _flat_config(args: TrainingArguments) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def visit(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (list, tuple)):
+            flat[prefix] = ",".join(str(v) for v in value) if all(not isinstance(v, dict) for v in value) else str(value)
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[prefix] = "none" if value is None else value
+
+    visit("", args.to_dict())
+    return flat
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
