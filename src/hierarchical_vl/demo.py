@@ -92,6 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from .training.demo_run import run_demo  # training code is imported only here
 
+    torch.set_num_threads(args.threads)
     return run_demo(output_dir=args.output_dir, seed=args.seed, num_images=args.images)
 
 
@@ -102,4 +103,9 @@ def add_commands(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=int, default=None, help="images in the demo corpus (default: the demo's)")
     parser.add_argument("--model-only", action="store_true", help="only build, run, save and reload the model")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch intra-op threads for training (the demo model is small: one thread is as fast and immune to "
+        "other load on the machine)",
+    )
     parser.set_defaults(func=_run)

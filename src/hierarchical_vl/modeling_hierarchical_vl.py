@@ -355,7 +355,8 @@ class SummaryNetwork(nn.Module):
     def __init__(self, config: HierarchicalVLConfig):
         super().__init__()
         self.hidden = nn.Linear(config.hidden_size, config.hidden_size)
-        self.scores = nn.Linear(config.hidden_size, config.summary_glimpses)
+        # No bias: a constant added to every element's score cancels in the softmax over the sequence.
+        self.scores = nn.Linear(config.hidden_size, config.summary_glimpses, bias=False)
         self.dropout = nn.Dropout(config.hidden_dropout)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -257,3 +257,16 @@ def test_json_array_streaming_across_chunk_boundaries(tmp_path):
     path.write_text('{"questions": [{"question_id": 1}, {"question_id": 2')
     with pytest.raises(JSONStreamError, match=r"q\.json: invalid JSON"):
         list(iter_json_array(path, "questions"))
+
+
+def test_vqa_questions_and_annotations_must_match(tmp_path, hf_cache):
+    directory = _write_vqa(tmp_path)
+    annotations = json.loads((directory / "v2_mscoco_train2014_annotations.json").read_text())
+    annotations["annotations"] = annotations["annotations"][:-2]
+    (directory / "v2_mscoco_train2014_annotations.json").write_text(json.dumps(annotations))
+    with pytest.raises(ValueError, match=r"questions\.json: 2 questions have no annotation in"):
+        list(load_vqa(directory, split="train", streaming=True))
+    annotations["annotations"][0]["image_id"] = 999
+    (directory / "v2_mscoco_train2014_annotations.json").write_text(json.dumps(annotations))
+    with pytest.raises(ValueError, match="question 1 is on image 999"):
+        list(load_vqa(directory, split="train", streaming=True, answer_vocab=["2"]))

@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  region features: {paths.features_tsv}")
     for name, path in paths.extra_features.items():
         print(f"  region features ({name}): {path}")
-    print(f"  VQA 2.0: {paths.features_tsv.parent.parent / 'vqa'}")
+    print(f"  VQA 2.0: {paths.vqa_questions['train2014'].parent}")
     print(f"  Karpathy captions: {paths.karpathy_captions}")
     print(f"  Flickr30k Entities: {paths.entities_root}")
     print(f"  manifest: {paths.manifest}")
@@ -70,13 +70,13 @@ def add_commands(subparsers: Any) -> None:
         "demo", help="write the synthetic demo corpus in the real file formats",
         description="Write a small, learnable corpus: bottom-up TSV region features, VQA 2.0 question and "
                     "annotation files, a Karpathy caption file and Flickr30k Entities, deterministic by seed.")
-    demo.add_argument("out_dir", metavar="OUT_DIR")
-    demo.add_argument("--images", type=int, default=300)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--feature-dim", type=int, default=2048)
-    demo.add_argument("--min-regions", type=int, default=10)
-    demo.add_argument("--max-regions", type=int, default=36)
-    demo.add_argument("--questions-per-image", type=int, default=8)
+    demo.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the corpus into")
+    demo.add_argument("--images", type=int, default=300, help="images in the corpus (default 300, at least 10)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of all content (default 0)")
+    demo.add_argument("--feature-dim", type=int, default=2048, help="region feature width (default 2048)")
+    demo.add_argument("--min-regions", type=int, default=10, help="fewest regions per image (default 10)")
+    demo.add_argument("--max-regions", type=int, default=36, help="most regions per image (default 36)")
+    demo.add_argument("--questions-per-image", type=int, default=8, help="VQA questions per image (default 8)")
     demo.add_argument("--feature-formats", nargs="+", default=["tsv"],
                       choices=("tsv", "lxmert-tsv", "hdf5", "npz-dir", "lmdb"),
                       help="region-feature formats to write (the TSV always)")

@@ -306,79 +306,51 @@ def _vqa_records(rng: np.random.Generator, image: DemoImage, per_image: int) -> 
 # ---------------------------------------------------------------------------------------------------------------
 # Captions and Entities sentences
 # ---------------------------------------------------------------------------------------------------------------
-def _noun_phrase(rng: np.random.Generator, obj: DemoObject) -> list[str]:
-    words = [obj.size] if rng.random() < 0.6 else []
-    words = ["a", *words, obj.color, obj.shape]
-    if words[1][0] in "aeiou":
-        words[0] = "an"
-    return words
+Segment = tuple[list[str], "tuple[int, str] | None"]  # words, and (chain id, type) when they form a phrase
 
 
 def _caption(rng: np.random.Generator, image: DemoImage, scene_chain: int, nobox_chain: int,
-             group_chains: dict[str, int]) -> list[tuple[str, Any]]:
-    """One caption as a list of (word, entity) pairs, entity = (chain id, type) or None."""
+             group_chains: dict[str, int]) -> list[Segment]:
+    """One caption: 2-3 of the image's objects with attributes and positions, sometimes a group, a scene, a
+    shadow without box or a non-visual phrase."""
     objects = image.objects
     count = min(len(objects), int(rng.integers(2, 4)))
     picked = [objects[int(i)] for i in rng.permutation(len(objects))[:count]]
-    tokens: list[tuple[str, Any]] = []
-
-    def add(words: list[str], entity: Any = None) -> None:
-        tokens.extend((w, entity if i == 0 else ("cont", entity) if entity else None) for i, w in enumerate(words))
-
-    def phrase(obj: DemoObject) -> None:
-        add(_noun_phrase(rng, obj), (obj.chain_id, "other"))
-        if rng.random() < 0.7:
-            add(["on", "the", obj.position] if obj.position != "middle" else ["in", "the", "middle"])
-
+    segments: list[Segment] = []
     style = int(rng.integers(3))
-    if style == 0:
-        add(["there", "is"])
-    elif style == 1:
-        add(["an", "image", "with"])
+    if style:
+        segments.append((["there", "is"] if style == 1 else ["an", "image", "with"], None))
     for index, obj in enumerate(picked):
         if index:
-            add(["and"] if index == len(picked) - 1 else [","])
-        phrase(obj)
-    group = [s for s, chain in group_chains.items() if chain and rng.random() < 0.5]
-    if group:
-        shape = group[0]
-        number = sum(o.shape == shape for o in objects)
-        add(["with"])
-        add(["the", _NUMBER_WORDS[number], f"{shape}s"], (group_chains[shape], "other"))
+            segments.append((["and"] if index == len(picked) - 1 else [","], None))
+        size = [obj.size] if rng.random() < 0.6 else []
+        segments.append((["a", *size, obj.color, obj.shape], (obj.chain_id, "other")))
+        if rng.random() < 0.7:
+            segments.append((["in", "the", "middle"] if obj.position == "middle" else ["on", "the", obj.position],
+                             None))
+    groups = [shape for shape in group_chains if rng.random() < 0.5]
+    if groups:
+        number = sum(o.shape == groups[0] for o in objects)
+        segments.append((["with"], None))
+        segments.append((["the", _NUMBER_WORDS[number], f"{groups[0]}s"], (group_chains[groups[0]], "other")))
     extra = rng.random()
     if extra < 0.25:
-        add(["on"])
-        add(["the", "floor"], (scene_chain, "scene"))
+        segments += [(["on"], None), (["the", "floor"], (scene_chain, "scene"))]
     elif extra < 0.4:
-        add(["near"])
-        add(["a", "shadow"], (nobox_chain, "other"))
+        segments += [(["near"], None), (["a", "shadow"], (nobox_chain, "other"))]
     elif extra < 0.5:
-        add(["in"])
-        add(["the", "picture"], (0, "notvisual"))
-    add(["."])
-    return tokens
+        segments += [(["in"], None), (["the", "picture"], (0, "notvisual"))]
+    segments.append((["."], None))
+    return segments
 
 
-def _render(tokens: list[tuple[str, Any]]) -> tuple[str, str, list[str]]:
+def _render(segments: list[Segment]) -> tuple[str, str, list[str]]:
     """Karpathy raw text, Flickr30k Entities sentence line and Karpathy tokens of a caption."""
-    words = [w for w, _ in tokens]
-    raw = " ".join(words[:-1]) + "."
-    raw = raw[0].upper() + raw[1:]
-    parts: list[str] = []
-    index = 0
-    while index < len(tokens):
-        word, entity = tokens[index]
-        if entity is not None and entity[0] != "cont":
-            chain, kind = entity
-            end = index + 1
-            while end < len(tokens) and tokens[end][1] is not None and tokens[end][1][0] == "cont":
-                end += 1
-            parts.append(f"[/EN#{chain}/{kind} " + " ".join(w for w, _ in tokens[index:end]) + "]")
-            index = end
-        else:
-            parts.append(word)
-            index += 1
-    return raw, " ".join(parts), [w for w in words if w.isalnum()]
+    words = [w for segment_words, _ in segments for w in segment_words]
+    raw = " ".join(words[:-1]).replace(" ,", ",") + "."
+    entity_line = " ".join(" ".join(ws) if entity is None else f"[/EN#{entity[0]}/{entity[1]} {' '.join(ws)}]"
+                           for ws, entity in segments)
+    return raw[0].upper() + raw[1:], entity_line, [w for w in words if w.isalnum()]
 
 
 def _annotation_xml(image: DemoImage, scene_chain: int, nobox_chain: int, group_chains: dict[str, int]) -> str:

@@ -165,6 +165,9 @@ def _generate_vqa(questions_file: str, annotations_file: str | None, answer_voca
             "labels": labels,
             "scores": scores,
         }
+    unanswered = len(pending) + sum(1 for _ in questions)
+    if unanswered:
+        raise ValueError(f"{questions_file}: {unanswered} questions have no annotation in {annotations_file}")
 
 
 def load_vqa(
