@@ -51,3 +51,9 @@ def test_invalid_arguments(changes, message):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="neither a YAML file nor a training preset"):
         load_training_arguments("nope")
+
+
+def test_parse_layers():
+    from hierarchical_vl.training.commands import parse_layers
+
+    assert parse_layers("1-5") == [1, 2, 3, 4, 5] and parse_layers("2,3,5") == [2, 3, 5]

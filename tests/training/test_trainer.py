@@ -45,7 +45,9 @@ def uninterrupted(tiny_corpus, tmp_path_factory):
 
 def test_run_produces_a_complete_pretrained_directory(uninterrupted):
     out, result, _ = uninterrupted
-    assert result.updates == 8 + 20  # stage 1: 8 grounding; stage 2: 2 cycles of (5 * 8/20=2 grounding + 3 vqa)... see schedule
+    # Stage 1: 8 grounding updates. Stage 2: 8 + 12 iterations, C = 5: round(5 * 8/20) = 2 grounding and
+    # round(5 * 12/20) = 3 VQA updates per cycle, floor(20 / 5) = 4 cycles -> 20 updates.
+    assert result.updates == 8 + 20
     model = HierarchicalVLForMultiTask.from_pretrained(out)
     assert model.config.task_layers == {"grounding": 1, "vqa": 3}
     assert set(model.config.id2label.values()) and model.config.vocab_size > 10
