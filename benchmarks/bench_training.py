@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> None:
         for task in args.tasks.split(","):
             dataset, collator = prepared.train[task], prepared.collators[task]
             rng = np.random.default_rng(0)
+            size = len(dataset)
 
-            def batches(step, n=len(dataset), collator=collator, rng=rng):
-                return collator(rng.choice(n, size=args.batch_size, replace=False))
+            def batches(step, size=size, collator=collator, rng=rng):
+                return collator(rng.choice(size, size=args.batch_size, replace=False))
 
             ref_step = _timer(reference, task, batches, device, args.bf16)
             pkg_step = _timer(model, task, batches, device, args.bf16)

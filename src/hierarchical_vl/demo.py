@@ -72,14 +72,19 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
         size = sum(f.stat().st_size for f in Path(directory).iterdir())
         reloaded = HierarchicalVLForMultiTask.from_pretrained(directory).eval()
         with torch.no_grad():
-            same = all(
-                torch.equal(
-                    reloaded(task, **inputs, **({"phrase_spans": spans} if task == "grounding" else {})).logits,
-                    outputs[task],
-                )
+            difference = max(
+                (reloaded(task, **inputs, **({"phrase_spans": spans} if task == "grounding" else {})).logits
+                 - outputs[task]).abs().max().item()
                 for task in model.tasks
             )
-    lines.append(f"save/reload ({size / 2**20:.0f} MiB safetensors): outputs identical = {same}")
+        weights_equal = all(
+            torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values())
+        )
+    same = weights_equal and difference < 1e-5
+    lines.append(
+        f"save/reload ({size / 2**20:.0f} MiB safetensors): weights identical = {weights_equal}, "
+        f"largest output difference {difference:.1e}"
+    )
     if not same:
         raise RuntimeError("the reloaded model does not reproduce the saved model's outputs")
     return lines

@@ -6,9 +6,9 @@ import sys
 import textwrap
 
 import torch
+from transformers import AutoConfig, AutoModel, AutoModelForVisualQuestionAnswering
 
 from hierarchical_vl import HierarchicalVLConfig, HierarchicalVLForMultiTask, HierarchicalVLModel
-from transformers import AutoConfig, AutoModel, AutoModelForVisualQuestionAnswering
 
 
 def test_auto_classes_know_the_model(tmp_path):

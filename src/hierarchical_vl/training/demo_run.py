@@ -16,6 +16,7 @@ from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from ..pipelines import GroundingPredictor, RetrievalPredictor, VQAPredictor
 from .arguments import StageArguments, TrainingArguments, load_training_arguments
 from .run import build_model, make_evaluate_fn, prepare_data, train_from_arguments
+from .schedule import TaskSwitchingSchedule, TaskTiming
 
 __all__ = ["format_comparison_table", "run_demo"]
 
@@ -136,6 +137,17 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
 
     table = format_comparison_table(columns)
     print("\nResults on the demo corpus's evaluation splits (in the spirit of the paper's Table 1):\n" + table)
+    multi_updates = {task: 0 for task in tasks}
+    for stage in base.curriculum:
+        for task in TaskSwitchingSchedule(
+            [TaskTiming(t, base.tasks[t].iterations, base.tasks[t].lr_step, base.tasks[t].batch_size) for t in stage.tasks],
+            stage.cycle_length,
+        ).sequence():
+            multi_updates[task] += 1
+    print(
+        "updates per task: single-task " + ", ".join(f"{t} {base.tasks[t].iterations}" for t in tasks)
+        + "; multi-task (all curriculum stages) " + ", ".join(f"{t} {multi_updates[t]}" for t in tasks)
+    )
     checkpoint = Path(base.output_dir)
     reloaded = HierarchicalVLForMultiTask.from_pretrained(checkpoint)
     print(f"\nmulti-task checkpoint saved to {checkpoint} ({reloaded.num_parameters():,} parameters, "
