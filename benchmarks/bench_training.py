@@ -65,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--tasks", default="grounding,retrieval,vqa")
     parser.add_argument("--preset", default="paper")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     from hierarchical_vl.data import generate_demo_corpus
 

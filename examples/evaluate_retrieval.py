@@ -10,7 +10,7 @@ ranking.
         --shortlist 20 --cache-dir scores/
 
     # self-contained: write a small demo corpus and score it with a freshly initialised model
-    python examples/evaluate_retrieval.py --demo demo_retrieval --shortlist 5
+    python examples/evaluate_retrieval.py --demo demo_retrieval --shortlist 5 --first-stage first-layer
 
 On a GPU add ``--device cuda --dtype bf16 --batch-size 4096``.
 """
@@ -34,6 +34,7 @@ from hierarchical_vl import (
 from hierarchical_vl.data import generate_demo_corpus, iter_json_array
 from hierarchical_vl.data.collators import region_tensors, text_tensors
 from hierarchical_vl.evaluation import (
+    FIRST_STAGES,
     CorpusLayout,
     RetrievalScorer,
     format_results_table,
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-images", type=int, default=60)
     parser.add_argument("--split", default="test")
     parser.add_argument("--shortlist", type=int, default=None, metavar="K")
+    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="dual-encoder",
+                        help="cheap scores of the shortlist (first-layer: slower, closer to the exact ranking)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="resumable score blocks")
     parser.add_argument("--batch-size", type=int, default=512, help="pairs per forward pass")
     parser.add_argument("--device", default="cpu")
@@ -96,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.shortlist is not None:
         start = time.perf_counter()
-        two_stage = scorer.score_matrix(text, images, shortlist=args.shortlist)
-        print(f"two-stage (K={args.shortlist}): {scorer.last_stats.pairs_scored} pairs scored exactly in "
+        two_stage = scorer.score_matrix(text, images, shortlist=args.shortlist, first_stage=args.first_stage)
+        print(f"two-stage ({args.first_stage}, K={args.shortlist}): {scorer.last_stats.pairs_scored} pairs scored exactly in "
               f"{time.perf_counter() - start:.1f}s")
         metrics["retrieval/shortlist_k"] = args.shortlist
         metrics.update({f"retrieval/exact/{k}": v for k, v in retrieval_recall(exact, captions.caption_image).items()})

@@ -90,7 +90,8 @@ def test_evaluate_all_tasks_prints_the_tables_and_writes_json(demo, tmp_path, ca
 
 def test_two_stage_retrieval_reports_agreement_and_resumes(demo, tmp_path, capsys):
     output, cache = tmp_path / "retrieval.json", tmp_path / "cache"
-    arguments = ("--task", "retrieval", "--split", "test", "--shortlist", "2", "--shortlist-check",
+    arguments = ("--task", "retrieval", "--split", "test", "--shortlist", "2", "--first-stage", "first-layer",
+                 "--shortlist-check",
                  "--cache-dir", str(cache), "--output", str(output))
     assert _evaluate(demo, *arguments) == 0
     first = json.loads(output.read_text())

@@ -216,6 +216,36 @@ def test_partial_shortlist_scores_exactly_the_union_of_both_shortlists(setup, tm
     assert agreement["i2t_top1"] == 1.0 and agreement["t2i_top1"] == 1.0
 
 
+def test_first_layer_first_stage_matches_the_model(setup):
+    """The first-layer first stage: layer 1 of the model on the pair, pooled with layer-0 summary weights."""
+    model, text, images, _ = setup
+    base, decoder = model.hierarchical_vl, model.retrieval_decoder
+    expected = np.zeros((NUM_IMAGES, NUM_CAPTIONS), dtype=np.float32)
+    with torch.no_grad():
+        for i in range(NUM_IMAGES):
+            r = int(images["region_mask"][i].sum())
+            features = images["region_features"][i : i + 1, :r]
+            image_mask = torch.ones(1, r, dtype=torch.bool)
+            image0 = base.embed_image(features)
+            image_weights = decoder.image_summary(image0, image_mask)[1]  # (1, T)
+            for c in range(NUM_CAPTIONS):
+                n = int(text["attention_mask"][c].sum())
+                ids, text_mask = text["input_ids"][c : c + 1, :n], torch.ones(1, n, dtype=torch.bool)
+                text0 = base.embed_text(ids, text_mask)
+                text_weights = decoder.text_summary(text0, text_mask)[1]  # (1, N)
+                layer1 = base(input_ids=ids, region_features=features, num_layers=1)
+                text_vector = text_weights @ layer1.text_last_hidden_state[0]  # (1, d)
+                image_vector = image_weights @ layer1.image_last_hidden_state[0]
+                expected[i, c] = (image_vector * decoder.bilinear(text_vector)).sum()
+    scorer = RetrievalScorer(model, batch_size=6, images_per_block=3, captions_per_block=5)
+    cheap = scorer.first_stage_scores(text, images, "first-layer")
+    assert np.abs(cheap - expected).max() < 1e-5
+    two_stage = scorer.score_matrix(text, images, progress=False, shortlist=2, first_stage="first-layer")
+    np.testing.assert_array_equal(np.isfinite(two_stage), shortlist_mask(expected, 2))
+    with pytest.raises(ValueError, match="first_stage"):
+        scorer.first_stage_scores(text, images, "oracle")
+
+
 def test_shortlist_helpers_on_a_known_matrix():
     cheap = np.array([[3.0, 2.0, 1.0], [0.0, 5.0, 4.0]])
     np.testing.assert_array_equal(shortlist_mask(cheap, 1), [[True, False, False], [False, True, True]])

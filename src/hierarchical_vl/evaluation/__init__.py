@@ -13,6 +13,7 @@ from __future__ import annotations
 from .evaluation_data import CorpusLayout, EvaluationData, load_evaluation_data, open_region_store
 from .results_table import format_results_table, write_results_json
 from .retrieval_ranking import (
+    FIRST_STAGES,
     RetrievalScorer,
     ScoringStats,
     StaleCacheError,
@@ -22,6 +23,7 @@ from .retrieval_ranking import (
 from .task_evaluation import evaluate_grounding, evaluate_retrieval, evaluate_tasks, evaluate_vqa, model_tasks
 
 __all__ = [
+    "FIRST_STAGES",
     "CorpusLayout",
     "EvaluationData",
     "RetrievalScorer",

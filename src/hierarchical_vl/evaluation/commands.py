@@ -126,8 +126,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         metrics.update(evaluate_retrieval(
             model, data.retrieval, max_regions=max_regions, protocol=args.protocol, shortlist=args.shortlist,
+            first_stage=args.first_stage,
             shortlist_check=args.shortlist_check, cache_dir=args.cache_dir, scorer=scorer, progress=progress,
         ))
+        if args.shortlist is not None:
+            info["retrieval_first_stage"] = args.first_stage
         info["retrieval_seconds"] = round(time.perf_counter() - start, 2)
         info["retrieval_last_matrix"] = scorer.stats_dict()
     if "grounding" in tasks:
@@ -187,6 +190,9 @@ def add_commands(subparsers: Any) -> None:
                              "folds of 1000 images (COCO 1K); both")
     parser.add_argument("--shortlist", type=int, default=None, metavar="K",
                         help="two-stage retrieval: exact scores only for each query's top-K of a cheap first stage")
+    parser.add_argument("--first-stage", choices=("dual-encoder", "first-layer"), default="dual-encoder",
+                        help="the shortlist's cheap scores: dual-encoder (one matrix product over all pairs) or "
+                             "first-layer (the first co-attention layer per pair: slower, much closer shortlists)")
     parser.add_argument("--shortlist-check", action="store_true",
                         help="with --shortlist, also compute the exact ranking and report how often they agree")
     parser.add_argument("--cache-dir", type=Path, default=None,

@@ -107,8 +107,8 @@ def open_region_store(features: str | os.PathLike, store_path: str | os.PathLike
 
     Args:
         features: A store directory, or a file/directory in a format the feature readers know.
-        store_path: Where the converted store goes (default: ``<features>.store``, i.e. the features' path with its
-            suffix replaced by ``.store``).
+        store_path: Where the converted store goes (default: ``<features>.store`` next to the features, where
+            training puts it too).
         progress: Show the conversion's progress bar.
     """
     features = Path(features)
@@ -116,7 +116,7 @@ def open_region_store(features: str | os.PathLike, store_path: str | os.PathLike
         return RegionFeatureStore(features)
     if not features.exists():
         raise FileNotFoundError(f"no region features at {features}")
-    destination = Path(store_path) if store_path is not None else features.with_suffix(".store")
+    destination = Path(store_path) if store_path is not None else features.with_name(features.name + ".store")
     if not (destination / _STORE_MARKER).exists():
         logger.info("converting %s into the region store %s", features, destination)
         convert_region_features(features, destination, progress=progress)

@@ -54,7 +54,8 @@ def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None 
         lines.append(
             f"Image-caption retrieval ({splits.get('retrieval', '?')}, {metrics['retrieval/num_images']} images, "
             f"{metrics['retrieval/num_captions']} captions"
-            + (f", two-stage, shortlist {metrics['retrieval/shortlist_k']}" if "retrieval/shortlist_k" in metrics else "")
+            + (f", two-stage: shortlists of {metrics['retrieval/shortlist_k']}" if "retrieval/shortlist_k" in metrics
+               else "")
             + ")"
         )
         lines.append(f"  {'':<22}{'Image annotation':^21}   {'Image retrieval':^21}{'':>9}   {'Med r':^12}")

@@ -37,15 +37,18 @@ block is trimmed to its own longest caption and largest image); a block's scores
 as soon as it is done, so an interrupted run resumes where it stopped. The cache is keyed by a fingerprint of the
 model's weights, the inputs and the settings, and a cache written for anything else is refused.
 
-Two-stage ranking (``shortlist=K``): a cheap dual-encoder score for every pair (the retrieval decoder's summary
-networks and bilinear form applied to the features before co-attention: one matrix product over all pairs), then
-exact scores for each image's top-K captions and each caption's top-K images (the union of both shortlists); the
-other pairs get ``-inf``. `shortlist_agreement` compares such a matrix with the exact one.
+Two-stage ranking (``shortlist=K``): a cheap score for every pair, then exact scores for each image's top-K
+captions and each caption's top-K images (the union of both shortlists); the other pairs get ``-inf``. The cheap
+score is by default a dual encoder (the retrieval decoder's summary networks and bilinear form applied to the
+features before co-attention: one matrix product over all pairs), or ``first_stage="first-layer"``: the first
+co-attention layer per pair, pooled the same way, which shortlists much closer to the exact ranking.
+`shortlist_agreement` compares a two-stage matrix with the exact one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -63,12 +66,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 __all__ = [
+    "FIRST_STAGES",
     "RetrievalScorer",
     "ScoringStats",
     "StaleCacheError",
     "shortlist_agreement",
     "shortlist_mask",
 ]
+
+FIRST_STAGES = ("dual-encoder", "first-layer")
+"""The built-in first stages of two-stage ranking (see `RetrievalScorer.first_stage_scores`)."""
 
 _CACHE_FORMAT = 1
 _MANIFEST = "manifest.json"
@@ -363,6 +370,7 @@ class RetrievalScorer:
         progress: bool = True,
         shortlist: int | None = None,
         shortlist_scores: np.ndarray | None = None,
+        first_stage: str = "dual-encoder",
         on_block: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """The `(n_images, n_captions)` float32 matrix of matching logits.
@@ -376,7 +384,10 @@ class RetrievalScorer:
             progress: Show a progress bar over the blocks.
             shortlist: Two-stage mode: score exactly only each image's top-``shortlist`` captions and each caption's
                 top-``shortlist`` images under ``shortlist_scores``; the other pairs get ``-inf``.
-            shortlist_scores: `(I, C)` first-stage scores; by default [`dual_encoder_scores`].
+            shortlist_scores: `(I, C)` first-stage scores of your own; by default ``first_stage`` computes them.
+            first_stage: The built-in first stage (see `first_stage_scores`): ``dual-encoder`` (one matrix product
+                over all pairs) or ``first-layer`` (the first co-attention layer per pair, ~1% of an exact score's
+                work, and a much closer shortlist).
             on_block: Called after each finished block with ``(blocks_done, blocks_total)``.
 
         Returns:
@@ -388,6 +399,8 @@ class RetrievalScorer:
             features, image_mask, boxes = _prepare_images(image_inputs, self.model.config.region_feature_dim)
             n_images, n_captions = features.shape[0], input_ids.shape[0]
             stats.num_images, stats.num_captions = n_images, n_captions
+            if first_stage not in FIRST_STAGES:
+                raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
             if shortlist is not None and shortlist_scores is not None:
                 shortlist_scores = np.asarray(shortlist_scores, dtype=np.float32)
                 if shortlist_scores.shape != (n_images, n_captions):
@@ -395,20 +408,14 @@ class RetrievalScorer:
                         f"shortlist_scores must have shape {(n_images, n_captions)}, got {shortlist_scores.shape}"
                     )
 
-            # Blocks of images x captions, each sorted by length so that a block is trimmed to its longest item.
-            image_order = np.argsort(image_mask.sum(dim=1).numpy(), kind="stable")
-            caption_order = np.argsort(text_mask.sum(dim=1).numpy(), kind="stable")
-            image_blocks = [
-                image_order[i : i + self.images_per_block] for i in range(0, n_images, self.images_per_block)
-            ]
-            caption_blocks = [
-                caption_order[c : c + self.captions_per_block] for c in range(0, n_captions, self.captions_per_block)
-            ]
+            image_blocks, caption_blocks = self._blocks(text_mask, image_mask)
             stats.blocks_total = len(image_blocks) * len(caption_blocks)
             cache = None
             if cache_dir is not None:
+                given = shortlist_scores is not None
                 fingerprint = self._fingerprint(
-                    input_ids, text_mask, features, image_mask, boxes, shortlist, shortlist_scores
+                    input_ids, text_mask, features, image_mask, boxes, shortlist, shortlist_scores,
+                    None if shortlist is None else ("given" if given else first_stage),
                 )
                 cache = self._open_cache(Path(cache_dir), fingerprint, n_images, n_captions)
 
@@ -423,10 +430,12 @@ class RetrievalScorer:
                     encoded["later_layers"] = [self._arrange_layer(layer) for layer in self._layers[1:]]
                     encoded["pair_mask"] = None
                     if shortlist is not None:
-                        first_stage = shortlist_scores
-                        if first_stage is None:
-                            first_stage = self._dual_encoder_scores(encoded["captions"], encoded["images"])
-                        encoded["pair_mask"] = shortlist_mask(first_stage, shortlist)
+                        cheap = shortlist_scores
+                        if cheap is None:
+                            cheap = self._first_stage_scores(
+                                first_stage, encoded["captions"], encoded["images"], image_blocks, caption_blocks
+                            )
+                        encoded["pair_mask"] = shortlist_mask(cheap, shortlist)
                     stats.encode_seconds = time.perf_counter() - start
                 return encoded
 
@@ -444,9 +453,11 @@ class RetrievalScorer:
                             work = encodings()
                             pair_mask = work["pair_mask"]
                             block, count = self._score_block(
+                                functools.partial(
+                                    self._score_pairs, work["captions"], work["images"], work["later_layers"]
+                                ),
                                 work["captions"],
                                 work["images"],
-                                work["later_layers"],
                                 image_rows,
                                 caption_rows,
                                 None if pair_mask is None else pair_mask[np.ix_(image_rows, caption_rows)],
@@ -468,19 +479,37 @@ class RetrievalScorer:
                 self.last_stats = stats
         return scores
 
-    def dual_encoder_scores(self, text_inputs: Mapping[str, Any], image_inputs: Mapping[str, Any]) -> np.ndarray:
-        """Cheap first-stage scores `(I, C)`: the retrieval decoder applied to the features before co-attention.
+    def first_stage_scores(
+        self, text_inputs: Mapping[str, Any], image_inputs: Mapping[str, Any], first_stage: str = "dual-encoder"
+    ) -> np.ndarray:
+        """Cheap scores `(I, C)` of every pair, for a shortlist (higher = better).
 
-        ``v_I = summary_I(i)``, ``v_S = summary_S(s)`` on the per-modality encodings, ``score = v_I^T W v_S``: one
-        matrix product over all pairs. It ranks far less well than the co-attention model; it only has to put the
-        right candidates into a shortlist.
+        - ``dual-encoder``: the retrieval decoder applied to the features before co-attention,
+          ``v_I = summary_I(i)``, ``v_S = summary_S(s)``, ``score = v_I^T W v_S``: one matrix product over all pairs.
+        - ``first-layer``: the first co-attention layer per pair (its factorised form, ~1% of an exact score's
+          multiply-adds at the paper's size), pooled with the summary networks' weights of the features before
+          co-attention (computed once per item), then ``v_I^T W v_S``. It is bound by memory traffic (one pass
+          over every pair's first-layer activations): 5-25x faster than exact scoring on a 2-core CPU, about 10x
+          slower than the dual encoder; but it sees the pair through co-attention and shortlists much closer to
+          the exact ranking.
         """
+        if first_stage not in FIRST_STAGES:
+            raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
         with self._scoring_mode():
             input_ids, text_mask = _prepare_text(text_inputs)
             features, image_mask, boxes = _prepare_images(image_inputs, self.model.config.region_feature_dim)
-            return self._dual_encoder_scores(
-                self._encode_captions(input_ids, text_mask), self._encode_images(features, image_mask, boxes)
+            image_blocks, caption_blocks = self._blocks(text_mask, image_mask)
+            return self._first_stage_scores(
+                first_stage,
+                self._encode_captions(input_ids, text_mask),
+                self._encode_images(features, image_mask, boxes),
+                image_blocks,
+                caption_blocks,
             )
+
+    def dual_encoder_scores(self, text_inputs: Mapping[str, Any], image_inputs: Mapping[str, Any]) -> np.ndarray:
+        """``first_stage_scores(..., "dual-encoder")``."""
+        return self.first_stage_scores(text_inputs, image_inputs, "dual-encoder")
 
     # ----------------------------------------------------------------------------------------------------------
     # Per-modality work
@@ -595,6 +624,51 @@ class RetrievalScorer:
             lengths=mask.sum(dim=1).numpy(),
         )
 
+    def _blocks(self, text_mask: torch.Tensor, image_mask: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Image rows and caption rows of the grid's blocks, sorted by length so a block is trimmed to its longest."""
+        image_order = np.argsort(image_mask.sum(dim=1).numpy(), kind="stable")
+        caption_order = np.argsort(text_mask.sum(dim=1).numpy(), kind="stable")
+        image_blocks = [
+            image_order[i : i + self.images_per_block] for i in range(0, len(image_order), self.images_per_block)
+        ]
+        caption_blocks = [
+            caption_order[c : c + self.captions_per_block]
+            for c in range(0, len(caption_order), self.captions_per_block)
+        ]
+        return image_blocks, caption_blocks
+
+    def _first_stage_scores(
+        self,
+        first_stage: str,
+        captions: _CaptionEncodings,
+        images: _ImageEncodings,
+        image_blocks: list[np.ndarray],
+        caption_blocks: list[np.ndarray],
+    ) -> np.ndarray:
+        if first_stage == "dual-encoder":
+            return self._dual_encoder_scores(captions, images)
+        decoder = self.model.retrieval_decoder
+        step = self.encode_batch_size
+        text_weights = torch.cat(
+            [
+                decoder.text_summary(captions.features[c : c + step], captions.mask[c : c + step])[1]
+                for c in range(0, captions.features.shape[0], step)
+            ]
+        )  # (C, N)
+        image_weights = torch.cat(
+            [
+                decoder.image_summary(images.features[i : i + step], images.mask[i : i + step])[1]
+                for i in range(0, images.features.shape[0], step)
+            ]
+        )  # (I, T)
+        scores = np.empty((images.features.shape[0], captions.features.shape[0]), dtype=np.float32)
+        for image_rows in image_blocks:
+            for caption_rows in caption_blocks:
+                scores[np.ix_(image_rows, caption_rows)] = self._first_layer_proxy_block(
+                    captions, images, text_weights, image_weights, image_rows, caption_rows
+                )
+        return scores
+
     def _dual_encoder_scores(self, captions: _CaptionEncodings, images: _ImageEncodings) -> np.ndarray:
         decoder = self.model.retrieval_decoder
         step = self.encode_batch_size
@@ -618,14 +692,17 @@ class RetrievalScorer:
 
     def _score_block(
         self,
+        pair_scores: Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor],
         captions: _CaptionEncodings,
         images: _ImageEncodings,
-        later_layers: list[_LaterLayer],
         image_rows: np.ndarray,
         caption_rows: np.ndarray,
         block_mask: np.ndarray | None,
     ) -> tuple[np.ndarray, int]:
-        """Scores `(len(image_rows), len(caption_rows))` of one block (``-inf`` outside ``block_mask``)."""
+        """Scores `(len(image_rows), len(caption_rows))` of one block (``-inf`` outside ``block_mask``).
+
+        ``pair_scores(caption_index, image_index, num_words, num_regions)`` scores a batch of pairs.
+        """
         n_img, n_cap = len(image_rows), len(caption_rows)
         block = np.full((n_img, n_cap), -np.inf, dtype=np.float32)
         if block_mask is None:
@@ -644,15 +721,7 @@ class RetrievalScorer:
         for start in range(0, local_image.size, self.batch_size):
             stop = start + self.batch_size
             with self._autocast():
-                batch = self._score_pairs(
-                    captions,
-                    images,
-                    later_layers,
-                    caption_index[start:stop],
-                    image_index[start:stop],
-                    num_words,
-                    num_regions,
-                )
+                batch = pair_scores(caption_index[start:stop], image_index[start:stop], num_words, num_regions)
             logits.append(batch.float())
         # One device-to-host copy per block keeps the GPU queue full between batches.
         block[local_image, local_caption] = torch.cat(logits).cpu().numpy()
@@ -668,7 +737,96 @@ class RetrievalScorer:
         num_words: int,
         num_regions: int,
     ) -> torch.Tensor:
-        """Matching logits `(B,)` of the pairs ``(images[i], captions[t])``."""
+        """Exact matching logits `(B,)` of the pairs ``(images[i], captions[t])``."""
+        text, image, text_mask, image_mask = self._first_layer_pairs(captions, images, t, i, num_words, num_regions)
+        # Layers 2 .. l(retrieval) on the pair batch, then the decoder as the model runs it.
+        for later in later_layers:
+            text, image = self._later_layer(later, text, image, text_mask, image_mask)
+        logits, _, _ = self.model.retrieval_decoder(text, image, text_mask, image_mask)
+        return logits  # (B,)
+
+    def _first_layer_proxy_block(
+        self,
+        captions: _CaptionEncodings,
+        images: _ImageEncodings,
+        text_weights: torch.Tensor,  # (C, N) summary weights of the words before co-attention
+        image_weights: torch.Tensor,  # (I, T) summary weights of the regions before co-attention
+        image_rows: np.ndarray,
+        caption_rows: np.ndarray,
+    ) -> np.ndarray:
+        """First-stage scores `(len(image_rows), len(caption_rows))`: the first layer on every pair of the block,
+        pooled with per-item weights, then ``v_I^T W v_S``.
+
+        The block is a full grid, so nothing is gathered per pair: the attention products run as one batched
+        product per image (``A_w2r @ (I_ext W_S2^T)``) and per caption (``A_r2w @ (S_ext W_I2^T)``), and the
+        residual part of the pooled vectors (``sum_n w_n s_n``) is computed once per item.
+        """
+        layer = self._first_layer
+        k = layer.num_null_tokens
+        n = int(captions.lengths[caption_rows].max())
+        r = int(images.lengths[image_rows].max())
+        q = torch.as_tensor(caption_rows, device=self.device)
+        text_projection = captions.projection[:, :, :n][q]  # (Q, h, N, d/h)
+        text_null = captions.null_affinity[:, :, :n][q].float()  # (Q, h, N, K)
+        text_mask = captions.mask[:, :n][q]  # (Q, N)
+        text_own = captions.own_fusion[:, :n][q]  # (Q, N, d)
+        text_cross = captions.cross_fusion[:, : k + n][q]  # (Q, K+N, d)
+        text_weight = text_weights[:, :n][q]  # (Q, N)
+        text_pooled = torch.einsum("qn,qnd->qd", text_weight, captions.features[:, :n][q])  # (Q, d)
+        num_captions = len(caption_rows)
+        step = max(1, self.batch_size // num_captions)
+        scores = []
+        for start in range(0, len(image_rows), step):
+            i = torch.as_tensor(image_rows[start : start + step], device=self.device)
+            with self._autocast():
+                image_projection = images.projection[:, :, :r][i]  # (R, h, T, d/h)
+                image_mask = images.mask[:, :r][i]  # (R, T)
+                num_images = len(i)
+                affinity = torch.einsum("qhne,rhte->rqhnt", text_projection, image_projection).float() * layer.scale
+                floor = torch.finfo(affinity.dtype).min
+                shape = (num_images, num_captions, *text_null.shape[1:])
+                word_to_region = torch.cat(
+                    [text_null.unsqueeze(0).expand(shape),
+                     affinity.masked_fill(~image_mask[:, None, None, None, :], floor)],
+                    dim=-1,
+                ).softmax(dim=-1).mean(dim=2)  # (R, Q, N, K+T)
+                image_null = images.null_affinity[:, :, :r][i].float()  # (R, h, T, K)
+                region_to_word = torch.cat(
+                    [image_null.unsqueeze(1).expand(num_images, num_captions, *image_null.shape[1:]),
+                     affinity.transpose(-1, -2).masked_fill(~text_mask[None, :, None, None, :], floor)],
+                    dim=-1,
+                ).softmax(dim=-1).mean(dim=2)  # (R, Q, T, K+N)
+                image_cross = images.cross_fusion[:, : k + r][i]  # (R, K+T, d)
+                text_term = torch.bmm(
+                    word_to_region.reshape(num_images, num_captions * n, k + r).to(image_cross.dtype), image_cross
+                ).view(num_images, num_captions, n, -1)  # (R, Q, N, d)
+                image_term = torch.bmm(
+                    region_to_word.transpose(0, 1).reshape(num_captions, num_images * r, k + n).to(text_cross.dtype),
+                    text_cross,
+                ).view(num_captions, num_images, r, -1).transpose(0, 1)  # (R, Q, T, d)
+                text_vector = text_pooled + torch.einsum(
+                    "qn,rqnd->rqd", text_weight.to(text_term.dtype), F.relu(text_own + text_term)
+                )  # (R, Q, d)
+                image_own = images.own_fusion[:, :r][i].unsqueeze(1)  # (R, 1, T, d)
+                image_weight = image_weights[:, :r][i]  # (R, T)
+                image_pooled = torch.einsum("rt,rtd->rd", image_weight, images.features[:, :r][i])  # (R, d)
+                image_vector = image_pooled.unsqueeze(1) + torch.einsum(
+                    "rt,rqtd->rqd", image_weight.to(image_term.dtype), F.relu(image_own + image_term)
+                )  # (R, Q, d)
+                logits = (image_vector * self.model.retrieval_decoder.bilinear(text_vector)).sum(dim=-1)  # (R, Q)
+            scores.append(logits.float())
+        return torch.cat(scores).cpu().numpy()
+
+    def _first_layer_pairs(
+        self,
+        captions: _CaptionEncodings,
+        images: _ImageEncodings,
+        t: torch.Tensor,  # (B,) caption rows
+        i: torch.Tensor,  # (B,) image rows
+        num_words: int,
+        num_regions: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The first layer's outputs of a pair batch: ``(text (B, N, d), image (B, T, d), text_mask, image_mask)``."""
         n, r = num_words, num_regions
         layer = self._first_layer
         k = layer.num_null_tokens
@@ -699,12 +857,7 @@ class RetrievalScorer:
         image_fused = images.own_fusion[:, :r][i] + torch.bmm(region_to_word.to(text_cross.dtype), text_cross)
         text = captions.features[:, :n][t] + F.relu(text_fused)  # (B, N, d)
         image = images.features[:, :r][i] + F.relu(image_fused)  # (B, T, d)
-
-        # Layers 2 .. l(retrieval) on the pair batch, then the decoder as the model runs it.
-        for later in later_layers:
-            text, image = self._later_layer(later, text, image, text_mask, image_mask)
-        logits, _, _ = self.model.retrieval_decoder(text, image, text_mask, image_mask)
-        return logits  # (B,)
+        return text, image, text_mask, image_mask
 
     def _later_layer(
         self,
@@ -774,7 +927,9 @@ class RetrievalScorer:
     # Cache
     # ----------------------------------------------------------------------------------------------------------
 
-    def _fingerprint(self, input_ids, text_mask, features, image_mask, boxes, shortlist, shortlist_scores) -> str:
+    def _fingerprint(
+        self, input_ids, text_mask, features, image_mask, boxes, shortlist, shortlist_scores, first_stage
+    ) -> str:
         if self._weights_fingerprint is None:
             digest = hashlib.blake2b(digest_size=16)
             for name, tensor in sorted(self.model.state_dict().items()):
@@ -791,7 +946,7 @@ class RetrievalScorer:
             "images_per_block": self.images_per_block,
             "captions_per_block": self.captions_per_block,
             "shortlist": shortlist,
-            "first_stage": "dual-encoder" if shortlist_scores is None else "given",
+            "first_stage": first_stage,
         }
         digest.update(json.dumps(settings, sort_keys=True).encode())
         for tensor in (input_ids, text_mask, features, image_mask):

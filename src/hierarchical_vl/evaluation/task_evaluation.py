@@ -180,6 +180,7 @@ def evaluate_retrieval(
     protocol: str = "full",
     fold_size: int = 1000,
     shortlist: int | None = None,
+    first_stage: str = "dual-encoder",
     shortlist_check: bool = False,
     cache_dir: str | os.PathLike | None = None,
     scorer: RetrievalScorer | None = None,
@@ -205,6 +206,8 @@ def evaluate_retrieval(
         fold_size: Images per fold of the ``1k`` protocol.
         shortlist: Two-stage ranking: exact scores only for each query's top-``shortlist`` candidates of a cheap
             first stage.
+        first_stage: The shortlist's first stage, ``dual-encoder`` or ``first-layer`` (see
+            `RetrievalScorer.first_stage_scores`).
         shortlist_check: With ``shortlist``, also compute the exact matrix and report how often the two agree
             (``retrieval/shortlist/...``, in percent).
         cache_dir: Save finished score blocks here so that an interrupted evaluation resumes.
@@ -238,11 +241,13 @@ def evaluate_retrieval(
         whole = len(images) == n_images and len(captions) == n_captions  # no copy of the whole split's features
         text = text_inputs if whole else {key: value[captions] for key, value in text_inputs.items()}
         image = image_inputs if whole else {key: value[images] for key, value in image_inputs.items()}
-        return scorer.score_matrix(text, image, cache_dir=cache(name), progress=progress, shortlist=k)
+        return scorer.score_matrix(
+            text, image, cache_dir=cache(name), progress=progress, shortlist=k, first_stage=first_stage
+        )
 
     all_images, all_captions = np.arange(n_images), np.arange(n_captions)
     if protocol in ("full", "both"):
-        matrix = score(all_images, all_captions, "full" if shortlist is None else f"full_shortlist{shortlist}",
+        matrix = score(all_images, all_captions, "full" if shortlist is None else f"full_{first_stage}{shortlist}",
                        shortlist)
         metrics.update({f"retrieval/{name}": value for name, value in retrieval_recall(matrix, caption_image).items()})
         if shortlist_check:
@@ -263,7 +268,7 @@ def evaluate_retrieval(
 
         def fold_scores(images: np.ndarray, captions: np.ndarray) -> np.ndarray:
             fold = next(counter)
-            name = f"fold{fold}" if shortlist is None else f"fold{fold}_shortlist{shortlist}"
+            name = f"fold{fold}" if shortlist is None else f"fold{fold}_{first_stage}{shortlist}"
             return score(images, captions, name, shortlist)
 
         result = coco_1k_5fold(fold_scores, caption_image, num_folds=folds, fold_size=fold_size)
