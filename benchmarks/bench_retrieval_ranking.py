@@ -59,6 +59,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="precision of the fast path")
     parser.add_argument("--preset", default="paper")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--quick", action="store_true", help="tiny model, few pairs, one round")
     parser.add_argument("--record", type=Path, default=None, help="append the results to this Markdown file")
     args = parser.parse_args(argv)
@@ -114,6 +115,8 @@ def _hours(seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     machine = _machine(device)
     torch.manual_seed(0)
