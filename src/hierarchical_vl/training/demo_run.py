@@ -53,6 +53,16 @@ def _single_task_arguments(base: TrainingArguments, task: str, output_dir: Path)
     return args
 
 
+def _updates_per_task(args: TrainingArguments) -> dict[str, int]:
+    """How many updates each task gets over all stages of a run (Algorithm 1's sequences)."""
+    counts: dict[str, int] = {}
+    for stage in args.curriculum:
+        timings = [TaskTiming(t, args.tasks[t].iterations, args.tasks[t].lr_step, args.tasks[t].batch_size) for t in stage.tasks]
+        for task in TaskSwitchingSchedule(timings, stage.cycle_length).sequence():
+            counts[task] = counts.get(task, 0) + 1
+    return counts
+
+
 def _write_json(path: Path, payload: Any) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(payload, indent=2))
@@ -124,7 +134,7 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
     columns["single-task"] = {}
     for task in tasks:
         args = _single_task_arguments(base, task, output_dir / f"single_{task}")
-        print(f"\n== single-task training: {task} ({args.tasks[task].iterations} updates)")
+        print(f"\n== single-task training: {task} ({_updates_per_task(args)[task]} updates)")
         result = train_from_arguments(args, prepared)
         columns["single-task"].update(result.evaluations[-1])
 
@@ -137,15 +147,12 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
 
     table = format_comparison_table(columns)
     print("\nResults on the demo corpus's evaluation splits (in the spirit of the paper's Table 1):\n" + table)
-    multi_updates = {task: 0 for task in tasks}
-    for stage in base.curriculum:
-        for task in TaskSwitchingSchedule(
-            [TaskTiming(t, base.tasks[t].iterations, base.tasks[t].lr_step, base.tasks[t].batch_size) for t in stage.tasks],
-            stage.cycle_length,
-        ).sequence():
-            multi_updates[task] += 1
+    single_updates: dict[str, int] = {}
+    for task in tasks:
+        single_updates.update(_updates_per_task(_single_task_arguments(base, task, output_dir / f"single_{task}")))
+    multi_updates = _updates_per_task(base)
     print(
-        "updates per task: single-task " + ", ".join(f"{t} {base.tasks[t].iterations}" for t in tasks)
+        "updates per task: single-task " + ", ".join(f"{t} {single_updates[t]}" for t in tasks)
         + "; multi-task (all curriculum stages) " + ", ".join(f"{t} {multi_updates[t]}" for t in tasks)
     )
     checkpoint = Path(base.output_dir)
