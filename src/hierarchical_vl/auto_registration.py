@@ -44,6 +44,8 @@ def register_auto_classes() -> None:
     AutoProcessor.register(HierarchicalVLConfig, HierarchicalVLProcessor, exist_ok=True)
 
     HierarchicalVLConfig.register_for_auto_class()
+    HierarchicalVLTokenizer.register_for_auto_class("AutoTokenizer")
+    HierarchicalVLProcessor.register_for_auto_class("AutoProcessor")
     # With remote code, ``AutoModel`` loads the class that saved the checkpoint (encoder, a head or multi-task).
     for model_class in (
         HierarchicalVLModel,

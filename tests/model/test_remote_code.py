@@ -8,7 +8,13 @@ import textwrap
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForVisualQuestionAnswering
 
-from hierarchical_vl import HierarchicalVLConfig, HierarchicalVLForMultiTask, HierarchicalVLModel
+from hierarchical_vl import (
+    HierarchicalVLConfig,
+    HierarchicalVLForMultiTask,
+    HierarchicalVLModel,
+    HierarchicalVLProcessor,
+    HierarchicalVLTokenizer,
+)
 
 
 def test_auto_classes_know_the_model(tmp_path):
@@ -29,6 +35,8 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
     config = HierarchicalVLConfig.from_preset("tiny")
     model = HierarchicalVLForMultiTask(config).eval()
     model.save_pretrained(tmp_path / "checkpoint")
+    tokenizer = HierarchicalVLTokenizer.from_texts(["what color is the cube", "a red sphere"])
+    HierarchicalVLProcessor(tokenizer, max_words=6).save_pretrained(tmp_path / "checkpoint")
     inputs = {
         "input_ids": torch.tensor([[3, 4, 5, 0]]),
         "attention_mask": torch.tensor([[1, 1, 1, 0]]),
@@ -39,6 +47,7 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
     with torch.no_grad():
         expected = model("vqa", **inputs).logits
     torch.save(expected, tmp_path / "expected.pt")
+    expected_ids = tokenizer("what color is the red cube?", add_special_tokens=False)["input_ids"][:6]
     script = textwrap.dedent(
         f"""
         import importlib.util, sys
@@ -54,6 +63,11 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
         with torch.no_grad():
             logits = model("vqa", **inputs).logits
         assert torch.allclose(logits, expected, atol=1e-6), (logits, expected)
+        from transformers import AutoProcessor
+        processor = AutoProcessor.from_pretrained({str(tmp_path / "checkpoint")!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "HierarchicalVLProcessor" and processor.max_words == 6
+        batch = processor(["what color is the red cube?"], [torch.ones(2, {config.region_feature_dim})])
+        assert batch["input_ids"].tolist() == [{expected_ids!r}], batch["input_ids"]
         print("REMOTE_OK")
         """
     )
