@@ -67,11 +67,6 @@ REQUIRED_FILES = (
 """Files every complete save holds (large models replace ``model.safetensors`` by shards and an index)."""
 
 _TEMPLATE = "model_card.md"
-_HEAD_TASKS = {
-    "HierarchicalVLForVisualQuestionAnswering": "vqa",
-    "HierarchicalVLForImageTextRetrieval": "retrieval",
-    "HierarchicalVLForVisualGrounding": "grounding",
-}
 _TASK_NAMES = {"grounding": "Visual grounding", "retrieval": "Image-caption retrieval", "vqa": "Visual question answering"}
 _TASK_TAGS = {"grounding": "visual-grounding", "retrieval": "image-text-retrieval", "vqa": "visual-question-answering"}
 _PIPELINE_TAGS = {
@@ -129,12 +124,7 @@ class HubPushError(RuntimeError):
 
 
 def _model_tasks(model: Any) -> list[str]:
-    name = type(model).__name__
-    if name in _HEAD_TASKS:
-        return [_HEAD_TASKS[name]]
-    if hasattr(model, "tasks"):
-        return [task for task in TASKS if task in model.tasks]
-    return []
+    return list(getattr(model, "tasks", []))
 
 
 def _as_list(value: Any) -> list:

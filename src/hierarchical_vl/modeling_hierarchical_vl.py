@@ -13,7 +13,9 @@ remote code.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -470,6 +472,17 @@ class HierarchicalVLPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.text_null_tokens, gain=gain)
             init.xavier_uniform_(module.image_null_tokens, gain=gain)
 
+    @contextlib.contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode and no autograd for the duration, restoring the previous mode afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            self.train(was_training)
+
     def load_glove_embeddings(self, embeddings: torch.Tensor) -> None:
         """Copy a `(vocab_size, word_embedding_dim)` matrix (e.g. from GloVe) into the word embeddings."""
         table = self.base_model.text_embeddings.word_embeddings.weight
@@ -605,6 +618,19 @@ class _TaskHeadsMixin:
 
     hierarchical_vl: HierarchicalVLModel
     config: HierarchicalVLConfig
+
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks this model has a decoder for."""
+        return [task for task in TASKS if hasattr(self, f"{task}_decoder")]
+
+    def forward_task(self, task: str, **inputs):
+        """Run ``task`` whether this is that task's head or the multi-task model (which takes ``task`` first)."""
+        if task not in self.tasks:
+            raise ValueError(f"{type(self).__name__} has no {task} decoder; it can run {self.tasks}")
+        if isinstance(self, HierarchicalVLForMultiTask):
+            return self(task, **inputs)
+        return self(**inputs)
 
     def _build_decoder(self, task: str) -> None:
         if task == "vqa":
@@ -976,11 +1002,6 @@ class HierarchicalVLForMultiTask(_TaskHeadsMixin, HierarchicalVLPreTrainedModel)
             if task in config.task_layers:
                 self._build_decoder(task)
         self.post_init()
-
-    @property
-    def tasks(self) -> list[str]:
-        """The tasks this model has decoders for."""
-        return [task for task in TASKS if task in self.config.task_layers]
 
     def forward(
         self,

@@ -26,9 +26,9 @@ for. Scores are the model's sigmoid outputs (paper Eq. 7, 8 and 10).
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -297,30 +297,11 @@ def load_task_model(pretrained_model_name_or_path: Any, task: str, **kwargs: Any
 
 def _task_forward(model: Any, task: str):
     """A callable running ``task`` on ``model`` (a head of that task, or the multi-task model)."""
-    name = type(model).__name__
-    if name == _HEADS[task].__name__:
-        return model
-    if hasattr(model, "tasks") and name == _MULTI_TASK:
-        if task not in model.tasks:
-            raise ValueError(f"this multi-task model has no {task} decoder (its tasks: {model.tasks})")
-
-        def run(**inputs):
-            return model(task=task, **inputs)
-
-        return run
-    raise ValueError(f"a {name} cannot run {task}; use a {_HEADS[task].__name__} or a {_MULTI_TASK}")
-
-
-@contextlib.contextmanager
-def _evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for the duration, restoring the model's mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
+    if task not in getattr(model, "tasks", []):
+        raise ValueError(
+            f"a {type(model).__name__} cannot run {task}; use a {_HEADS[task].__name__} or a {_MULTI_TASK}"
+        )
+    return functools.partial(model.forward_task, task)
 
 
 def _on(tensors: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -416,7 +397,7 @@ class _TaskPredictor:
         return dict(self.processor(text=list(texts), phrase_char_spans=phrase_char_spans, max_words=self.max_words))
 
     def _forward(self, inputs: Mapping[str, Any]):
-        with _evaluating(self.model):
+        with self.model.inference():
             return self._run_model(**_on(inputs, self.model.device))
 
     def words(self, text: str) -> list[str]:
@@ -639,7 +620,7 @@ class RetrievalPredictor(_TaskPredictor):
     def run(self, inputs: Mapping[str, Any], batch_size: int = 256) -> dict[str, torch.Tensor]:
         """Matching logits `(P,)` of the encoded pairs."""
         device = self.model.device
-        with _evaluating(self.model):
+        with self.model.inference():
             logits = self.model.score_pairs(
                 _on(inputs["text_inputs"], device),
                 _on(inputs["image_inputs"], device),

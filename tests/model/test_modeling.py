@@ -383,3 +383,22 @@ def test_glove_matrix_can_be_loaded(config):
     assert torch.equal(model.get_input_embeddings().weight, matrix)
     with pytest.raises(ValueError, match="shape"):
         model.load_glove_embeddings(matrix[:, :3])
+
+
+def test_forward_task_runs_heads_and_the_multitask_model_alike(config, inputs):
+    torch.manual_seed(5)
+    multi = HierarchicalVLForMultiTask(config).eval()
+    head = HierarchicalVLForVisualQuestionAnswering(config).eval()
+    head.load_state_dict(multi.state_dict(), strict=False)
+    assert multi.tasks == ["grounding", "retrieval", "vqa"] and head.tasks == ["vqa"]
+    with head.inference():
+        assert not head.training and not torch.is_grad_enabled()
+        a = head.forward_task("vqa", **_task_inputs("vqa", inputs)).logits
+        b = multi.forward_task("vqa", **_task_inputs("vqa", inputs)).logits
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="has no grounding decoder"):
+        head.forward_task("grounding", **_task_inputs("grounding", inputs))
+    head.train()
+    with head.inference():
+        pass
+    assert head.training  # the previous mode is restored

@@ -13,10 +13,8 @@ The trainer calls them at stage ends; ``hvl evaluate`` calls them for a checkpoi
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,7 +31,6 @@ from ..data import (
 )
 from ..data.collators import region_tensors, text_tensors
 from ..metrics import coco_1k_5fold, grounding_recall, retrieval_recall, vqa_accuracy, write_vqa_submission
-from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from .retrieval_ranking import RetrievalScorer, shortlist_agreement
 
 __all__ = ["evaluate_grounding", "evaluate_retrieval", "evaluate_tasks", "evaluate_vqa", "model_tasks"]
@@ -46,7 +43,7 @@ RETRIEVAL_PROTOCOLS = ("full", "1k", "both")
 
 def model_tasks(model: torch.nn.Module) -> list[str]:
     """The tasks ``model`` has a decoder for."""
-    return [task for task in TASKS if hasattr(model, f"{task}_decoder")]
+    return list(getattr(model, "tasks", []))
 
 
 def _check_task(model: torch.nn.Module, task: str) -> None:
@@ -62,22 +59,9 @@ def _device(model: torch.nn.Module, device: str | torch.device | None) -> torch.
     return device
 
 
-@contextlib.contextmanager
-def _evaluation_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
-
-
 def _run_task(model: torch.nn.Module, task: str, batch: dict[str, Any], device: torch.device, extra=()) -> Any:
     inputs = {name: batch[name].to(device) for name in (*_MODEL_INPUTS, *extra) if name in batch}
-    if isinstance(model, HierarchicalVLForMultiTask):  # it takes the task first
-        return model(task, **inputs)
-    return model(**inputs)
+    return model.forward_task(task, **inputs)
 
 
 def _batches(dataset, collator, batch_size: int, num_workers: int, progress: bool, description: str):
@@ -142,7 +126,7 @@ def evaluate_vqa(
     predictions: dict[int, str] = {}
     references: dict[int, list[str]] = {}
     answer_types: dict[int, str] = {}
-    with _evaluation_mode(model):
+    with model.inference():
         for batch in _batches(dataset, collator, batch_size, num_workers, progress, "vqa"):
             best = _run_task(model, "vqa", batch, device).logits.argmax(dim=-1).cpu().tolist()  # (B,)
             metadata = batch["metadata"]
@@ -326,7 +310,7 @@ def evaluate_grounding(
     collator = GroundingCollator(dataset, max_regions=max_regions or model.config.max_regions,
                                  iou_threshold=iou_threshold)
     region_scores, region_boxes, gt_boxes = [], [], []
-    with _evaluation_mode(model):
+    with model.inference():
         for batch in _batches(dataset, collator, batch_size, num_workers, progress, "grounding"):
             logits = _run_task(model, "grounding", batch, device, ("phrase_spans", "phrase_mask")).logits
             logits = logits.float().cpu().numpy()  # (B, H, T)
