@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_files import write_text_atomic
+from ..atomic_files import write_text_atomic
 from .boxes import box_iou
 from .feature_readers import RegionFeatureRecord
 from .feature_writers import (

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic_files import discard, publish, temporary_sibling
+from ..atomic_files import discard, publish, temporary_sibling
 from .feature_readers import (
     RegionFeatureError,
     RegionFeatureRecord,

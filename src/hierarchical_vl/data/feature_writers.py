@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic_files import atomic_path
+from ..atomic_files import atomic_path
 from .feature_readers import RegionFeatureRecord, import_optional
 
 

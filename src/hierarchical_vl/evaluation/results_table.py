@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..data.atomic_files import write_text_atomic
+from ..atomic_files import write_text_atomic
 from ..metrics import ANSWER_TYPES
 
 __all__ = ["format_results_table", "write_results_json"]
