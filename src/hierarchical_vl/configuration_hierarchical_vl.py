@@ -40,14 +40,19 @@ class HierarchicalVLConfig(PretrainedConfig):
         summary_glimpses: K parallel attention maps of each summary network.
         task_layers: Encoder depth (1-based) at which each task's decoder reads, e.g.
             ``{"grounding": 2, "retrieval": 3, "vqa": 5}``.
-        num_answers: Size of the VQA answer pool (taken from ``id2label`` when that is given).
+        num_answers: Size of the VQA answer pool (taken from ``id2label`` when that is given). ``num_labels``, the
+            name every transformers configuration understands, is accepted as well and means the same.
         max_regions: Default cap on regions per image used by the processor.
         max_question_words: Default cap on words per question used by the processor.
         max_caption_words: Default cap on words per caption used by the processor.
         initializer_gain: Gain of the Xavier (Glorot) uniform initialisation.
+
+    The common transformers names answer too: ``num_hidden_layers`` is ``num_layers``, ``num_labels`` the size of
+    the answer pool; ``return_dict``, ``output_attentions`` and ``output_hidden_states`` set the models' defaults.
     """
 
     model_type = "hierarchical_vl"
+    attribute_map = {"num_hidden_layers": "num_layers"}
 
     def __init__(
         self,
@@ -74,9 +79,19 @@ class HierarchicalVLConfig(PretrainedConfig):
         **kwargs: Any,
     ):
         id2label = kwargs.get("id2label")
+        num_labels = kwargs.pop("num_labels", None)
+        if num_answers is not None and num_labels is not None and num_answers != num_labels:
+            raise ValueError(
+                f"num_answers={num_answers} and num_labels={num_labels} disagree; they name the same thing (the "
+                "size of the VQA answer pool): give one of them"
+            )
         if num_answers is None:
-            num_answers = len(id2label) if id2label else 3129
-        elif id2label is None:
+            num_answers = num_labels
+        if id2label:
+            num_answers = len(id2label)
+        elif num_answers is None:
+            num_answers = 3129
+        if id2label is None:
             kwargs["num_labels"] = num_answers
         self.vocab_size = vocab_size
         self.word_embedding_dim = word_embedding_dim

@@ -38,14 +38,14 @@ def _corpus(config: HierarchicalVLConfig, seed: int = 0):
 def _brute_force(model, text, images) -> np.ndarray:
     """One forward pass of the model per pair, each trimmed to its own words and regions."""
     scores = np.zeros((NUM_IMAGES, NUM_CAPTIONS), dtype=np.float32)
-    task = ("retrieval",) if isinstance(model, HierarchicalVLForMultiTask) else ()
+    task = {"task": "retrieval"} if isinstance(model, HierarchicalVLForMultiTask) else {}
     with torch.no_grad():
         for i in range(NUM_IMAGES):
             r = int(images["region_mask"][i].sum())
             for c in range(NUM_CAPTIONS):
                 n = int(text["attention_mask"][c].sum())
                 output = model(
-                    *task,
+                    **task,
                     input_ids=text["input_ids"][c : c + 1, :n],
                     attention_mask=text["attention_mask"][c : c + 1, :n],
                     region_features=images["region_features"][i : i + 1, :r],
@@ -262,8 +262,16 @@ def test_shortlist_helpers_on_a_known_matrix():
 
 def test_invalid_models_and_inputs_are_rejected(setup):
     model, text, images, _ = setup
-    with pytest.raises(ValueError, match="retrieval_decoder"):
+    with pytest.raises(ValueError, match="cannot score image-caption pairs"):
         RetrievalScorer(HierarchicalVLForVisualQuestionAnswering(model.config))
+    without_retrieval = HierarchicalVLForMultiTask(
+        HierarchicalVLConfig.from_preset("tiny", task_layers={"vqa": 3, "grounding": 1})
+    )
+    with pytest.raises(ValueError, match="cannot score image-caption pairs"):
+        RetrievalScorer(without_retrieval)
+    with pytest.raises(AttributeError, match="no retrieval decoder"):
+        without_retrieval.score_pairs(text, images, torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long))
+    assert not hasattr(HierarchicalVLForVisualQuestionAnswering(model.config), "score_pairs")
     scorer = RetrievalScorer(model)
     with pytest.raises(ValueError, match="right-padded"):
         scorer.score_matrix(dict(text, attention_mask=text["attention_mask"].flip(1)), images, progress=False)

@@ -146,8 +146,8 @@ def test_padding_changes_no_unpadded_output(config, inputs, task):
     )
     padded["region_mask"] = torch.cat([base["region_mask"], torch.zeros(b, extra_regions, dtype=torch.long)], 1)
     with torch.no_grad():
-        out = model(task, output_hidden_states=True, **base)
-        out_padded = model(task, output_hidden_states=True, **padded)
+        out = model(task=task, output_hidden_states=True, **base)
+        out_padded = model(task=task, output_hidden_states=True, **padded)
     t = base["region_features"].shape[1]
     if task == "grounding":
         torch.testing.assert_close(out_padded.logits[..., :t], out.logits)
@@ -172,7 +172,7 @@ def test_each_task_runs_the_encoder_only_to_its_layer(config, inputs):
     for task, layer in config.task_layers.items():
         calls.clear()
         with torch.no_grad():
-            out = model(task, **_task_inputs(task, inputs), output_hidden_states=True)
+            out = model(task=task, **_task_inputs(task, inputs), output_hidden_states=True)
         assert calls == list(range(layer))
         assert len(out.text_hidden_states) == layer + 1
 
@@ -240,7 +240,10 @@ def test_grounding_phrase_vector_is_mean_of_span(config, inputs):
     image = torch.randn(1, 3, config.hidden_size)
     spans = torch.tensor([[[1, 3]]])
     with torch.no_grad():
-        logits = decoder(text, image, torch.ones(1, 3, dtype=torch.bool), spans, torch.ones(1, 1))
+        logits = decoder(
+            text, image, torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool),
+            phrase_spans=spans, phrase_mask=torch.ones(1, 1),
+        )["logits"]
         phrase = text[0, 1:4].mean(0)
         expected = torch.stack([phrase @ decoder.bilinear.weight @ image[0, r] for r in range(3)])
     torch.testing.assert_close(logits[0, 0], expected, atol=1e-5, rtol=1e-5)
@@ -276,8 +279,8 @@ def test_save_and_load_round_trip(tmp_path, config, inputs):
     loaded = HierarchicalVLForMultiTask.from_pretrained(tmp_path).eval()
     for task in ("vqa", "retrieval", "grounding"):
         with torch.no_grad():
-            expected = model(task, **_task_inputs(task, inputs)).logits
-            actual = loaded(task, **_task_inputs(task, inputs)).logits
+            expected = model(task=task, **_task_inputs(task, inputs)).logits
+            actual = loaded(task=task, **_task_inputs(task, inputs)).logits
         # The same weights; kernels may differ in summation order for a freshly loaded LSTM (rounding only).
         torch.testing.assert_close(actual, expected, atol=1e-6, rtol=0)
     # Raw parameters (null tokens, learned LSTM states) survive the round trip.
@@ -304,7 +307,7 @@ def test_single_task_heads_load_out_of_a_multitask_checkpoint(tmp_path, config, 
         for name, parameter in head.named_parameters():  # encoder and decoder weights loaded exactly
             assert torch.equal(parameter, multi_parameters[name]), name
         with torch.no_grad():
-            expected = multi(task, **_task_inputs(task, inputs), output_hidden_states=True)
+            expected = multi(task=task, **_task_inputs(task, inputs), output_hidden_states=True)
             actual = head(**_task_inputs(task, inputs), output_hidden_states=True)
         for a, b in zip(expected.text_hidden_states, actual.text_hidden_states):
             torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
@@ -312,7 +315,7 @@ def test_single_task_heads_load_out_of_a_multitask_checkpoint(tmp_path, config, 
     encoder = HierarchicalVLModel.from_pretrained(tmp_path).eval()
     with torch.no_grad():
         states = encoder(**_task_inputs("vqa", inputs))
-        expected = multi("vqa", **_task_inputs("vqa", inputs), output_hidden_states=True)
+        expected = multi(task="vqa", **_task_inputs("vqa", inputs), output_hidden_states=True)
     torch.testing.assert_close(states.image_last_hidden_state, expected.image_hidden_states[-1], atol=1e-6, rtol=0)
 
 
@@ -360,8 +363,10 @@ def test_grounding_rejects_spans_outside_the_text(config, inputs):
 
 def test_multitask_rejects_unknown_task(config, inputs):
     model = HierarchicalVLForMultiTask(config)
-    with pytest.raises(ValueError, match="unknown or unconfigured task"):
-        model("captioning", **_task_inputs("vqa", inputs))
+    with pytest.raises(ValueError, match="unknown task 'captioning'"):
+        model(**_task_inputs("vqa", inputs), task="captioning")
+    with pytest.raises(TypeError, match="task"):
+        model(**_task_inputs("vqa", inputs))  # the task is a required keyword
 
 
 def test_box_embedding_extension_changes_outputs(inputs):
@@ -396,7 +401,7 @@ def test_forward_task_runs_heads_and_the_multitask_model_alike(config, inputs):
         a = head.forward_task("vqa", **_task_inputs("vqa", inputs)).logits
         b = multi.forward_task("vqa", **_task_inputs("vqa", inputs)).logits
     torch.testing.assert_close(a, b)
-    with pytest.raises(ValueError, match="has no grounding decoder"):
+    with pytest.raises(ValueError, match="has no 'grounding' decoder"):
         head.forward_task("grounding", **_task_inputs("grounding", inputs))
     head.train()
     with head.inference():

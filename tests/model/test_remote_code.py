@@ -45,7 +45,7 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
     }
     torch.save(inputs, tmp_path / "inputs.pt")
     with torch.no_grad():
-        expected = model("vqa", **inputs).logits
+        expected = model(task="vqa", **inputs).logits
     torch.save(expected, tmp_path / "expected.pt")
     expected_ids = tokenizer("what color is the red cube?", add_special_tokens=False)["input_ids"][:6]
     script = textwrap.dedent(
@@ -61,7 +61,7 @@ def test_trust_remote_code_loads_without_the_package(tmp_path):
         inputs = torch.load({str(tmp_path / "inputs.pt")!r})
         expected = torch.load({str(tmp_path / "expected.pt")!r})
         with torch.no_grad():
-            logits = model("vqa", **inputs).logits
+            logits = model(task="vqa", **inputs).logits
         assert torch.allclose(logits, expected, atol=1e-6), (logits, expected)
         from transformers import AutoProcessor
         processor = AutoProcessor.from_pretrained({str(tmp_path / "checkpoint")!r}, trust_remote_code=True)
