@@ -192,6 +192,8 @@ class HierarchicalVLConfig(PretrainedConfig):
             raise ValueError(f"Unknown preset {name!r}; available presets: {presets}")
         values = json.loads(resources.files(_PRESET_PACKAGE).joinpath(f"{name}.json").read_text())
         values.pop("description", None)
+        if {"num_labels", "id2label"} & set(overrides):  # the override sizes the answer pool, not the preset
+            values.pop("num_answers", None)
         values.update(overrides)
         return cls(**values)
 

@@ -18,8 +18,8 @@ class HierarchicalVLModelTester:
         self.seed = seed
         self.config_overrides = config_overrides
 
-    def get_config(self) -> HierarchicalVLConfig:
-        return HierarchicalVLConfig.from_preset("tiny", **self.config_overrides)
+    def get_config(self, **overrides) -> HierarchicalVLConfig:
+        return HierarchicalVLConfig.from_preset("tiny", **{**self.config_overrides, **overrides})
 
     def prepare_inputs(self, config: HierarchicalVLConfig) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
