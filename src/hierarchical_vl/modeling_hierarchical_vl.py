@@ -515,13 +515,15 @@ def _store(terms: CoAttentionTerms, dtype: torch.dtype | None) -> CoAttentionTer
     return replace(terms, projection=terms.projection.to(dtype), cross=terms.cross.to(dtype))
 
 
-class HierarchicalVLForVisualQuestionAnswering(HierarchicalVLPreTrainedModel):
-    """The encoder up to ``config.task_layers["vqa"]`` and the VQA decoder."""
+class _SingleTaskHead(HierarchicalVLPreTrainedModel):
+    """The encoder up to ``config.task_layers[task]`` and the decoder of one task (set by each head's ``task``)."""
+
+    task = ""
 
     def __init__(self, config: HierarchicalVLConfig):
         super().__init__(config)
         self.hierarchical_vl = HierarchicalVLModel(config)
-        self.vqa_decoder = HierarchicalVLVQADecoder(config)
+        setattr(self, f"{self.task}_decoder", _DECODERS[self.task][0](config))
         self.post_init()
 
     def forward(
@@ -535,48 +537,41 @@ class HierarchicalVLForVisualQuestionAnswering(HierarchicalVLPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-    ) -> HierarchicalVLVQAOutput | tuple:
-        """Answer logits `(B, A)`; with ``labels`` `(B, A)` soft scores, the soft-score BCE loss."""
+    ) -> HierarchicalVLVQAOutput | HierarchicalVLRetrievalOutput | tuple:
+        """The task's logits (and, with ``labels``, its loss); see the head's class docstring for the shapes."""
         inputs = {"input_ids": input_ids, "region_features": region_features, "attention_mask": attention_mask,
                   "region_mask": region_mask, "region_boxes": region_boxes}
-        return self._run_task("vqa", inputs, labels, output_attentions, output_hidden_states, return_dict)
+        return self._run_task(self.task, inputs, labels, output_attentions, output_hidden_states, return_dict)
 
 
-class HierarchicalVLForImageTextRetrieval(_PairScoringMixin, HierarchicalVLPreTrainedModel):
-    """The encoder up to ``config.task_layers["retrieval"]`` and the image-caption matching decoder."""
+class HierarchicalVLForVisualQuestionAnswering(_SingleTaskHead):
+    """The encoder up to ``config.task_layers["vqa"]`` and the VQA decoder.
 
-    def __init__(self, config: HierarchicalVLConfig):
-        super().__init__(config)
-        self.hierarchical_vl = HierarchicalVLModel(config)
-        self.retrieval_decoder = HierarchicalVLRetrievalDecoder(config)
-        self.post_init()
+    Returns a `HierarchicalVLVQAOutput`: answer logits `(B, A)`; with ``labels`` `(B, A)` soft scores, the
+    soft-score BCE loss.
+    """
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        region_features: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        region_mask: torch.Tensor | None = None,
-        region_boxes: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-    ) -> HierarchicalVLRetrievalOutput | tuple:
-        """Matching logits `(B,)` of row-aligned (image, caption) pairs; with ``labels`` `(B,)` in {0, 1}, the BCE."""
-        inputs = {"input_ids": input_ids, "region_features": region_features, "attention_mask": attention_mask,
-                  "region_mask": region_mask, "region_boxes": region_boxes}
-        return self._run_task("retrieval", inputs, labels, output_attentions, output_hidden_states, return_dict)
+    task = "vqa"
 
 
-class HierarchicalVLForVisualGrounding(HierarchicalVLPreTrainedModel):
-    """The encoder up to ``config.task_layers["grounding"]`` and the phrase-region scoring decoder."""
+class HierarchicalVLForImageTextRetrieval(_PairScoringMixin, _SingleTaskHead):
+    """The encoder up to ``config.task_layers["retrieval"]`` and the image-caption matching decoder.
 
-    def __init__(self, config: HierarchicalVLConfig):
-        super().__init__(config)
-        self.hierarchical_vl = HierarchicalVLModel(config)
-        self.grounding_decoder = HierarchicalVLGroundingDecoder(config)
-        self.post_init()
+    Returns a `HierarchicalVLRetrievalOutput`: matching logits `(B,)` of row-aligned (image, caption) pairs; with
+    ``labels`` `(B,)` in {0, 1}, the BCE. `score_pairs` scores many pairs, sharing the per-modality work.
+    """
+
+    task = "retrieval"
+
+
+class HierarchicalVLForVisualGrounding(_SingleTaskHead):
+    """The encoder up to ``config.task_layers["grounding"]`` and the phrase-region scoring decoder.
+
+    Returns a `HierarchicalVLGroundingOutput`: phrase-region logits `(B, H, T)` for ``phrase_spans`` `(B, H, 2)`
+    (inclusive word indices); with ``labels`` `(B, H, T)`, the BCE over the valid pairs.
+    """
+
+    task = "grounding"
 
     def forward(
         self,
@@ -592,7 +587,6 @@ class HierarchicalVLForVisualGrounding(HierarchicalVLPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> HierarchicalVLGroundingOutput | tuple:
-        """Phrase-region logits `(B, H, T)` for ``phrase_spans`` `(B, H, 2)` (inclusive word indices)."""
         inputs = {"input_ids": input_ids, "region_features": region_features, "attention_mask": attention_mask,
                   "region_mask": region_mask, "region_boxes": region_boxes, "phrase_spans": phrase_spans,
                   "phrase_mask": phrase_mask}
