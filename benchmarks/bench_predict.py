@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
     def helper():
         return predictor.predict(QUESTION, image, top_k=5)
 
-    inputs, _ = predictor.encode([QUESTION], [image])
-    inputs = {key: value.to(device) for key, value in inputs.items()}
+    prepared = predictor.pipeline.preprocess({"question": QUESTION, "image": image})  # what the helper feeds the model
+    inputs = {key: value.to(device) for key, value in prepared.items() if key != "example"}
 
     def bare():
         with torch.inference_mode():

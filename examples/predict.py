@@ -32,7 +32,7 @@ import numpy as np
 from transformers import pipeline
 
 import hierarchical_vl  # noqa: F401  (registers the model classes)
-from hierarchical_vl.pipelines import PIPELINE_TASKS, register_pipelines
+from hierarchical_vl.pipelines import PIPELINE_TASKS, register_pipelines, resolve_image
 from hierarchical_vl.visualization import render_attention, render_grounding, save_png
 
 
@@ -113,12 +113,12 @@ def _visualize(task: str, pipe: Any, args: argparse.Namespace, image_id: str, re
         written.append(save_png(picture, args.visualize_dir / "vqa_attention.png"))
     elif task == "retrieval" and args.captions:
         best = result[0]["caption"]
-        explained = pipe.predictor.explain(image_id, best)
+        explained = pipe({"image_id": image_id, "caption": best}, return_attention=True)
         title = f"{best} ({explained['score']:.2f})"
         picture = render_attention(explained["attention"], image=args.image, title=title)
         written.append(save_png(picture, args.visualize_dir / "retrieval_attention.png"))
     elif task == "grounding":
-        record = pipe.predictor.image(image_id)
+        record = resolve_image(image_id, pipe.feature_store)
         for index, phrase in enumerate(result):
             picture = render_grounding(args.caption, phrase, image=args.image, image_size=record.size)
             written.append(save_png(picture, args.visualize_dir / f"grounding_phrase{index}.png"))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,19 +16,24 @@ from hierarchical_vl import (
     HierarchicalVLForMultiTask,
     HierarchicalVLForVisualGrounding,
     HierarchicalVLForVisualQuestionAnswering,
+    data,
+    pipelines,
 )
+from hierarchical_vl.data import image_regions
 from hierarchical_vl.pipelines import (
     PIPELINE_TASKS,
+    GroundingPipeline,
     GroundingPredictor,
     ImageRegions,
+    RetrievalPipeline,
     RetrievalPredictor,
     UnknownImageError,
+    VQAPipeline,
     VQAPredictor,
-    load_task_model,
-    predict_vqa,
     register_pipelines,
     resolve_image,
 )
+from hierarchical_vl.tasks import TASK_SPECS
 
 from .conftest import ANSWERS, MAX_REGIONS
 
@@ -85,7 +93,7 @@ def test_vqa_inputs_in_every_form_agree(checkpoints, store):
               "image_size": (record["width"], record["height"])}, top_k=4),
         pipe(question=QUESTION, image=ImageRegions(torch.as_tensor(record["features"])), top_k=4),
         VQAPredictor.from_pretrained(checkpoints["vqa"], feature_store=store).predict(QUESTION, "img0", top_k=4),
-        predict_vqa(pipe.model, pipe.processor, QUESTION, record, top_k=4),
+        VQAPredictor(pipe.model, pipe.processor).predict(QUESTION, record, top_k=4),
     ]
     for result in forms:
         assert result == expected
@@ -102,7 +110,7 @@ def test_vqa_lists_and_pipeline_batching(checkpoints, store):
         for got, want in zip(batched, one_by_one):
             assert [a["answer"] for a in got] == [a["answer"] for a in want]
             np.testing.assert_allclose([a["score"] for a in got], [a["score"] for a in want], atol=1e-5)
-    predictor = pipe.predictor
+    predictor = VQAPredictor(pipe.model, pipe.processor, store)
     batch = predictor.predict_batch([item["question"] for item in inputs], [item["image_id"] for item in inputs],
                                     top_k=2, batch_size=2)
     for got, want in zip(batch, one_by_one):
@@ -210,13 +218,14 @@ def test_grounding_phrase_beyond_the_word_cap_gets_no_box(checkpoints, store):
     assert result[1]["boxes"] == []
 
 
-def test_load_task_model_picks_the_class_or_refuses(checkpoints):
-    assert type(load_task_model(checkpoints["multitask"], "grounding")) is HierarchicalVLForMultiTask
-    assert type(load_task_model(checkpoints["retrieval"], "retrieval")) is HierarchicalVLForImageTextRetrieval
+def test_loading_picks_the_class_or_refuses(checkpoints):
+    assert type(GroundingPredictor.from_pretrained(checkpoints["multitask"]).model) is HierarchicalVLForMultiTask
+    retrieval = RetrievalPredictor.from_pretrained(checkpoints["retrieval"]).model
+    assert type(retrieval) is HierarchicalVLForImageTextRetrieval and not retrieval.training
     with pytest.raises(ValueError, match="no grounding decoder"):
-        load_task_model(checkpoints["vqa"], "grounding")
+        GroundingPredictor.from_pretrained(checkpoints["vqa"])
     with pytest.raises(ValueError, match="no vqa decoder"):
-        load_task_model(checkpoints["encoder"], "vqa")
+        VQAPredictor.from_pretrained(checkpoints["encoder"])
     with pytest.raises(ValueError, match="no grounding decoder"):
         pipeline(PIPELINE_TASKS["grounding"], model=str(checkpoints["vqa"]), device="cpu")
 
@@ -269,3 +278,159 @@ def test_pipeline_from_a_model_instance(checkpoints, processor, tokenizer, store
     model.save_pretrained(tmp_path / "weights-only")
     with pytest.raises(ValueError, match="processor_config.json and tokenizer.json"):
         pipeline(PIPELINE_TASKS["vqa"], model=str(tmp_path / "weights-only"), device="cpu")
+
+
+def test_pipeline_and_thin_predictor_give_identical_results(checkpoints, store):
+    checkpoint = checkpoints["multitask"]
+    vqa = VQAPredictor.from_pretrained(checkpoint, feature_store=store)
+    assert isinstance(vqa.pipeline, VQAPipeline) and vqa.feature_store is store
+    assert vqa.predict(QUESTION, "img1", top_k=3, return_attention=True) == _pipe("vqa", checkpoint, store)(
+        {"question": QUESTION, "image_id": "img1"}, top_k=3, return_attention=True
+    )
+
+    retrieval = RetrievalPredictor.from_pretrained(checkpoint, feature_store=store)
+    pipe = _pipe("retrieval", checkpoint, store)
+    assert isinstance(retrieval.pipeline, RetrievalPipeline)
+    ranked = pipe({"image_id": "img0", "captions": CAPTIONS}, top_k=2)
+    assert retrieval.rank_captions("img0", CAPTIONS, top_k=2) == ranked
+    image_ids = ["img0", "img1", "img3"]
+    assert retrieval.rank_images(CAPTIONS[1], image_ids) == pipe({"caption": CAPTIONS[1], "image_ids": image_ids})
+    explained = retrieval.explain("img1", CAPTIONS[0])
+    assert explained == pipe({"image_id": "img1", "caption": CAPTIONS[0]}, return_attention=True)
+    matrix = retrieval.score(image_ids, CAPTIONS, batch_size=5)  # (3, 4)
+    assert matrix.dtype == np.float32 and matrix.shape == (3, 4)
+    np.testing.assert_array_equal(matrix, pipe({"image_ids": image_ids, "captions": CAPTIONS}))
+    assert explained["score"] == pytest.approx(float(matrix[1, 0]), abs=1e-5)
+
+    grounding = GroundingPredictor.from_pretrained(checkpoint, feature_store=store)
+    assert isinstance(grounding.pipeline, GroundingPipeline)
+    query = {"caption": CAPTIONS[0], "phrases": ["a black cat", "a red mat"], "image_id": "img2"}
+    assert grounding.predict(CAPTIONS[0], "img2", query["phrases"], top_k=2) == _pipe("grounding", checkpoint, store)(
+        query, top_k=2
+    )
+
+
+def _count_forwards(model, monkeypatch) -> list[int]:
+    """Record the batch size of every forward pass of ``model``."""
+    sizes, forward_task = [], model.forward_task
+
+    def counting(task, **inputs):
+        sizes.append(int(inputs["input_ids"].shape[0]))
+        return forward_task(task, **inputs)
+
+    monkeypatch.setattr(model, "forward_task", counting)
+    return sizes
+
+
+def test_vqa_batches_are_one_forward_pass_each(checkpoints, store, monkeypatch):
+    predictor = VQAPredictor.from_pretrained(checkpoints["vqa"], feature_store=store)
+    questions = [QUESTION, "how many dogs are on the sofa ?", "is there a red ball ?", QUESTION, "what color is it ?"]
+    images = ["img0", "img3", "img2", "img1", store["img2"]]
+    one_by_one = [predictor.predict(q, i, top_k=3, return_attention=True) for q, i in zip(questions, images)]
+    sizes = _count_forwards(predictor.model, monkeypatch)
+    batched = predictor.predict_batch(questions, images, top_k=3, batch_size=2, return_attention=True)
+    assert sizes == [2, 2, 1]
+    for got, want in zip(batched, one_by_one):
+        assert [a["answer"] for a in got["answers"]] == [a["answer"] for a in want["answers"]]
+        scores = [[a["score"] for a in result["answers"]] for result in (got, want)]
+        np.testing.assert_allclose(*scores, atol=1e-5)
+        assert got["attention"]["words"] == want["attention"]["words"]
+        np.testing.assert_allclose(got["attention"]["region_weights"], want["attention"]["region_weights"], atol=1e-5)
+    assert predictor.predict_batch([], []) == []
+    with pytest.raises(ValueError, match="2 questions but 1 images"):
+        predictor.predict_batch([QUESTION, QUESTION], ["img0"])
+
+
+def test_grounding_lists_are_batched_and_agree_with_one_at_a_time(checkpoints, store, monkeypatch):
+    pipe = _pipe("grounding", checkpoints["grounding"], store)
+    inputs = [
+        {"caption": "a black cat sits on a red mat", "phrases": ["a black cat", "a red mat"], "image_id": "img0"},
+        {"caption": "two dogs play with a ball in the park", "phrases": ["two dogs", "a ball", "the park"],
+         "image_id": "img3"},
+        {"caption": "a man rides a horse", "phrases": [(0, 5)], "image_id": "img2"},
+    ]
+    one_by_one = [pipe(item, top_k=2) for item in inputs]
+    sizes = _count_forwards(pipe.model, monkeypatch)
+    batched = pipe(inputs, top_k=2, batch_size=3)
+    assert sizes == [3]
+    for got, want in zip(batched, one_by_one):
+        assert [(e["phrase"], e["span"]) for e in got] == [(e["phrase"], e["span"]) for e in want]
+        for got_entry, want_entry in zip(got, want):
+            assert [b["region"] for b in got_entry["boxes"]] == [b["region"] for b in want_entry["boxes"]]
+            np.testing.assert_allclose([b["score"] for b in got_entry["boxes"]],
+                                       [b["score"] for b in want_entry["boxes"]], atol=1e-5)
+
+
+def test_retrieval_pair_and_matrix_inputs(checkpoints, store):
+    pipe = _pipe("retrieval", checkpoints["retrieval"], store)
+    matrix = pipe({"images": ["img0", store["img2"]], "captions": CAPTIONS[:3]}, batch_size=4)
+    assert np.asarray(matrix).shape == (2, 3)
+    pair = pipe(image="img2", caption=CAPTIONS[1])
+    assert list(pair) == ["score"] and pair["score"] == pytest.approx(matrix[1][1], abs=1e-5)
+    assert pipe({"caption": CAPTIONS[1], "image_ids": "img2"})[0]["image_id"] == "img2"  # one id, not a list
+    with pytest.raises(ValueError, match="single pair"):
+        pipe({"image_id": "img2", "captions": CAPTIONS}, return_attention=True)
+    with pytest.raises(ValueError, match="at least one image"):
+        pipe({"caption": CAPTIONS[0], "images": []})
+    with pytest.raises(ValueError, match="give 'captions'"):
+        pipe({"image_id": "img2"})
+
+
+def test_parameters_given_to_the_pipeline_or_the_call(checkpoints, store):
+    pipe = pipeline(PIPELINE_TASKS["vqa"], model=str(checkpoints["vqa"]), device="cpu")
+    assert pipe.feature_store is None
+    with pytest.raises(ValueError, match="no feature store"):
+        pipe({"question": QUESTION, "image_id": "img0"})
+    expected = _pipe("vqa", checkpoints["vqa"], store)({"question": QUESTION, "image_id": "img0"})
+    assert pipe({"question": QUESTION, "image_id": "img0"}, feature_store=store) == expected
+    short = pipe({"question": QUESTION, "image_id": "img0"}, feature_store=store, max_words=2, return_attention=True)
+    assert short["attention"]["words"] == ["what", "color"]
+    capped = pipeline(PIPELINE_TASKS["vqa"], model=str(checkpoints["vqa"]), device="cpu", feature_store=store,
+                      max_words=2, top_k=1)
+    assert capped({"question": QUESTION, "image_id": "img0"}, return_attention=True) == dict(
+        short, answers=short["answers"][:1]
+    )
+
+
+def test_parameter_and_model_errors(checkpoints, processor, store):
+    vqa = _pipe("vqa", checkpoints["vqa"], store)
+    query = {"question": QUESTION, "image_id": "img0"}
+    with pytest.raises(TypeError, match=r"unknown parameters \['topk'\]"):
+        vqa(query, topk=3)
+    with pytest.raises(TypeError, match="unknown parameters"):
+        pipeline(PIPELINE_TASKS["vqa"], model=str(checkpoints["vqa"]), device="cpu", featurestore=store)
+    for top_k in (0, 1.5):
+        with pytest.raises(ValueError, match="top_k must be an integer of at least 1"):
+            vqa(query, top_k=top_k)
+    with pytest.raises(ValueError, match="max_words must be a positive integer"):
+        vqa(query, max_words=0)
+    with pytest.raises(TypeError, match="must be a dict"):
+        vqa(["what color is the cat ?"])
+    with pytest.raises(TypeError, match="question must be a string"):
+        vqa({"question": 3, "image_id": "img0"})
+    model = HierarchicalVLForImageTextRetrieval.from_pretrained(checkpoints["retrieval"])
+    with pytest.raises(ValueError, match="cannot run vqa; use a HierarchicalVLForVisualQuestionAnswering"):
+        VQAPipeline(model=model, processor=processor, device="cpu")
+    with pytest.raises(ValueError, match="cannot run grounding"):
+        GroundingPredictor(model, processor)
+
+
+def test_task_names_come_from_the_task_registry():
+    assert PIPELINE_TASKS == {task: spec.pipeline_id for task, spec in TASK_SPECS.items()}
+    for pipeline_class in (VQAPipeline, RetrievalPipeline, GroundingPipeline):
+        entry = PIPELINE_REGISTRY.supported_tasks[PIPELINE_TASKS[pipeline_class.model_task]]
+        assert entry["impl"] is pipeline_class
+
+
+def test_image_regions_live_next_to_the_feature_store():
+    assert sorted(image_regions.__all__) == ["ImageRegions", "UnknownImageError", "resolve_image"]
+    for name in image_regions.__all__:
+        assert getattr(data, name) is getattr(pipelines, name) is getattr(image_regions, name)
+        assert name in data.__all__ and name in pipelines.__all__
+    tree = ast.parse(Path(image_regions.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported <= {"__future__", "collections.abc", "dataclasses", "typing", "numpy", "torch"}
+    regions = data.resolve_image({"features": np.ones((2, 20)), "width": 4, "height": 3})
+    assert regions.num_regions == 2 and regions.size == (4.0, 3.0) and regions.boxes is None
+    assert resolve_image(regions) is regions

@@ -55,6 +55,7 @@ from .feature_writers import (
     write_npz_directory,
 )
 from .flickr30k_entities import entities_phrase_counts, load_flickr30k_entities, parse_entities_sentence
+from .image_regions import ImageRegions, UnknownImageError, resolve_image
 from .json_stream import iter_json_array
 from .samplers import DistinctImageBatchSampler
 from .vqa import build_vqa_answer_vocab, load_vqa, vqa_answer_vocab, vqa_data_files, vqa_soft_score
@@ -72,6 +73,7 @@ __all__ = [
     "EncodedVQADataset",
     "GroundingCollator",
     "HDF5Reader",
+    "ImageRegions",
     "LMDBReader",
     "LXMERTTSVReader",
     "NpzDirectoryReader",
@@ -84,6 +86,7 @@ __all__ = [
     "RetrievalCollator",
     "SkippedRecord",
     "SplitImages",
+    "UnknownImageError",
     "VQACollator",
     "box_iou",
     "build_vqa_answer_vocab",
@@ -101,6 +104,7 @@ __all__ = [
     "load_vqa",
     "open_region_feature_reader",
     "parse_entities_sentence",
+    "resolve_image",
     "run_splits",
     "vqa_answer_vocab",
     "vqa_data_files",
