@@ -17,7 +17,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "discard", "publish", "temporary_sibling", "write_bytes_atomic", "write_json_atomic", "write_text_atomic"]
+__all__ = [
+    "atomic_path",
+    "discard",
+    "publish",
+    "temporary_sibling",
+    "write_bytes_atomic",
+    "write_json_atomic",
+    "write_text_atomic",
+]
 
 
 def _default_mode(directory: bool) -> int:
@@ -27,7 +35,18 @@ def _default_mode(directory: bool) -> int:
 
 
 def temporary_sibling(path: str | os.PathLike, *, directory: bool = False) -> Path:
-    """Creates an empty temporary file (or directory) in the directory of ``path``, with the usual permissions."""
+    """Creates an empty temporary file (or directory) beside ``path``, with the usual permissions.
+
+    The permissions are those ``open()`` or ``mkdir()`` would give (0o666 or 0o777 less the umask), not the private
+    0o600 / 0o700 of `tempfile`. The parent directory is created if needed.
+
+    Args:
+        path: The destination the temporary will be published to.
+        directory: Create a directory instead of a file.
+
+    Returns:
+        The temporary's path, a hidden ``.<name>.*.tmp`` sibling of ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if directory:
@@ -62,6 +81,14 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool 
 
     An existing directory at ``path`` is first renamed aside, then removed, so the swap itself is one rename.
 
+    Args:
+        tmp: The finished temporary (from [`temporary_sibling`]).
+        path: The destination.
+        overwrite: Replace an existing ``path``.
+
+    Returns:
+        ``path``.
+
     Raises:
         FileExistsError: If ``path`` exists and ``overwrite`` is false.
     """
@@ -80,7 +107,11 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool 
 
 
 def discard(tmp: str | os.PathLike) -> None:
-    """Removes a temporary file or directory (if it still exists)."""
+    """Removes a temporary file or directory (if it still exists).
+
+    Args:
+        tmp: The temporary to remove.
+    """
     tmp = Path(tmp)
     if tmp.is_dir():
         shutil.rmtree(tmp, ignore_errors=True)
@@ -90,7 +121,21 @@ def discard(tmp: str | os.PathLike) -> None:
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, directory: bool = False, overwrite: bool = True) -> Iterator[Path]:
-    """Yields a temporary path to write; on success it replaces ``path``, on error it is removed."""
+    """Yields a temporary path to write; on success it is published to ``path``, on any error it is removed.
+
+    Example::
+
+        with atomic_path("results.png") as temporary:
+            picture.save(temporary, format="PNG")
+
+    Args:
+        path: The destination file (or directory).
+        directory: The temporary is a directory (e.g. a store or a checkpoint).
+        overwrite: Replace an existing ``path``; [`publish`] raises ``FileExistsError`` otherwise.
+
+    Yields:
+        The temporary path, beside ``path``.
+    """
     tmp = temporary_sibling(path, directory=directory)
     try:
         yield tmp
@@ -101,20 +146,46 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False, overwrite: 
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes a text file atomically."""
+    """Writes ``text`` as a UTF-8 file atomically.
+
+    Args:
+        path: The destination.
+        text: The content.
+
+    Returns:
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes a binary file atomically."""
+    """Writes ``data`` to a file atomically.
+
+    Args:
+        path: The destination.
+        data: The content.
+
+    Returns:
+        ``path``.
+    """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any, *, indent: int | None = 2, **kwargs: Any) -> Path:
-    """Writes ``data`` as UTF-8 JSON atomically (``kwargs`` go to ``json.dumps``)."""
+    """Writes ``data`` as UTF-8 JSON atomically.
+
+    Args:
+        path: The destination.
+        data: A JSON-serialisable value.
+        indent: ``json.dumps`` indent; with an indent the file ends with a newline, without one it is one line.
+        **kwargs: More ``json.dumps`` arguments (``ensure_ascii`` defaults to false).
+
+    Returns:
+        ``path``.
+    """
     kwargs.setdefault("ensure_ascii", False)
     return write_text_atomic(path, json.dumps(data, indent=indent, **kwargs) + ("\n" if indent is not None else ""))

@@ -21,11 +21,13 @@ from .modeling_hierarchical_vl import (
 from .processing_hierarchical_vl import HierarchicalVLProcessor
 from .tokenization_hierarchical_vl import HierarchicalVLTokenizer
 
+__all__ = ["register_auto_classes"]
+
 _REGISTERED = False
 
 
 def register_auto_classes() -> None:
-    """Make the Auto classes know ``model_type="hierarchical_vl"`` and mark the classes for remote-code saving.
+    """Makes the Auto classes know ``model_type="hierarchical_vl"`` and mark the classes for remote-code saving.
 
     A saved checkpoint then carries ``configuration_hierarchical_vl.py`` and ``modeling_hierarchical_vl.py`` and an
     ``auto_map``, so that ``AutoModel.from_pretrained(path, trust_remote_code=True)`` loads the class that saved it

@@ -1,23 +1,36 @@
-"""``hvl demo``: the package's main job on data it generates itself.
+"""``hvl demo``: the package's main job on data it generates itself, in one place.
 
 ``hvl demo --model-only`` builds the paper-size model, runs every head on generated inputs, saves and reloads it
-and prints a report. Without ``--model-only`` the demo also generates the demo corpus, trains the three tasks
-with the paper's curriculum, evaluates single-task against multi-task training and answers one query per task.
+and prints a report ([`model_report`]). Without ``--model-only`` the demo also generates the demo corpus, trains
+single-task and multi-task models on it with the paper's curriculum, prints a table in the spirit of the paper's
+Table 1 ([`format_comparison_table`]) and answers one query per task with the saved checkpoint ([`run_demo`]).
+
+This is a command module: only the CLI imports it. Training, evaluation and the pipelines are imported inside the
+functions that need them, so building the model report needs neither.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .atomic_files import write_text_atomic
 from .configuration_hierarchical_vl import HierarchicalVLConfig
 from .modeling_hierarchical_vl import HierarchicalVLForMultiTask
 
-__all__ = ["add_commands", "model_report"]
+if TYPE_CHECKING:
+    from .training.arguments import TrainingArguments
+    from .training.run import PreparedData
+
+__all__ = ["add_commands", "format_comparison_table", "model_report", "run_demo"]
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -25,7 +38,19 @@ def _count(module: torch.nn.Module) -> int:
 
 
 def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> list[str]:
-    """Build a preset's multi-task model, run every head, save and reload it; return the report lines."""
+    """Builds a preset's multi-task model, runs every head on generated inputs, saves and reloads it.
+
+    Args:
+        preset: Model preset (``paper``, ``demo``, ``tiny``).
+        batch_size: Examples of the generated inputs.
+        seed: Seed of the weights and the inputs.
+
+    Returns:
+        The report, one line per item.
+
+    Raises:
+        RuntimeError: If the reloaded model does not reproduce the saved model's outputs.
+    """
     torch.manual_seed(seed)
     config = HierarchicalVLConfig.from_preset(preset)
     start = time.perf_counter()
@@ -90,18 +115,186 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
     return lines
 
 
+_ROWS = [
+    ("VQA accuracy", "vqa/overall"),
+    ("  yes/no", "vqa/yes/no"),
+    ("  number", "vqa/number"),
+    ("  other", "vqa/other"),
+    ("ICR image annotation R@1", "retrieval/i2t_r1"),
+    ("ICR image retrieval R@1", "retrieval/t2i_r1"),
+    ("ICR rsum", "retrieval/rsum"),
+    ("VG R@1", "grounding/r1"),
+    ("VG R@5", "grounding/r5"),
+]
+
+
+def format_comparison_table(columns: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of evaluation results: one row per metric, one column per model.
+
+    Args:
+        columns: Model name -> ``{"task/metric": value}`` (missing metrics are shown as ``-``).
+
+    Returns:
+        The table.
+    """
+    names = list(columns)
+    width = max(len(label) for label, _ in _ROWS) + 2
+    lines = [" " * width + "".join(f"{name:>14}" for name in names)]
+    for label, key in _ROWS:
+        cells = "".join(f"{columns[n][key]:>14.2f}" if key in columns[n] else f"{'-':>14}" for n in names)
+        lines.append(f"{label:<{width}}{cells}")
+    return "\n".join(lines)
+
+
+def _single_task_arguments(base: TrainingArguments, task: str, output_dir: Path) -> TrainingArguments:
+    from .training.arguments import StageArguments
+
+    args = copy.deepcopy(base)
+    args.output_dir = str(output_dir)
+    args.tasks = {task: base.tasks[task]}
+    args.curriculum = [StageArguments(tasks=[task], cycle_length=base.curriculum[0].cycle_length, name=f"single-{task}")]
+    args.validate()
+    return args
+
+
+def _updates_per_task(args: TrainingArguments) -> dict[str, int]:
+    """How many updates each task gets over all stages of a run (Algorithm 1's sequences)."""
+    from .training.schedule import TaskSwitchingSchedule, TaskTiming
+
+    counts: dict[str, int] = {}
+    for stage in args.curriculum:
+        timings = [TaskTiming(t, args.tasks[t].iterations, args.tasks[t].lr_step, args.tasks[t].batch_size) for t in stage.tasks]
+        for task in TaskSwitchingSchedule(timings, stage.cycle_length).sequence():
+            counts[task] = counts.get(task, 0) + 1
+    return counts
+
+
+def _queries(checkpoint: Path, prepared: PreparedData) -> list[str]:
+    """Answers one query per task with the saved multi-task checkpoint, through the predict helpers."""
+    from .pipelines import GroundingPredictor, RetrievalPredictor, VQAPredictor
+
+    store = prepared.store
+    lines = []
+    vqa_data = prepared.eval["vqa"]
+    vqa = VQAPredictor.from_pretrained(checkpoint, feature_store=store)
+    question, image_id = vqa_data.texts[0], vqa_data.image_ids[0].item()
+    answers = vqa.predict(question, image_id, top_k=3)
+    truth = vqa_data.answer_table[vqa_data.answer_codes[0][0]]
+    lines.append(f"VQA   image {image_id}: {question!r} -> " + ", ".join(f"{a['answer']} ({a['score']:.2f})" for a in answers)
+                 + f"   [annotators: {truth!r}]")
+
+    captions = prepared.eval["retrieval"]
+    retrieval = RetrievalPredictor.from_pretrained(checkpoint, feature_store=store)
+    image_id = captions.images[0].item()
+    candidates = [captions.texts[i] for i in range(min(len(captions), 10))]
+    ranked = retrieval.rank_captions(image_id, candidates, top_k=3)
+    own = {captions.texts[i] for i in range(len(captions)) if captions.caption_image[i] == 0}
+    lines.append(f"ICR   image {image_id}: best of {len(candidates)} captions:")
+    for item in ranked:
+        mark = "*" if item["caption"] in own else " "
+        lines.append(f"      {mark} {item['score']:.3f}  {item['caption']}")
+
+    entities = prepared.eval["grounding"]
+    grounding = GroundingPredictor.from_pretrained(checkpoint, feature_store=store)
+    sentence, image_id = entities.texts[0], entities.image_ids[0].item()
+    phrases = list(entities.phrase_texts[entities.phrase_offsets[0] : entities.phrase_offsets[1]])
+    grounded = grounding.predict(sentence, image_id, phrases)
+    lines.append(f"VG    image {image_id}: {sentence!r}")
+    for item in grounded:
+        best = item["boxes"][0] if item["boxes"] else None
+        where = f"region {best['region']} box {[round(v) for v in best['box']]} ({best['score']:.2f})" if best else "no box"
+        lines.append(f"      {item['phrase']!r} -> {where}")
+    lines.append("      (* marks the image's own captions)")
+    return lines
+
+
+def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_images: int | None = None) -> int:
+    """Runs the whole demo into ``output_dir``, printing its report and saving it as ``report.json``.
+
+    Args:
+        output_dir: Where the corpus, the checkpoints and the report go.
+        seed: Seed of the corpus and the training runs.
+        num_images: Images in the demo corpus (300 by default).
+
+    Returns:
+        The process exit code.
+    """
+    from .data import generate_demo_corpus
+    from .training.arguments import load_training_arguments
+    from .training.run import build_model, make_evaluate_fn, prepare_data, train_from_arguments
+
+    started = time.perf_counter()
+    output_dir = Path(output_dir)
+    corpus = output_dir / "corpus"
+    paths = generate_demo_corpus(corpus, num_images=num_images or 300, seed=seed)
+    print(f"\ndemo corpus written to {paths.root} (bottom-up TSV, VQA 2.0 JSON, Karpathy captions, Flickr30k Entities)")
+
+    base = load_training_arguments(
+        "demo", [f"output_dir={output_dir / 'multitask'}", f"data.root={corpus}", f"seed={seed}"]
+    )
+    prepared = prepare_data(base)
+    print(
+        "training examples: " + ", ".join(f"{task} {len(data)}" for task, data in prepared.train.items())
+        + "; evaluation: " + ", ".join(f"{task} {len(data)}" for task, data in prepared.eval.items())
+        + f"; vocabulary {len(prepared.tokenizer)} words, {len(prepared.answer_vocab)} answers"
+    )
+    evaluate = make_evaluate_fn(prepared, base.eval_batch_size)
+    tasks = ["vqa", "retrieval", "grounding"]
+    columns: dict[str, dict[str, float]] = {}
+
+    untrained = build_model(base, prepared).eval()
+    with torch.no_grad():
+        columns["untrained"] = dict(evaluate(untrained, tasks))
+
+    columns["single-task"] = {}
+    for task in tasks:
+        args = _single_task_arguments(base, task, output_dir / f"single_{task}")
+        print(f"\n== single-task training: {task} ({_updates_per_task(args)[task]} updates)")
+        result = train_from_arguments(args, prepared)
+        columns["single-task"].update(result.evaluations[-1])
+
+    print("\n== multi-task training with the curriculum: " + " -> ".join("+".join(s.tasks) for s in base.curriculum))
+    result = train_from_arguments(base, prepared)
+    columns["multi-task"] = dict(result.evaluations[-1])
+    for column in columns.values():
+        column.pop("update", None)
+        column.pop("stage", None)
+
+    table = format_comparison_table(columns)
+    print("\nResults on the demo corpus's evaluation splits (in the spirit of the paper's Table 1):\n" + table)
+    single_updates: dict[str, int] = {}
+    for task in tasks:
+        single_updates.update(_updates_per_task(_single_task_arguments(base, task, output_dir / f"single_{task}")))
+    multi_updates = _updates_per_task(base)
+    print(
+        "updates per task: single-task " + ", ".join(f"{t} {single_updates[t]}" for t in tasks)
+        + "; multi-task (all curriculum stages) " + ", ".join(f"{t} {multi_updates[t]}" for t in tasks)
+    )
+    checkpoint = Path(base.output_dir)
+    reloaded = HierarchicalVLForMultiTask.from_pretrained(checkpoint)
+    print(f"\nmulti-task checkpoint saved to {checkpoint} ({reloaded.num_parameters():,} parameters, "
+          f"task layers {reloaded.config.task_layers})")
+    print("\nOne query per task with the saved checkpoint:")
+    queries = _queries(checkpoint, prepared)
+    print("\n".join(queries))
+    elapsed = time.perf_counter() - started
+    write_text_atomic(output_dir / "report.json",
+                      json.dumps({"results": columns, "queries": queries, "seconds": elapsed}, indent=2))
+    print(f"\ndemo finished in {elapsed:.0f}s; report in {output_dir / 'report.json'}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     for line in model_report(args.preset):
         print(line)
     if args.model_only:
         return 0
-    from .training.demo_run import run_demo  # training code is imported only here
-
     torch.set_num_threads(args.threads)
     return run_demo(output_dir=args.output_dir, seed=args.seed, num_images=args.images)
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers: Any) -> None:
+    """Registers ``hvl demo`` on the top-level sub-parsers of the ``hvl`` command."""
     parser = subparsers.add_parser("demo", help="run the end-to-end demo on a generated corpus")
     parser.add_argument("--output-dir", default="demo_output", help="where the corpus, checkpoints and report go")
     parser.add_argument("--preset", default="paper", help="model preset of the model report")

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from .atomic_files import atomic_path
 
 __all__ = [
     "BAND_LINE_HEIGHT",
@@ -95,8 +96,16 @@ def _title_lines(title: str | None, width: int, font) -> list[str]:
 
 
 def word_band_height(words: Sequence[str] | None, width: int, title: str | None = None) -> int:
-    """Height in pixels of the band under a ``width``-pixel-wide picture: ``2 * BAND_PADDING + BAND_LINE_HEIGHT`` per
-    line of title and words; 0 when there are neither."""
+    """Height in pixels of the band of words under a picture.
+
+    Args:
+        words: The words shown (``None`` for none).
+        width: The picture's width in pixels.
+        title: The title line(s), if any.
+
+    Returns:
+        ``2 * BAND_PADDING + BAND_LINE_HEIGHT`` per line of title and words; 0 when there are neither.
+    """
     font = _font()
     lines = len(_title_lines(title, width, font)) + _layout(list(words or []), width, font)[1]
     return 0 if lines == 0 else 2 * BAND_PADDING + lines * BAND_LINE_HEIGHT
@@ -222,8 +231,21 @@ def render_attention(
     title: str | None = None,
     top_k: int = 5,
 ) -> Image.Image:
-    """Draw a decoder's attention as the predictors return it (``VQAPredictor.predict(..., return_attention=True)
-    ["attention"]`` or ``RetrievalPredictor.explain(...)["attention"]``); see [`render_regions`]."""
+    """Draws a decoder's attention as the predictors return it; see [`render_regions`].
+
+    Args:
+        attention: ``VQAPredictor.predict(..., return_attention=True)["attention"]`` or
+            ``RetrievalPredictor.explain(...)["attention"]``.
+        image: The image (a path or a ``PIL.Image``); a blank canvas of the image's size when ``None``.
+        title: Text above the words; none when ``None``.
+        top_k: Regions drawn.
+
+    Returns:
+        The picture.
+
+    Raises:
+        ValueError: If the attention has no region boxes.
+    """
     if attention.get("boxes") is None:
         raise ValueError("the attention has no region boxes to draw; give the image's boxes with its features")
     return render_regions(
@@ -280,15 +302,15 @@ def render_grounding(
 
 
 def save_png(picture: Image.Image, path: str | os.PathLike) -> Path:
-    """Write ``picture`` as a PNG at ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            picture.save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes ``picture`` as a PNG at ``path`` atomically (through `hierarchical_vl.atomic_files`).
+
+    Args:
+        picture: The picture.
+        path: The destination file.
+
+    Returns:
+        The path written.
+    """
+    with atomic_path(path) as temporary:
+        picture.save(temporary, format="PNG")
+    return Path(path)

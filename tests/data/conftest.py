@@ -6,6 +6,7 @@ import pytest
 
 from hierarchical_vl import HierarchicalVLTokenizer
 from hierarchical_vl.data import (
+    FEATURE_FORMATS,
     DemoCorpusPaths,
     RegionFeatureStore,
     convert_region_features,
@@ -25,7 +26,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpusPaths:
     """A 24-image demo corpus with 32-d features, written in all five feature formats."""
     return generate_demo_corpus(
         tmp_path_factory.mktemp("demo"), num_images=DEMO_IMAGES, seed=DEMO_SEED, feature_dim=DEMO_FEATURE_DIM,
-        feature_formats=("tsv", "lxmert-tsv", "hdf5", "npz-dir", "lmdb"),
+        feature_formats=FEATURE_FORMATS,
     )
 
 

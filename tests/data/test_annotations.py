@@ -15,11 +15,10 @@ from hierarchical_vl.data import (
     load_flickr30k_entities,
     load_karpathy_captions,
     load_vqa,
-    parse_entities_sentence,
     vqa_answer_vocab,
     vqa_soft_score,
 )
-from hierarchical_vl.data.flickr30k_entities import parse_entities_annotation
+from hierarchical_vl.data.flickr30k_entities import parse_entities_annotation, parse_entities_sentence
 from hierarchical_vl.data.json_stream import JSONStreamError
 
 # --------------------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 from hierarchical_vl.cli import main as hvl
 from hierarchical_vl.data import box_iou, generate_demo_corpus, open_region_feature_reader
 from hierarchical_vl.data.demo_corpus import COLORS, SHAPES
-from hierarchical_vl.data.flickr30k_entities import parse_entities_annotation, read_split_list
+from hierarchical_vl.data.flickr30k_entities import _read_split_list, parse_entities_annotation
 
 from .conftest import DEMO_IMAGES
 
@@ -43,8 +43,8 @@ def test_real_layouts_and_sizes(demo):
     entities = demo.entities_root
     assert {p.name for p in entities.iterdir()} == {"Sentences", "Annotations", "train.txt", "val.txt", "test.txt"}
     ids = {str(i["cocoid"]) for i in karpathy["images"]}
-    assert ids == set(read_split_list(entities / "train.txt") + read_split_list(entities / "val.txt")
-                      + read_split_list(entities / "test.txt"))
+    assert ids == set(_read_split_list(entities / "train.txt") + _read_split_list(entities / "val.txt")
+                      + _read_split_list(entities / "test.txt"))
     assert len(list(open_region_feature_reader(demo.features_tsv))) == DEMO_IMAGES
 
 

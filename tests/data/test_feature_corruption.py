@@ -21,7 +21,7 @@ from hierarchical_vl.data import (
     write_lmdb,
     write_npz_directory,
 )
-from hierarchical_vl.data.feature_writers import bottom_up_tsv_line
+from hierarchical_vl.data.feature_writers import _bottom_up_tsv_line
 
 
 def _record(image_id: str, count: int = 3, dim: int = 8, seed: int = 0) -> RegionFeatureRecord:
@@ -31,7 +31,7 @@ def _record(image_id: str, count: int = 3, dim: int = 8, seed: int = 0) -> Regio
 
 
 def _good_line(image_id: str, **kwargs) -> bytes:
-    return bottom_up_tsv_line(_record(image_id, **kwargs))
+    return _bottom_up_tsv_line(_record(image_id, **kwargs))
 
 
 def _b64(array: np.ndarray) -> bytes:

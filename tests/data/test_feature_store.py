@@ -9,6 +9,7 @@ import pytest
 
 from hierarchical_vl.cli import main as hvl
 from hierarchical_vl.data import (
+    FEATURE_FORMATS,
     RegionFeatureStore,
     RegionFeatureStoreWriter,
     convert_region_features,
@@ -16,7 +17,7 @@ from hierarchical_vl.data import (
 )
 
 
-@pytest.mark.parametrize("format_name", ["tsv", "lxmert-tsv", "hdf5", "npz-dir", "lmdb"])
+@pytest.mark.parametrize("format_name", FEATURE_FORMATS)
 def test_round_trip_equals_the_source_in_float16(demo, tmp_path, format_name):
     source = demo.features_tsv if format_name == "tsv" else demo.extra_features[format_name]
     report = convert_region_features(source, tmp_path / "store", progress=False)
@@ -44,22 +45,26 @@ def test_lookup_by_int_or_string_id(demo_store):
     assert demo_store.indices([image_id, 123456789], missing="mark").tolist() == [5, -1]
 
 
-def test_gather_pads_with_zeros_and_normalises_boxes(demo_store):
+def test_region_rows_pad_with_zeros_and_boxes_are_normalised(demo_store):
     counts = demo_store.num_regions
     small, large = int(np.argmin(counts)), int(np.argmax(counts))
-    batch = demo_store.gather(np.array([small, large, small]))
+    images = np.array([small, large, small])
+    rows, mask = demo_store.region_rows(images)
+    features = demo_store.read_rows(rows)
+    boxes = np.asarray(demo_store.boxes[rows])
+    normalized = demo_store.normalized_boxes(rows, images)
     width = int(counts[large])
-    assert batch.features.shape == (3, width, demo_store.feature_dim) and batch.features.dtype == np.float16
-    assert batch.mask.tolist()[0] == [1] * int(counts[small]) + [0] * (width - int(counts[small]))
-    assert not batch.features[0, counts[small]:].any() and not batch.boxes[0, counts[small]:].any()
+    assert features.shape == (3, width, demo_store.feature_dim) and features.dtype == np.float16
+    assert mask.tolist()[0] == [1] * int(counts[small]) + [0] * (width - int(counts[small]))
+    assert not features[0, counts[small]:].any() and not boxes[0, counts[small]:].any()
     item = demo_store[demo_store.image_ids[large]]
-    np.testing.assert_array_equal(batch.features[1], item["features"])
+    np.testing.assert_array_equal(features[1], item["features"])
     scale = np.array([item["width"], item["height"]] * 2, np.float32)
-    np.testing.assert_allclose(batch.normalized_boxes[1], item["boxes"] / scale, rtol=1e-6)
-    assert batch.normalized_boxes.min() >= 0 and batch.normalized_boxes.max() <= 1
-    capped = demo_store.gather(np.array([large]), max_regions=5)
-    assert capped.features.shape[1] == 5
-    np.testing.assert_array_equal(capped.features[0], item["features"][:5])
+    np.testing.assert_allclose(normalized[1], item["boxes"] / scale, rtol=1e-6)
+    assert normalized.dtype == np.float32 and normalized.min() >= 0 and normalized.max() <= 1
+    capped, _ = demo_store.region_rows(np.array([large]), max_regions=5)
+    assert capped.shape == (1, 5)
+    np.testing.assert_array_equal(demo_store.read_rows(capped)[0], item["features"][:5])
 
 
 def test_store_pickles_by_path(demo_store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +16,6 @@ from hierarchical_vl.metrics import (
     vqa_question_accuracy,
     write_vqa_submission,
 )
-from hierarchical_vl.metrics import vqa as vqa_module
 
 
 def _answers(matching: int, answer: str = "2", other: str = "3") -> list[str]:
@@ -300,10 +300,10 @@ def test_write_submission_errors(tmp_path, predictions, message):
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
     path = write_vqa_submission({1: "old"}, tmp_path / "results.json")
 
-    def broken_dump(*args, **kwargs):
+    def broken_write(self, *args, **kwargs):  # the temporary file exists, its content never arrives
         raise OSError("disk full")
 
-    monkeypatch.setattr(vqa_module.json, "dump", broken_dump)
+    monkeypatch.setattr(Path, "write_text", broken_write)
     with pytest.raises(OSError, match="disk full"):
         write_vqa_submission({1: "new"}, path)
     monkeypatch.undo()

@@ -1,6 +1,7 @@
 """Training runs on a tiny corpus: resumption after a kill, corrupt checkpoints, two processes, the CLI."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,11 +14,40 @@ from safetensors.torch import load_file
 from hierarchical_vl import HierarchicalVLForMultiTask, HierarchicalVLProcessor
 from hierarchical_vl.training.arguments import load_training_arguments
 from hierarchical_vl.training.checkpointing import CheckpointManager
-from hierarchical_vl.training.run import prepare_data, train_from_arguments
+from hierarchical_vl.training.run import build_model, make_evaluate_fn, prepare_data, train_from_arguments
+from hierarchical_vl.training.trainer import MultiTaskTrainer, TrainerCallback
 
 from .conftest import write_config
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KillAt(TrainerCallback):
+    """Ends training at the end of one update, as a kill would: before that update's checkpoint."""
+
+    def __init__(self, update):
+        self.update = update
+        self.seen = []
+
+    def on_update_end(self, trainer, state):
+        self.seen.append((state.update, state.task))
+        if state.update == self.update:
+            raise _Killed(f"killed after update {state.update} ({state.stage}, {state.task})")
+
+
+def _train_until_killed(args, prepared, update):
+    """The steps of ``train_from_arguments`` with a callback that kills the run after ``update``."""
+    model = build_model(args, prepared)
+    kill = _KillAt(update)
+    trainer = MultiTaskTrainer(model, args, prepared.sources(), make_evaluate_fn(prepared, args.eval_batch_size),
+                               callbacks=[kill])
+    with pytest.raises(_Killed, match=f"killed after update {update} "):
+        trainer.train()
+    return kill
 
 
 def _weights(directory):
@@ -64,19 +94,30 @@ def test_interrupted_run_resumes_to_identical_weights(uninterrupted, tiny_corpus
     out, _, prepared = uninterrupted
     config = write_config(tmp_path / "config.yaml", tiny_corpus, tmp_path / "out")
     args = load_training_arguments(config)
-    with pytest.raises(RuntimeError, match="stopped after update 13"):
-        train_from_arguments(args, prepared, stop_after_updates=13)  # killed between the checkpoints at 10 and 15
+    kill = _train_until_killed(args, prepared, 13)  # killed between the checkpoints at 10 and 15
+    assert [update for update, _ in kill.seen] == list(range(1, 14))
+    assert [task for _, task in kill.seen[:8]] == ["grounding"] * 8  # stage 1 trains grounding alone
     manager = CheckpointManager(tmp_path / "out" / "checkpoints")
     assert [p.name for p in manager.checkpoints()][-1] == "step-00000010"
     train_from_arguments(load_training_arguments(config), prepared)
     _assert_same_weights(_weights(out), _weights(tmp_path / "out"))
 
 
-def test_corrupt_checkpoint_falls_back_to_the_previous_one(uninterrupted, tiny_corpus, tmp_path, capsys):
+def test_kill_at_a_checkpoint_update_leaves_no_checkpoint_for_it(tiny_corpus, tmp_path):
+    config = write_config(tmp_path / "config.yaml", tiny_corpus, tmp_path / "out",
+                          tasks={"grounding": {"iterations": 8, "lr_step": 4, "batch_size": 4}},
+                          curriculum=[{"name": "grounding", "tasks": ["grounding"], "cycle_length": 4}])
+    args = load_training_arguments(config)
+    _train_until_killed(args, prepare_data(args), 5)  # save_every=5: the callback runs before the save
+    assert CheckpointManager(tmp_path / "out" / "checkpoints").checkpoints() == []
+    resumed = train_from_arguments(load_training_arguments(config))  # starts afresh and finishes
+    assert resumed.updates == 8
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(uninterrupted, tiny_corpus, tmp_path, caplog):
     out, _, prepared = uninterrupted
     config = write_config(tmp_path / "config.yaml", tiny_corpus, tmp_path / "out")
-    with pytest.raises(RuntimeError):
-        train_from_arguments(load_training_arguments(config), prepared, stop_after_updates=17)
+    _train_until_killed(load_training_arguments(config), prepared, 17)
     manager = CheckpointManager(tmp_path / "out" / "checkpoints")
     latest = manager.checkpoints()[-1]
     assert latest.name == "step-00000015"
@@ -84,10 +125,12 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(uninterrupted, tiny_c
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a partial write
     with pytest.raises(Exception, match="truncated or partial"):
         manager.verify(latest)
-    train_from_arguments(load_training_arguments(config), prepared)
-    captured = capsys.readouterr()
-    assert "skipping checkpoint" in captured.out and "step-00000015" in captured.out
-    assert "resumed from" in captured.out and "step-00000010" in captured.out
+    with caplog.at_level(logging.INFO, logger="hierarchical_vl"):
+        train_from_arguments(load_training_arguments(config), prepared)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any("skipping checkpoint" in m and "step-00000015" in m for m in warnings), warnings
+    assert any("resumed from" in m and "step-00000010" in m for m in infos), infos
     _assert_same_weights(_weights(out), _weights(tmp_path / "out"))
 
 

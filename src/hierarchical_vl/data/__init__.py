@@ -1,23 +1,25 @@
 """Data for the hierarchical vision-language model.
 
-* Region features: readers for the distributed formats (bottom-up TSV, LXMERT TSV, HDF5, npz/npy directory,
-  LMDB), all converted into one float16 memory-mapped :class:`RegionFeatureStore` (``hvl features convert``).
+* Region features: readers for the distributed formats ([`FEATURE_FORMATS`]: bottom-up TSV, LXMERT TSV, HDF5,
+  npz/npy directory, LMDB), all converted into one float16 memory-mapped [`RegionFeatureStore`]
+  (``hvl features convert``), and writers of those formats.
 * Annotations as ``datasets`` datasets (map-style or ``streaming=True``): VQA 2.0, Karpathy captions,
   Flickr30k Entities.
 * Encoded datasets and collators that join annotations with the store into model inputs, fast.
 * The contamination guard, and a synthetic demo corpus in the real formats (``hvl data demo``).
 
-``datasets`` is needed only by the annotation loaders; ``h5py`` and ``lmdb`` only by their readers.
+``datasets`` is needed only by the annotation loaders; ``h5py`` and ``lmdb`` only by their readers. Helpers and
+result types that are not re-exported here stay importable from their modules (e.g.
+``hierarchical_vl.data.flickr30k_entities.parse_entities_sentence``).
 """
 
 from __future__ import annotations
 
-from .boxes import box_iou
+from ..metrics.grounding import box_iou
 from .captions import karpathy_test_folds, load_karpathy_captions
 from .collators import GroundingCollator, RetrievalCollator, VQACollator
 from .contamination import (
     ContaminationError,
-    ContaminationReport,
     SplitImages,
     check_contamination,
     find_contamination,
@@ -27,26 +29,13 @@ from .demo_corpus import DemoCorpusPaths, generate_demo_corpus
 from .encoded_datasets import EncodedCaptionDataset, EncodedGroundingDataset, EncodedVQADataset
 from .feature_readers import (
     FEATURE_FORMATS,
-    BottomUpTSVReader,
-    HDF5Reader,
-    LMDBReader,
-    LXMERTTSVReader,
-    NpzDirectoryReader,
     RegionFeatureError,
     RegionFeatureReader,
     RegionFeatureRecord,
-    SkippedRecord,
-    canonical_image_id,
     detect_feature_format,
     open_region_feature_reader,
 )
-from .feature_store import (
-    ConversionReport,
-    RegionBatch,
-    RegionFeatureStore,
-    RegionFeatureStoreWriter,
-    convert_region_features,
-)
+from .feature_store import RegionFeatureStore, RegionFeatureStoreWriter, convert_region_features
 from .feature_writers import (
     write_bottom_up_tsv,
     write_hdf5,
@@ -54,43 +43,31 @@ from .feature_writers import (
     write_lxmert_tsv,
     write_npz_directory,
 )
-from .flickr30k_entities import entities_phrase_counts, load_flickr30k_entities, parse_entities_sentence
+from .flickr30k_entities import entities_phrase_counts, load_flickr30k_entities
 from .image_regions import ImageRegions, UnknownImageError, resolve_image
 from .json_stream import iter_json_array
-from .samplers import DistinctImageBatchSampler
 from .vqa import build_vqa_answer_vocab, load_vqa, vqa_answer_vocab, vqa_data_files, vqa_soft_score
 
 __all__ = [
     "FEATURE_FORMATS",
-    "BottomUpTSVReader",
     "ContaminationError",
-    "ContaminationReport",
-    "ConversionReport",
     "DemoCorpusPaths",
-    "DistinctImageBatchSampler",
     "EncodedCaptionDataset",
     "EncodedGroundingDataset",
     "EncodedVQADataset",
     "GroundingCollator",
-    "HDF5Reader",
     "ImageRegions",
-    "LMDBReader",
-    "LXMERTTSVReader",
-    "NpzDirectoryReader",
-    "RegionBatch",
     "RegionFeatureError",
     "RegionFeatureReader",
     "RegionFeatureRecord",
     "RegionFeatureStore",
     "RegionFeatureStoreWriter",
     "RetrievalCollator",
-    "SkippedRecord",
     "SplitImages",
     "UnknownImageError",
     "VQACollator",
     "box_iou",
     "build_vqa_answer_vocab",
-    "canonical_image_id",
     "check_contamination",
     "convert_region_features",
     "detect_feature_format",
@@ -103,7 +80,6 @@ __all__ = [
     "load_karpathy_captions",
     "load_vqa",
     "open_region_feature_reader",
-    "parse_entities_sentence",
     "resolve_image",
     "run_splits",
     "vqa_answer_vocab",

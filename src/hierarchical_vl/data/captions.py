@@ -4,7 +4,7 @@
 One row per caption: ``image_id`` (``cocoid`` for COCO, the number in the file name for Flickr30k), ``filename``,
 ``filepath`` (COCO only), ``karpathy_split`` (the file's own split, including ``restval``), ``sentence_id``,
 ``caption`` (the raw text) and ``tokens``. The ``train`` split includes the ``restval`` images, as is standard.
-COCO's "1K test" is the mean over 5 folds of 1000 test images; :func:`karpathy_test_folds` gives the folds.
+COCO's "1K test" is the mean over 5 folds of 1000 test images; [`karpathy_test_folds`] gives the folds.
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .generator_datasets import from_generator, import_datasets
+from .generator_datasets import _from_generator, _import_datasets
 from .json_stream import iter_json_array
+
+__all__ = ["KARPATHY_SPLITS", "karpathy_test_folds", "load_karpathy_captions"]
 
 KARPATHY_SPLITS = ("train", "val", "test")
 _SPLIT_MEMBERS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 _NUMBER_IN_NAME = re.compile(r"(\d+)\.[A-Za-z]+$")
 
 
-def caption_features() -> Any:
+def _caption_features() -> Any:
     """The explicit ``datasets.Features`` of the caption rows."""
-    datasets = import_datasets()
+    datasets = _import_datasets()
 
     return datasets.Features({
         "image_id": datasets.Value("int64"),
@@ -37,7 +39,7 @@ def caption_features() -> Any:
     })
 
 
-def karpathy_image_id(entry: dict[str, Any]) -> int:
+def _karpathy_image_id(entry: dict[str, Any]) -> int:
     """The dataset's image id of a Karpathy entry: ``cocoid``, else the number in the file name."""
     if "cocoid" in entry:
         return int(entry["cocoid"])
@@ -53,7 +55,7 @@ def _generate_captions(path: str, split: str) -> Iterator[dict[str, Any]]:
     for entry in iter_json_array(path, "images"):
         if entry["split"] not in members:
             continue
-        image_id = karpathy_image_id(entry)
+        image_id = _karpathy_image_id(entry)
         for sentence in entry["sentences"]:
             yield {
                 "image_id": image_id,
@@ -84,13 +86,13 @@ def load_karpathy_captions(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    datasets = import_datasets()
+    datasets = _import_datasets()
 
     if split is not None and split not in KARPATHY_SPLITS:
         raise KeyError(f"no Karpathy split {split!r}; choose from {KARPATHY_SPLITS}")
-    features = caption_features()
+    features = _caption_features()
     loaded = {
-        name: from_generator(_generate_captions, {"path": str(path), "split": name}, features, streaming=streaming,
+        name: _from_generator(_generate_captions, {"path": str(path), "split": name}, features, streaming=streaming,
                              cache_dir=cache_dir, split=name, fingerprint_parts=(path, name))
         for name in ([split] if split is not None else KARPATHY_SPLITS)
     }

@@ -8,6 +8,8 @@ from typing import Any
 
 from .feature_readers import FEATURE_FORMATS, RegionFeatureError
 
+__all__ = ["add_commands"]
+
 
 def _convert(args: argparse.Namespace) -> int:
     from .feature_store import convert_region_features
@@ -49,7 +51,7 @@ def add_commands(subparsers: Any) -> None:
     features = subparsers.add_parser("features", help="region-feature stores")
     feature_commands = features.add_subparsers(dest="features_command", required=True, metavar="COMMAND")
     convert = feature_commands.add_parser(
-        "convert", help="convert region features (TSV, LXMERT TSV, HDF5, npz directory, LMDB) into a fast store",
+        "convert", help=f"convert region features ({', '.join(FEATURE_FORMATS)}) into a fast store",
         description="Convert one or more region-feature files into a float16 memory-mapped store. Bad records "
                     "stop the conversion with the file, line or key and the problem, unless --skip-bad, which "
                     "skips and lists them.")
@@ -78,6 +80,6 @@ def add_commands(subparsers: Any) -> None:
     demo.add_argument("--max-regions", type=int, default=36, help="most regions per image (default 36)")
     demo.add_argument("--questions-per-image", type=int, default=8, help="VQA questions per image (default 8)")
     demo.add_argument("--feature-formats", nargs="+", default=["tsv"],
-                      choices=("tsv", "lxmert-tsv", "hdf5", "npz-dir", "lmdb"),
+                      choices=FEATURE_FORMATS,
                       help="region-feature formats to write (the TSV always)")
     demo.set_defaults(func=_demo)

@@ -6,8 +6,8 @@ live. Training VQA on train + val while testing retrieval on Karpathy test (or t
 testing VQA on val) evaluates on images the shared encoder has seen. The paper therefore ran two trainings: all
 train splits, testing retrieval and grounding; then VQA train + val, testing VQA.
 
-:func:`find_contamination` lists every image id that is in a training split of one task and an evaluation split of
-another (or of the same task); :func:`check_contamination` raises :class:`ContaminationError` on any, unless
+[`find_contamination`] lists every image id that is in a training split of one task and an evaluation split of
+another (or of the same task); [`check_contamination`] raises [`ContaminationError`] on any, unless
 explicitly allowed.
 """
 
@@ -20,9 +20,19 @@ from typing import Any
 
 from .feature_readers import canonical_image_id
 
+__all__ = [
+    "ContaminationError",
+    "ContaminationReport",
+    "Overlap",
+    "SplitImages",
+    "check_contamination",
+    "find_contamination",
+    "run_splits",
+]
+
 logger = logging.getLogger(__name__)
 
-ROLES = ("train", "eval")
+_ROLES = ("train", "eval")
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,7 @@ class SplitImages:
         task: Task name, e.g. ``"vqa"``.
         split: Split name, e.g. ``"val2014"`` or ``"test"``.
         role: ``"train"`` or ``"eval"``.
-        image_ids: The split's image ids, in canonical form (:func:`canonical_image_id`).
+        image_ids: The split's image ids, in canonical form ([`~hierarchical_vl.data.feature_readers.canonical_image_id`]).
     """
 
     task: str
@@ -44,8 +54,8 @@ class SplitImages:
     @classmethod
     def from_ids(cls, task: str, split: str, role: str, image_ids: Iterable[Any]) -> SplitImages:
         """From any iterable of image ids (ints or strings)."""
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if role not in _ROLES:
+            raise ValueError(f"role must be one of {_ROLES}, got {role!r}")
         return cls(task, split, role, frozenset(canonical_image_id(i) for i in image_ids))
 
     @classmethod
@@ -139,6 +149,9 @@ def find_contamination(splits: Sequence[SplitImages]) -> ContaminationReport:
 
     Args:
         splits: The run's splits with their roles.
+
+    Returns:
+        The report; false (``not report``) when the splits are clean.
     """
     overlaps = []
     train = [s for s in splits if s.role == "train"]
@@ -157,6 +170,9 @@ def check_contamination(splits: Sequence[SplitImages], *, allow: bool = False) -
     Args:
         splits: The run's splits with their roles.
         allow: Only log the report (as a warning) instead of raising.
+
+    Returns:
+        The report (see [`find_contamination`]).
 
     Raises:
         ContaminationError: When a training split and an evaluation split share images and ``allow`` is false.
@@ -180,6 +196,13 @@ def run_splits(train: Mapping[str, Mapping[str, Any]], evaluate: Mapping[str, Ma
             evaluate={"vqa": {"val": vqa["val"]}, "retrieval": {"test": captions["test"]}},
         )
         check_contamination(splits)
+
+    Args:
+        train: The training splits: task -> split name -> rows (a dataset or dicts) or image ids.
+        evaluate: The evaluation splits, likewise.
+
+    Returns:
+        One [`SplitImages`] per split, training splits first.
     """
     out = []
     for role, groups in (("train", train), ("eval", evaluate)):

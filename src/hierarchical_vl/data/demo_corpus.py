@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from ..atomic_files import write_text_atomic
-from .boxes import box_iou
-from .feature_readers import RegionFeatureRecord
+from ..metrics.grounding import box_iou
+from .feature_readers import FEATURE_FORMATS, RegionFeatureRecord
 from .feature_writers import (
     write_bottom_up_tsv,
     write_hdf5,
@@ -41,11 +41,12 @@ from .feature_writers import (
     write_npz_directory,
 )
 
+__all__ = ["COLORS", "POSITIONS", "SHAPES", "SIZES", "DemoCorpusPaths", "generate_demo_corpus"]
+
 COLORS = ("red", "green", "blue", "yellow", "purple", "gray")
 SHAPES = ("cube", "sphere", "cylinder", "cone")
 SIZES = ("small", "large")
 POSITIONS = ("left", "middle", "right")
-DEMO_FEATURE_FORMATS = ("tsv", "lxmert-tsv", "hdf5", "npz-dir", "lmdb")
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
 
 # Attribute vector of a region: colour, shape, size one-hots and objectness (weighted by the overlap with the
@@ -57,7 +58,7 @@ _ATTRIBUTE_SALIENCE = 2.0
 
 
 @dataclass
-class DemoObject:
+class _DemoObject:
     color: str
     shape: str
     size: str
@@ -67,18 +68,18 @@ class DemoObject:
 
 
 @dataclass
-class DemoImage:
+class _DemoImage:
     image_id: int
     width: int
     height: int
     coco_split: str  # train2014 | val2014 | test2015
     karpathy_split: str | None  # train | restval | val | test | None (test2015)
-    objects: list[DemoObject] = field(default_factory=list)
+    objects: list[_DemoObject] = field(default_factory=list)
 
 
 @dataclass
 class DemoCorpusPaths:
-    """Where :func:`generate_demo_corpus` wrote each part of the corpus.
+    """Where [`generate_demo_corpus`] wrote each part of the corpus.
 
     Attributes:
         root: The corpus directory.
@@ -132,8 +133,8 @@ def _split_plan(num_images: int) -> list[tuple[str, str | None]]:
             + [("val2014", "test")] * test + [("test2015", None)] * test2015)
 
 
-def _make_objects(rng: np.random.Generator, width: int, height: int) -> list[DemoObject]:
-    objects: list[DemoObject] = []
+def _make_objects(rng: np.random.Generator, width: int, height: int) -> list[_DemoObject]:
+    objects: list[_DemoObject] = []
     placed: list[np.ndarray] = []
     for _ in range(int(rng.integers(2, 6))):
         size = SIZES[int(rng.integers(len(SIZES)))]
@@ -149,7 +150,7 @@ def _make_objects(rng: np.random.Generator, width: int, height: int) -> list[Dem
         else:
             continue
         placed.append(box)
-        objects.append(DemoObject(
+        objects.append(_DemoObject(
             color=COLORS[int(rng.integers(len(COLORS)))], shape=SHAPES[int(rng.integers(len(SHAPES)))], size=size,
             box=tuple(int(v) for v in box), position=_position_word(box, width)))
     return objects
@@ -168,7 +169,7 @@ def _jitter(rng: np.random.Generator, box: np.ndarray, width: int, height: int, 
     return candidate
 
 
-def _make_regions(rng: np.random.Generator, image: DemoImage, min_regions: int, max_regions: int) -> np.ndarray:
+def _make_regions(rng: np.random.Generator, image: _DemoImage, min_regions: int, max_regions: int) -> np.ndarray:
     """(K, 4) float32 proposal boxes: a tight and 1-2 loose boxes per object, then background boxes."""
     boxes = []
     for obj in image.objects:
@@ -187,7 +188,7 @@ def _make_regions(rng: np.random.Generator, image: DemoImage, min_regions: int, 
     return boxes[rng.permutation(len(boxes))]
 
 
-def _region_attributes(image: DemoImage, boxes: np.ndarray) -> np.ndarray:
+def _region_attributes(image: _DemoImage, boxes: np.ndarray) -> np.ndarray:
     """(K, A) attribute vectors of the regions (see ``_ATTRIBUTE_DIM``)."""
     attributes = np.zeros((len(boxes), _ATTRIBUTE_DIM), dtype=np.float32)
     object_boxes = np.array([obj.box for obj in image.objects], dtype=np.float32)
@@ -229,12 +230,12 @@ _ANSWER_POOLS = {
 _RARE_ANSWERS = ("not sure", "cant tell", "reddish", "ball", "block", "many", "maybe")
 
 
-def _unique(objects: list[DemoObject], key: Any) -> list[DemoObject]:
+def _unique(objects: list[_DemoObject], key: Any) -> list[_DemoObject]:
     counts = Counter(key(o) for o in objects)
     return [o for o in objects if counts[key(o)] == 1]
 
 
-def _question_candidates(rng: np.random.Generator, image: DemoImage) -> list[tuple[str, str, str, str]]:
+def _question_candidates(rng: np.random.Generator, image: _DemoImage) -> list[tuple[str, str, str, str]]:
     """(kind, question, question type, answer) for every question the image supports."""
     objects = image.objects
     out = []
@@ -278,7 +279,7 @@ def _annotator_answers(rng: np.random.Generator, kind: str, answer: str) -> list
     return answers
 
 
-def _vqa_records(rng: np.random.Generator, image: DemoImage, per_image: int) -> list[tuple[dict, dict]]:
+def _vqa_records(rng: np.random.Generator, image: _DemoImage, per_image: int) -> list[tuple[dict, dict]]:
     candidates = _question_candidates(rng, image)
     by_kind: dict[str, list] = {}
     for candidate in candidates:
@@ -306,17 +307,17 @@ def _vqa_records(rng: np.random.Generator, image: DemoImage, per_image: int) -> 
 # ---------------------------------------------------------------------------------------------------------------
 # Captions and Entities sentences
 # ---------------------------------------------------------------------------------------------------------------
-Segment = tuple[list[str], "tuple[int, str] | None"]  # words, and (chain id, type) when they form a phrase
+_Segment = tuple[list[str], "tuple[int, str] | None"]  # words, and (chain id, type) when they form a phrase
 
 
-def _caption(rng: np.random.Generator, image: DemoImage, scene_chain: int, nobox_chain: int,
-             group_chains: dict[str, int]) -> list[Segment]:
+def _caption(rng: np.random.Generator, image: _DemoImage, scene_chain: int, nobox_chain: int,
+             group_chains: dict[str, int]) -> list[_Segment]:
     """One caption: 2-3 of the image's objects with attributes and positions, sometimes a group, a scene, a
     shadow without box or a non-visual phrase."""
     objects = image.objects
     count = min(len(objects), int(rng.integers(2, 4)))
     picked = [objects[int(i)] for i in rng.permutation(len(objects))[:count]]
-    segments: list[Segment] = []
+    segments: list[_Segment] = []
     style = int(rng.integers(3))
     if style:
         segments.append((["there", "is"] if style == 1 else ["an", "image", "with"], None))
@@ -344,7 +345,7 @@ def _caption(rng: np.random.Generator, image: DemoImage, scene_chain: int, nobox
     return segments
 
 
-def _render(segments: list[Segment]) -> tuple[str, str, list[str]]:
+def _render(segments: list[_Segment]) -> tuple[str, str, list[str]]:
     """Karpathy raw text, Flickr30k Entities sentence line and Karpathy tokens of a caption."""
     words = [w for segment_words, _ in segments for w in segment_words]
     raw = " ".join(words[:-1]).replace(" ,", ",") + "."
@@ -353,7 +354,7 @@ def _render(segments: list[Segment]) -> tuple[str, str, list[str]]:
     return raw[0].upper() + raw[1:], entity_line, [w for w in words if w.isalnum()]
 
 
-def _annotation_xml(image: DemoImage, scene_chain: int, nobox_chain: int, group_chains: dict[str, int]) -> str:
+def _annotation_xml(image: _DemoImage, scene_chain: int, nobox_chain: int, group_chains: dict[str, int]) -> str:
     lines = ["<annotation>", f"  <filename>{image.image_id}.jpg</filename>",
              f"  <size>\n    <width>{image.width}</width>\n    <height>{image.height}</height>\n"
              "    <depth>3</depth>\n  </size>"]
@@ -402,15 +403,15 @@ def generate_demo_corpus(
         max_regions: Most regions per image (``min_regions == max_regions == 36`` gives the fixed-36 layout).
         questions_per_image: VQA questions per image (fewer when an image supports fewer).
         feature_noise: Standard deviation of the Gaussian noise added to the projected attributes.
-        feature_formats: Region-feature formats to write, any of ``tsv``, ``lxmert-tsv``, ``hdf5``, ``npz-dir``,
-            ``lmdb``; the bottom-up TSV is always written.
+        feature_formats: Region-feature formats to write, any of [`FEATURE_FORMATS`]; the bottom-up TSV is always
+            written.
 
     Returns:
         The written paths.
     """
-    unknown = set(feature_formats) - set(DEMO_FEATURE_FORMATS)
+    unknown = set(feature_formats) - set(FEATURE_FORMATS)
     if unknown:
-        raise ValueError(f"unknown feature formats {sorted(unknown)}; choose from {DEMO_FEATURE_FORMATS}")
+        raise ValueError(f"unknown feature formats {sorted(unknown)}; choose from {FEATURE_FORMATS}")
     if not 1 <= min_regions <= max_regions:
         raise ValueError("need 1 <= min_regions <= max_regions")
     root = Path(out_dir)
@@ -419,11 +420,11 @@ def generate_demo_corpus(
     projection = rng.normal(0.0, 1.0, (_ATTRIBUTE_DIM, feature_dim)).astype(np.float32)  # (A, F)
 
     ids = rng.choice(np.arange(1, 600_000), size=num_images, replace=False)
-    images: list[DemoImage] = []
+    images: list[_DemoImage] = []
     chain = 1
     for image_id, (coco_split, karpathy_split) in zip(ids, _split_plan(num_images)):
         width, height = int(rng.integers(480, 641)), int(rng.integers(360, 481))
-        image = DemoImage(int(image_id), width, height, coco_split, karpathy_split)
+        image = _DemoImage(int(image_id), width, height, coco_split, karpathy_split)
         image.objects = _make_objects(rng, width, height)
         for obj in image.objects:
             obj.chain_id = chain

@@ -1,9 +1,9 @@
 """Readers for the region-feature files the community distributes.
 
-Every reader yields one :class:`RegionFeatureRecord` per image (id, width, height, boxes as x1 y1 x2 y2 in pixels,
+Every reader yields one [`RegionFeatureRecord`] per image (id, width, height, boxes as x1 y1 x2 y2 in pixels,
 features) and validates it on the way: a record whose arrays disagree with ``num_boxes``, whose feature width
 differs from the rest of the file, that holds NaN or inf, that repeats an image id, or that cannot be decoded raises
-:class:`RegionFeatureError` naming the file, the line or key, and the problem. With ``skip_bad=True`` such records
+[`RegionFeatureError`] naming the file, the line or key, and the problem. With ``skip_bad=True`` such records
 are skipped instead and listed in ``reader.skipped``; nothing is ever dropped silently.
 
 Formats:
@@ -39,11 +39,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-FEATURE_FORMATS = ("tsv", "lxmert-tsv", "hdf5", "npz-dir", "lmdb")
-"""Names accepted by :func:`open_region_feature_reader` (plus ``"auto"``)."""
+__all__ = [
+    "FEATURE_FORMATS",
+    "RegionFeatureError",
+    "RegionFeatureReader",
+    "RegionFeatureRecord",
+    "SkippedRecord",
+    "canonical_image_id",
+    "detect_feature_format",
+    "open_region_feature_reader",
+]
 
-BOTTOM_UP_TSV_COLUMNS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
-LXMERT_TSV_COLUMNS = (
+_BOTTOM_UP_TSV_COLUMNS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
+_LXMERT_TSV_COLUMNS = (
     "img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes",
     "features",
 )
@@ -92,7 +100,7 @@ class RegionFeatureRecord:
     """Region features of one image.
 
     Attributes:
-        image_id: Canonical image id (see :func:`canonical_image_id`).
+        image_id: Canonical image id (see [`canonical_image_id`]).
         width: Image width in pixels.
         height: Image height in pixels.
         boxes: (K, 4) float32 boxes, x1 y1 x2 y2 in pixels.
@@ -113,7 +121,7 @@ class RegionFeatureRecord:
 
 
 def canonical_image_id(image_id: Any) -> str:
-    """Returns the string key under which an image id is stored and looked up.
+    """The string key under which an image id is stored and looked up.
 
     Integers and digit strings map to the decimal form without leading zeros (``42``, ``"42"`` and ``"000042"``
     are one image); bytes are decoded; any other string is kept as is (after stripping whitespace).
@@ -128,7 +136,7 @@ def canonical_image_id(image_id: Any) -> str:
     return text
 
 
-def numeric_image_id(name: str) -> str:
+def _numeric_image_id(name: str) -> str:
     """Reduces a file-style image name to its trailing number, e.g. ``COCO_val2014_000000000042`` -> ``"42"``.
 
     Raises:
@@ -152,14 +160,14 @@ class _BadRecord(Exception):
 class RegionFeatureReader(ABC):
     """Base class of the readers: validation, duplicate detection, skip mode and progress.
 
-    Subclasses implement :meth:`_entries`, yielding ``(location, payload, progress_units)`` (payload ``None`` for
-    entries without data, such as a header line), and :meth:`_parse`, turning a payload into a record or raising
+    Subclasses implement ``_entries``, yielding ``(location, payload, progress_units)`` (payload ``None`` for
+    entries without data, such as a header line), and ``_parse``, turning a payload into a record or raising
     ``_BadRecord``.
 
     Args:
         path: The file or directory to read.
         feature_dim: Expected feature width; inferred from the first good record when ``None``.
-        skip_bad: Skip bad records and list them in :attr:`skipped` instead of raising.
+        skip_bad: Skip bad records and list them in ``skipped`` instead of raising.
         numeric_ids: Reduce image ids to their trailing number (``COCO_val2014_000000000042`` -> ``42``), so that
             stores keyed by file names match the integer ids of the annotations.
     """
@@ -228,7 +236,7 @@ class RegionFeatureReader(ABC):
     def _image_id(self, raw: Any) -> str:
         if self.numeric_ids:
             try:
-                return numeric_image_id(canonical_image_id(raw))
+                return _numeric_image_id(canonical_image_id(raw))
             except ValueError as error:
                 raise _BadRecord(str(error)) from None
         image_id = canonical_image_id(raw)
@@ -341,14 +349,14 @@ class _TSVReader(RegionFeatureReader):
         return num_boxes, boxes.reshape(num_boxes, 4), features.reshape(num_boxes, -1)
 
 
-class BottomUpTSVReader(_TSVReader):
+class _BottomUpTSVReader(_TSVReader):
     """Reads the bottom-up-attention TSV (36-box and adaptive 10-100-box releases).
 
     Lines are read as bytes and split on tabs, so the very long feature columns need no csv field-size limit.
     """
 
     format_name = "tsv"
-    columns = BOTTOM_UP_TSV_COLUMNS
+    columns = _BOTTOM_UP_TSV_COLUMNS
 
     def _parse_fields(self, row: dict[str, bytes]) -> RegionFeatureRecord:
         image_id = self._image_id(row["image_id"])
@@ -358,11 +366,11 @@ class BottomUpTSVReader(_TSVReader):
         return RegionFeatureRecord(image_id, width, height, boxes, features)
 
 
-class LXMERTTSVReader(_TSVReader):
+class _LXMERTTSVReader(_TSVReader):
     """Reads LXMERT's TSV variant (height before width, extra object/attribute columns)."""
 
     format_name = "lxmert-tsv"
-    columns = LXMERT_TSV_COLUMNS
+    columns = _LXMERT_TSV_COLUMNS
 
     def _parse_fields(self, row: dict[str, bytes]) -> RegionFeatureRecord:
         image_id = self._image_id(row["img_id"])
@@ -429,7 +437,7 @@ def _record_from_mapping(mapping: Mapping[str, Any], image_id: str) -> RegionFea
     return RegionFeatureRecord(image_id, width, height, boxes, features)
 
 
-class NpzDirectoryReader(RegionFeatureReader):
+class _NpzDirectoryReader(RegionFeatureReader):
     """Reads a directory of one ``.npz`` (or ``.npy`` + ``_info.npy``) per image, in sorted file-name order.
 
     The image id is the file name without its suffix.
@@ -473,14 +481,14 @@ class NpzDirectoryReader(RegionFeatureReader):
         return _record_from_mapping(mapping, self._image_id(stem))
 
 
-class LMDBReader(RegionFeatureReader):
+class _LMDBReader(RegionFeatureReader):
     """Reads an LMDB environment keyed by image id with one pickled dict per image (in key order)."""
 
     format_name = "lmdb"
 
     def __init__(self, path: str | os.PathLike, **kwargs: Any):
         super().__init__(path, **kwargs)
-        lmdb = import_optional("lmdb", "LMDB")
+        lmdb = _import_optional("lmdb", "LMDB")
         self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
                               subdir=self.path.is_dir(), max_readers=64)
 
@@ -510,7 +518,7 @@ class LMDBReader(RegionFeatureReader):
         self._env.close()
 
 
-class HDF5Reader(RegionFeatureReader):
+class _HDF5Reader(RegionFeatureReader):
     """Reads one HDF5 file with concatenated regions and per-image start/end rows.
 
     Datasets (aliases in brackets): ``image_features`` [features] (R, F) and ``image_bb`` [boxes] (R, 4) with
@@ -523,7 +531,7 @@ class HDF5Reader(RegionFeatureReader):
 
     def __init__(self, path: str | os.PathLike, *, image_ids: Sequence[Any] | None = None, **kwargs: Any):
         super().__init__(path, **kwargs)
-        h5py = import_optional("h5py", "HDF5")
+        h5py = _import_optional("h5py", "HDF5")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as error:
@@ -589,7 +597,7 @@ class HDF5Reader(RegionFeatureReader):
         self._file.close()
 
 
-def import_optional(module: str, what: str) -> Any:
+def _import_optional(module: str, what: str) -> Any:
     """Imports an optional dependency (``h5py``, ``lmdb``) or raises an ImportError that names the extra."""
     try:
         return __import__(module)
@@ -601,16 +609,23 @@ def import_optional(module: str, what: str) -> Any:
 
 
 _READERS: dict[str, type[RegionFeatureReader]] = {
-    "tsv": BottomUpTSVReader,
-    "lxmert-tsv": LXMERTTSVReader,
-    "hdf5": HDF5Reader,
-    "npz-dir": NpzDirectoryReader,
-    "lmdb": LMDBReader,
+    reader.format_name: reader
+    for reader in (_BottomUpTSVReader, _LXMERTTSVReader, _HDF5Reader, _NpzDirectoryReader, _LMDBReader)
 }
+
+FEATURE_FORMATS: tuple[str, ...] = tuple(_READERS)
+"""The region-feature formats: the names [`open_region_feature_reader`] accepts (plus ``"auto"``). This is the
+package's one list of them; the command line's choices and help texts are derived from it."""
 
 
 def detect_feature_format(path: str | os.PathLike) -> str:
     """Guesses the format of a region-feature source from its name and first bytes.
+
+    Args:
+        path: A file or directory.
+
+    Returns:
+        One of [`FEATURE_FORMATS`].
 
     Raises:
         ValueError: If the format cannot be told.
@@ -635,7 +650,7 @@ def detect_feature_format(path: str | os.PathLike) -> str:
         first = handle.readline(1 << 16)
     if ".tsv" in suffixes or b"\t" in first:
         columns = first.split(b"\t")
-        if columns[0].strip() == b"img_id" or len(columns) == len(LXMERT_TSV_COLUMNS):
+        if columns[0].strip() == b"img_id" or len(columns) == len(_LXMERT_TSV_COLUMNS):
             return "lxmert-tsv"
         return "tsv"
     raise ValueError(f"{path}: cannot tell the region-feature format; pass format= explicitly")
@@ -654,11 +669,19 @@ def open_region_feature_reader(
 
     Args:
         path: File or directory.
-        format: One of :data:`FEATURE_FORMATS` or ``"auto"`` (see :func:`detect_feature_format`).
+        format: One of [`FEATURE_FORMATS`] or ``"auto"`` (see [`detect_feature_format`]).
         feature_dim: Expected feature width (inferred from the first good record when ``None``).
         skip_bad: Skip and list bad records instead of raising.
         numeric_ids: Reduce image ids to their trailing number.
         **kwargs: Passed to the reader (e.g. ``image_ids=`` for HDF5 files without ids).
+
+    Returns:
+        The reader: iterate over it for [`RegionFeatureRecord`] objects; ``reader.skipped`` lists what
+        ``skip_bad`` left out.
+
+    Raises:
+        ValueError: If the format is unknown or cannot be detected.
+        FileNotFoundError: If ``path`` does not exist.
     """
     if format == "auto":
         format = detect_feature_format(path)

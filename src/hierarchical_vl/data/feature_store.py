@@ -33,43 +33,27 @@ from .feature_readers import (
     open_region_feature_reader,
 )
 
-STORE_FORMAT = "hierarchical-vl-region-store"
-STORE_VERSION = 1
+__all__ = ["ConversionReport", "RegionFeatureStore", "RegionFeatureStoreWriter", "convert_region_features"]
+
+_STORE_FORMAT = "hierarchical-vl-region-store"
+_STORE_VERSION = 1
 _FEATURES_FILE = "features.f16"
 _BOXES_FILE = "boxes.npy"
 _INDEX_FILE = "index.npz"
 _META_FILE = "store.json"
 
 
-@dataclass
-class RegionBatch:
-    """Regions of a batch of images, padded to the most regions in the batch.
-
-    Attributes:
-        features: (B, T, F) float16 region features (zeros at padding).
-        boxes: (B, T, 4) float32 boxes x1 y1 x2 y2 in pixels (zeros at padding).
-        normalized_boxes: (B, T, 4) float32 boxes divided by image width/height, in [0, 1].
-        mask: (B, T) int64, 1 for real regions.
-        sizes: (B, 2) float32 image width and height.
-    """
-
-    features: np.ndarray
-    boxes: np.ndarray
-    normalized_boxes: np.ndarray
-    mask: np.ndarray
-    sizes: np.ndarray
-
-
 class RegionFeatureStore(Mapping[str, dict]):
     """Random access to the region features of many images, by image id or by image index.
 
     ``store[image_id]`` gives ``{"image_id", "features" (K, F) float16, "boxes" (K, 4) float32 pixels,
-    "width", "height"}``; :meth:`gather` builds a padded batch from image indices with one fancy-index gather.
+    "width", "height"}``; [`~RegionFeatureStore.region_rows`] and [`~RegionFeatureStore.read_rows`] build a padded
+    batch from image indices with one fancy-index gather.
     Ids are looked up in canonical form, so ``store[42]`` and ``store["42"]`` are the same image. The store pickles
     by path (DataLoader workers reopen the memory map instead of copying it).
 
     Args:
-        path: Directory written by :class:`RegionFeatureStoreWriter` or :func:`convert_region_features`.
+        path: Directory written by [`RegionFeatureStoreWriter`] or [`convert_region_features`].
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -78,8 +62,8 @@ class RegionFeatureStore(Mapping[str, dict]):
         if not meta_file.exists():
             raise FileNotFoundError(f"{self.path} is not a region-feature store (no {_META_FILE})")
         self.metadata: dict[str, Any] = json.loads(meta_file.read_text())
-        if self.metadata.get("format") != STORE_FORMAT or self.metadata.get("version") != STORE_VERSION:
-            raise ValueError(f"{meta_file}: not a version-{STORE_VERSION} {STORE_FORMAT}")
+        if self.metadata.get("format") != _STORE_FORMAT or self.metadata.get("version") != _STORE_VERSION:
+            raise ValueError(f"{meta_file}: not a version-{_STORE_VERSION} {_STORE_FORMAT}")
         self.feature_dim = int(self.metadata["feature_dim"])
         num_rows = int(self.metadata["num_regions"]) + 1
         self.features = np.memmap(self.path / _FEATURES_FILE, dtype=np.float16, mode="r",
@@ -130,7 +114,7 @@ class RegionFeatureStore(Mapping[str, dict]):
         """Image indices of many image ids.
 
         Args:
-            image_ids: Ids in any form :func:`canonical_image_id` accepts.
+            image_ids: Ids in any form [`canonical_image_id`] accepts.
             missing: ``"raise"`` to fail on ids not in the store (listing some), or ``"mark"`` to return -1 for them.
 
         Returns:
@@ -184,7 +168,7 @@ class RegionFeatureStore(Mapping[str, dict]):
         """Reads region features by store row with one fancy-index gather of the memory map.
 
         Args:
-            rows: (B, T) store rows (from :meth:`region_rows`).
+            rows: (B, T) store rows (from [`region_rows`]).
 
         Returns:
             (B, T, F) float16 features (a new array; numpy allocates it with transparent huge pages, which makes
@@ -198,32 +182,12 @@ class RegionFeatureStore(Mapping[str, dict]):
         scale = np.concatenate([sizes, sizes], axis=1)[:, None, :]  # (B, 1, 4) w h w h
         return np.clip(self.boxes[rows] / scale, 0.0, 1.0).astype(np.float32)
 
-    def gather(self, image_indices: np.ndarray, max_regions: int | None = 100) -> RegionBatch:
-        """Gathers the padded regions of a batch of images.
-
-        Args:
-            image_indices: (B,) image indices (see :meth:`indices`).
-            max_regions: Cap on regions per image; ``None`` for no cap.
-
-        Returns:
-            The padded :class:`RegionBatch`.
-        """
-        image_indices = np.asarray(image_indices, dtype=np.int64)
-        rows, mask = self.region_rows(image_indices, max_regions)
-        return RegionBatch(
-            features=self.read_rows(rows),
-            boxes=np.asarray(self.boxes[rows]),
-            normalized_boxes=self.normalized_boxes(rows, image_indices),
-            mask=mask,
-            sizes=self.sizes[image_indices],
-        )
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------------------
 class RegionFeatureStoreWriter:
-    """Writes a :class:`RegionFeatureStore` atomically, one image at a time.
+    """Writes a [`RegionFeatureStore`] atomically, one image at a time.
 
     Use as a context manager: the store appears at ``path`` only when the block exits without an error; on error
     the temporary directory is removed.
@@ -332,9 +296,7 @@ class RegionFeatureStoreWriter:
             raise ValueError(f"no images were written to {self.path}")
         try:
             self._features.write(np.zeros(self.feature_dim, dtype=np.float16).tobytes())  # padding row
-            self._features.flush()
-            os.fsync(self._features.fileno())
-            self._features.close()
+            self._features.close()  # flushed; publish() below fsyncs every file before the rename
             boxes = np.concatenate(self._boxes + [np.zeros((1, 4), np.float32)], axis=0)
             np.save(self._tmp / _BOXES_FILE, boxes)
             np.savez(self._tmp / _INDEX_FILE, image_ids=np.asarray(self._ids, dtype=str),
@@ -342,8 +304,8 @@ class RegionFeatureStoreWriter:
                      sizes=np.asarray(self._sizes, dtype=np.float32).reshape(-1, 2))
             counts = np.diff(self._offsets)
             meta = {
-                "format": STORE_FORMAT,
-                "version": STORE_VERSION,
+                "format": _STORE_FORMAT,
+                "version": _STORE_VERSION,
                 "num_images": len(self._ids),
                 "num_regions": int(self._offsets[-1]),
                 "feature_dim": int(self.feature_dim),
@@ -371,7 +333,7 @@ class RegionFeatureStoreWriter:
 
 @dataclass
 class ConversionReport:
-    """What :func:`convert_region_features` wrote and what it left out.
+    """What [`convert_region_features`] wrote and what it left out.
 
     Attributes:
         path: The store directory.
@@ -410,7 +372,7 @@ def convert_region_features(
     Args:
         sources: Files or directories, read in order.
         destination: Store directory to write.
-        format: Source format (:data:`~hierarchical_vl.data.feature_readers.FEATURE_FORMATS`) or ``"auto"``.
+        format: Source format ([`~hierarchical_vl.data.feature_readers.FEATURE_FORMATS`]) or ``"auto"``.
         feature_dim: Expected feature width; inferred from the first good record when ``None``.
         skip_bad: Skip bad records (listed in the report and in ``store.json``) instead of raising.
         numeric_ids: Reduce image ids to their trailing number (``COCO_val2014_000000000042`` -> ``42``).
@@ -418,7 +380,7 @@ def convert_region_features(
         progress: Show a progress bar per source.
 
     Returns:
-        A :class:`ConversionReport`.
+        A [`ConversionReport`].
 
     Raises:
         RegionFeatureError: On a bad record (without ``skip_bad``), naming the file, line or key and the problem,

@@ -1,4 +1,4 @@
-"""Writers of the community region-feature formats, the inverse of :mod:`.feature_readers`.
+"""Writers of the community region-feature formats, the inverse of `hierarchical_vl.data.feature_readers`.
 
 They produce files laid out exactly as the public releases are (the demo corpus uses them, and they export a store
 to tools that expect those formats). Every writer goes through a temporary name in the destination's directory and
@@ -16,14 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_files import atomic_path
-from .feature_readers import RegionFeatureRecord, import_optional
+from .feature_readers import RegionFeatureRecord, _import_optional
+
+__all__ = ["write_bottom_up_tsv", "write_hdf5", "write_lmdb", "write_lxmert_tsv", "write_npz_directory"]
 
 
 def _b64(array: np.ndarray, dtype: type) -> bytes:
     return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes())
 
 
-def bottom_up_tsv_line(record: RegionFeatureRecord) -> bytes:
+def _bottom_up_tsv_line(record: RegionFeatureRecord) -> bytes:
     """One line of the bottom-up-attention TSV (``image_id, image_w, image_h, num_boxes, boxes, features``)."""
     fields = [
         record.image_id.encode(), _number(record.width), _number(record.height), str(record.num_boxes).encode(),
@@ -32,7 +34,7 @@ def bottom_up_tsv_line(record: RegionFeatureRecord) -> bytes:
     return b"\t".join(fields) + b"\n"
 
 
-def lxmert_tsv_line(record: RegionFeatureRecord) -> bytes:
+def _lxmert_tsv_line(record: RegionFeatureRecord) -> bytes:
     """One line of LXMERT's TSV (``img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf,
     num_boxes, boxes, features``); missing object/attribute arrays are written as zeros."""
     count = record.num_boxes
@@ -55,27 +57,51 @@ def _number(value: float) -> bytes:
 
 
 def write_bottom_up_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
-    """Writes records as a bottom-up-attention TSV (no header, as released)."""
+    """Writes records as a bottom-up-attention TSV (no header, as released).
+
+    Args:
+        path: The destination file; written under a temporary name beside it and renamed when complete.
+        records: The images' records.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for record in records:
-            handle.write(bottom_up_tsv_line(record))
+            handle.write(_bottom_up_tsv_line(record))
     return path
 
 
 def write_lxmert_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
-    """Writes records as LXMERT's TSV (no header, as released)."""
+    """Writes records as LXMERT's TSV (no header, as released).
+
+    Args:
+        path: The destination file; written under a temporary name beside it and renamed when complete.
+        records: The images' records.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         for record in records:
-            handle.write(lxmert_tsv_line(record))
+            handle.write(_lxmert_tsv_line(record))
     return path
 
 
 def write_hdf5(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
     """Writes records as one HDF5 file: ``image_features`` (R, F), ``image_bb`` (R, 4), ``pos_boxes`` (N, 2)
-    start/end rows, ``image_ids`` (N,) strings, ``image_w``/``image_h`` (N,)."""
-    h5py = import_optional("h5py", "HDF5")
+    start/end rows, ``image_ids`` (N,) strings, ``image_w``/``image_h`` (N,).
+
+    Args:
+        path: The destination file; written under a temporary name beside it and renamed when complete.
+        records: The images' records.
+
+    Returns:
+        ``path``.
+    """
+    h5py = _import_optional("h5py", "HDF5")
     records = list(records)
     path = Path(path)
     counts = np.array([r.num_boxes for r in records], dtype=np.int64)
@@ -92,7 +118,15 @@ def write_hdf5(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) 
 
 def write_npz_directory(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
     """Writes one ``<image_id>.npz`` per image with keys ``x`` (K, F), ``bbox`` (K, 4), ``num_bbox``,
-    ``image_w`` and ``image_h`` (the layout of the detectron2-based bottom-up extractors)."""
+    ``image_w`` and ``image_h`` (the layout of the detectron2-based bottom-up extractors).
+
+    Args:
+        path: The destination directory; written under a temporary name beside it and renamed when complete.
+        records: The images' records.
+
+    Returns:
+        ``path``.
+    """
     path = Path(path)
     with atomic_path(path, directory=True) as tmp:
         for record in records:
@@ -104,8 +138,16 @@ def write_npz_directory(path: str | os.PathLike, records: Iterable[RegionFeature
 
 def write_lmdb(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
     """Writes an LMDB environment keyed by image id, one pickled dict per image (``image_id``, ``image_w``,
-    ``image_h``, ``num_boxes``, ``boxes`` (K, 4), ``features`` (K, F)), plus the pickled id list under ``keys``."""
-    lmdb = import_optional("lmdb", "LMDB")
+    ``image_h``, ``num_boxes``, ``boxes`` (K, 4), ``features`` (K, F)), plus the pickled id list under ``keys``.
+
+    Args:
+        path: The destination environment directory; written under a temporary name beside it and renamed when complete.
+        records: The images' records.
+
+    Returns:
+        ``path``.
+    """
+    lmdb = _import_optional("lmdb", "LMDB")
     records = list(records)
     path = Path(path)
     size = sum(r.features.size * 4 + r.boxes.size * 4 + 1024 for r in records) * 2 + (1 << 20)

@@ -13,7 +13,7 @@ character span (``char_start``, ``char_end``, end exclusive) in ``sentence``, gr
 * ``missing``: the chain is not in the annotation file.
 
 Only ``box`` phrases take part in grounding; the others are kept in the rows and counted by
-:func:`entities_phrase_counts`. Boxes follow the dataset's own utilities: the 1-based VOC ``xmin ymin xmax ymax``
+[`entities_phrase_counts`]. Boxes follow the dataset's own utilities: the 1-based VOC ``xmin ymin xmax ymax``
 each minus 1, i.e. 0-based pixel coordinates.
 """
 
@@ -27,7 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generator_datasets import from_generator, import_datasets
+from .generator_datasets import _from_generator, _import_datasets
+
+__all__ = [
+    "BOX_STATUSES",
+    "ENTITIES_SPLITS",
+    "EntitiesAnnotation",
+    "EntitiesFormatError",
+    "EntitiesPhrase",
+    "entities_phrase_counts",
+    "load_flickr30k_entities",
+    "parse_entities_annotation",
+    "parse_entities_sentence",
+]
 
 ENTITIES_SPLITS = ("train", "val", "test")
 BOX_STATUSES = ("box", "scene", "nobndbox", "notvisual", "missing")
@@ -65,6 +77,14 @@ def parse_entities_sentence(line: str, *, file: str = "<sentence>", line_number:
 
     ``[/EN#18/people A man] with [/EN#19/clothing pierced ears] .`` gives the sentence ``A man with pierced ears .``
     and two phrases (chain ``18``, words 0-1, characters 0-5; chain ``19``, words 3-4).
+
+    Args:
+        line: The line.
+        file: File name for error messages.
+        line_number: Line number for error messages.
+
+    Returns:
+        The sentence (words joined by single spaces) and its phrases.
 
     Raises:
         EntitiesFormatError: On an unclosed or malformed phrase.
@@ -108,6 +128,12 @@ def parse_entities_sentence(line: str, *, file: str = "<sentence>", line_number:
 
 def parse_entities_annotation(path: str | os.PathLike) -> EntitiesAnnotation:
     """Parses ``Annotations/<id>.xml``; boxes become 0-based (each VOC coordinate minus 1).
+
+    Args:
+        path: The annotation file.
+
+    Returns:
+        The image size, the boxes of every chain id and the chains flagged scene or without box.
 
     Raises:
         EntitiesFormatError: On unreadable XML or a malformed object.
@@ -157,9 +183,9 @@ def _box_status(phrase: EntitiesPhrase, annotation: EntitiesAnnotation) -> str:
     return "missing"
 
 
-def entities_features() -> Any:
+def _entities_features() -> Any:
     """The explicit ``datasets.Features`` of the Flickr30k Entities rows."""
-    datasets = import_datasets()
+    datasets = _import_datasets()
 
     return datasets.Features({
         "image_id": datasets.Value("int64"),
@@ -181,14 +207,14 @@ def entities_features() -> Any:
     })
 
 
-def read_split_list(path: str | os.PathLike) -> list[str]:
+def _read_split_list(path: str | os.PathLike) -> list[str]:
     """Image ids (file names without suffix) of a split list, one per line."""
     return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def _generate_entities(root: str, split: str) -> Iterator[dict[str, Any]]:
     root_path = Path(root)
-    for image_name in read_split_list(root_path / f"{split}.txt"):
+    for image_name in _read_split_list(root_path / f"{split}.txt"):
         sentence_file = root_path / "Sentences" / f"{image_name}.txt"
         annotation = parse_entities_annotation(root_path / "Annotations" / f"{image_name}.xml")
         lines = sentence_file.read_text(encoding="utf-8").splitlines()
@@ -228,7 +254,7 @@ def load_flickr30k_entities(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    datasets = import_datasets()
+    datasets = _import_datasets()
 
     root = Path(root)
     for required in ("Sentences", "Annotations"):
@@ -238,9 +264,9 @@ def load_flickr30k_entities(
     for name in names:
         if not (root / f"{name}.txt").exists():
             raise FileNotFoundError(f"no split list {root / f'{name}.txt'}")
-    features = entities_features()
+    features = _entities_features()
     loaded = {
-        name: from_generator(_generate_entities, {"root": str(root), "split": name}, features, streaming=streaming,
+        name: _from_generator(_generate_entities, {"root": str(root), "split": name}, features, streaming=streaming,
                              cache_dir=cache_dir, split=name,
                              fingerprint_parts=(root / f"{name}.txt", root / "Sentences", root / "Annotations"))
         for name in names

@@ -1,6 +1,6 @@
 """Map-style and streaming ``datasets`` datasets built from one generator, so that both give the same records.
 
-``datasets`` is imported inside the functions: the rest of :mod:`hierarchical_vl.data` works without it.
+``datasets`` is imported inside the functions: the rest of `hierarchical_vl.data` works without it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+__all__: list[str] = []  # internal: the annotation loaders of this package use it
+
 _LOADER_VERSION = "1"
 
 
-def import_datasets() -> Any:
+def _import_datasets() -> Any:
     """The ``datasets`` module, or an ImportError that says which part of the package needs it."""
     try:
         import datasets
@@ -45,11 +47,11 @@ def _file_fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:32]
 
 
-def from_generator(generator: Callable, gen_kwargs: dict[str, Any], features: Any, *, streaming: bool,
+def _from_generator(generator: Callable, gen_kwargs: dict[str, Any], features: Any, *, streaming: bool,
                    cache_dir: str | os.PathLike | None, fingerprint_parts: Sequence[Any], split: str) -> Any:
     """Builds a map-style ``Dataset`` (cached, fingerprinted by the files' path, size and mtime) or, with
     ``streaming``, an ``IterableDataset`` from one generator, so both give the same records."""
-    datasets = import_datasets()
+    datasets = _import_datasets()
     split_name = datasets.NamedSplit(re.sub(r"[^\w]+", "_", split))
     if streaming:
         return datasets.IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name)

@@ -1,6 +1,6 @@
 """Streaming the items of one array inside a large JSON object file (VQA and Karpathy files are single documents).
 
-:func:`iter_json_array` reads the file in growing chunks and decodes one array item at a time with the standard
+[`iter_json_array`] reads the file in growing chunks and decodes one array item at a time with the standard
 library's decoder, so memory holds one item (plus the other, small top-level values), not the whole file.
 """
 
@@ -11,6 +11,8 @@ import os
 import re
 from collections.abc import Iterator
 from typing import Any
+
+__all__ = ["JSONStreamError", "iter_json_array"]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -84,6 +86,9 @@ def iter_json_array(path: str | os.PathLike, key: str, *, chunk_size: int = 1 <<
         path: A file holding one JSON object, e.g. ``{"info": {...}, "questions": [{...}, ...]}``.
         key: The top-level key of the array.
         chunk_size: Characters read at a time (the buffer grows for larger items).
+
+    Yields:
+        The array's items, decoded, in file order.
 
     Raises:
         JSONStreamError: On malformed JSON, or when the key is missing or not an array.

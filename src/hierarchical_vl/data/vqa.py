@@ -7,7 +7,7 @@ with the dataset) with their soft ``scores`` = min(1, 0.3 x number of annotators
 in-vocabulary answer among the 10. Test splits have no annotations: their answer fields are empty.
 
 The answer vocabulary is the ``multiple_choice_answer`` strings seen more than 8 times in the training annotations
-(most frequent first). Answers are compared after :func:`normalize_answer_text` (lowercase, single spaces); pass
+(most frequent first). Answers are compared after [`normalize_answer_text`] (lowercase, single spaces); pass
 another ``normalize`` (e.g. the official VQA normalisation) to change that.
 """
 
@@ -21,8 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from .generator_datasets import from_generator, import_datasets
+from .generator_datasets import _from_generator, _import_datasets
 from .json_stream import iter_json_array
+
+__all__ = [
+    "VQA_SPLIT_FILES",
+    "build_vqa_answer_vocab",
+    "load_vqa",
+    "normalize_answer_text",
+    "vqa_answer_vocab",
+    "vqa_data_files",
+    "vqa_soft_score",
+]
 
 VQA_SPLIT_FILES = {
     "train": "train2014",
@@ -32,7 +42,7 @@ VQA_SPLIT_FILES = {
 }
 """Split name -> the data subtype in the official file names."""
 
-AnswerNormalizer = Callable[[str], str]
+_AnswerNormalizer = Callable[[str], str]
 
 
 def normalize_answer_text(text: str) -> str:
@@ -69,11 +79,16 @@ def build_vqa_answer_vocab(
     annotation_files: str | os.PathLike | Iterable[str | os.PathLike],
     *,
     min_count: int = 9,
-    normalize: AnswerNormalizer = normalize_answer_text,
+    normalize: _AnswerNormalizer = normalize_answer_text,
 ) -> list[str]:
     """The answer vocabulary: ``multiple_choice_answer`` strings seen at least ``min_count`` times.
 
     The default ``min_count=9`` is "more than 8 times" of the paper. The files are streamed.
+
+    Args:
+        annotation_files: One or more official annotation files.
+        min_count: Fewest occurrences of a kept answer.
+        normalize: How answers are compared.
 
     Returns:
         Answers, most frequent first (ties alphabetically).
@@ -88,9 +103,9 @@ def build_vqa_answer_vocab(
             if count >= min_count]
 
 
-def vqa_features(answer_vocab: Sequence[str]) -> Any:
+def _vqa_features(answer_vocab: Sequence[str]) -> Any:
     """The explicit ``datasets.Features`` of the VQA rows, with the vocabulary as ``ClassLabel`` names."""
-    datasets = import_datasets()
+    datasets = _import_datasets()
 
     return datasets.Features({
         "question_id": datasets.Value("int64"),
@@ -112,7 +127,7 @@ def vqa_answer_vocab(dataset: Any) -> list[str]:
 
 
 def _soft_targets(answers: Sequence[str], index: Mapping[str, int],
-                  normalize: AnswerNormalizer) -> tuple[list[int], list[float]]:
+                  normalize: _AnswerNormalizer) -> tuple[list[int], list[float]]:
     counts = Counter(normalize(a) for a in answers)
     pairs = sorted((index[a], vqa_soft_score(c)) for a, c in counts.items() if a in index)
     # Scores rounded to float32 here, so streaming rows equal the (float32) map-style rows exactly.
@@ -120,7 +135,7 @@ def _soft_targets(answers: Sequence[str], index: Mapping[str, int],
 
 
 def _generate_vqa(questions_file: str, annotations_file: str | None, answer_vocab: Sequence[str],
-                  normalize: AnswerNormalizer) -> Iterator[dict[str, Any]]:
+                  normalize: _AnswerNormalizer) -> Iterator[dict[str, Any]]:
     """Joins questions and annotations by question id while streaming both files.
 
     The official files list both in the same order; questions met out of order wait in a dict, so other orders
@@ -177,14 +192,14 @@ def load_vqa(
     answer_vocab: Sequence[str] | None = None,
     vocab_splits: Sequence[str] = ("train",),
     min_answer_count: int = 9,
-    normalize: AnswerNormalizer = normalize_answer_text,
+    normalize: _AnswerNormalizer = normalize_answer_text,
     streaming: bool = False,
     cache_dir: str | os.PathLike | None = None,
 ) -> Any:
     """Loads VQA 2.0 splits as ``datasets`` datasets.
 
     Args:
-        data_files: A directory with the official file names (see :func:`vqa_data_files`), or split name ->
+        data_files: A directory with the official file names (see [`vqa_data_files`]), or split name ->
             (questions file, annotations file or ``None`` for test splits).
         split: Load only this split (returns a ``Dataset``); all splits (a ``DatasetDict``) when ``None``.
         answer_vocab: The answer vocabulary; built from the annotations of ``vocab_splits`` when ``None``.
@@ -197,7 +212,7 @@ def load_vqa(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    datasets = import_datasets()
+    datasets = _import_datasets()
 
     files = vqa_data_files(data_files) if isinstance(data_files, (str, os.PathLike)) else dict(data_files)
     if split is not None and split not in files:
@@ -209,7 +224,7 @@ def load_vqa(
                              "pass answer_vocab=")
         answer_vocab = build_vqa_answer_vocab(sources, min_count=min_answer_count, normalize=normalize)
     answer_vocab = list(answer_vocab)
-    features = vqa_features(answer_vocab)
+    features = _vqa_features(answer_vocab)
     loaded = {}
     for name in [split] if split is not None else list(files):
         questions, annotations = files[name]
@@ -217,7 +232,7 @@ def load_vqa(
                       "annotations_file": None if annotations is None else str(annotations),
                       # a tuple: ``datasets`` would treat a list in gen_kwargs as shards
                       "answer_vocab": tuple(answer_vocab), "normalize": normalize}
-        loaded[name] = from_generator(
+        loaded[name] = _from_generator(
             _generate_vqa, gen_kwargs, features, streaming=streaming, cache_dir=cache_dir, split=name,
             fingerprint_parts=(questions, annotations, answer_vocab, normalize))
     if split is not None:

@@ -1,7 +1,7 @@
 """Evaluation metrics: official VQA accuracy, image-caption retrieval Recall@K and phrase grounding Recall@K.
 
 The metrics are plain functions over numpy arrays and Python containers (no torch, no model code). The same
-metrics are available as ``evaluate`` modules through :func:`load_metric`, which loads them from this installed
+metrics are available as ``evaluate`` modules through [`load_metric`], which loads them from this installed
 package without network access.
 """
 
@@ -14,7 +14,6 @@ from .grounding import box_iou, grounding_ranks, grounding_recall
 from .retrieval import coco_1k_5fold, retrieval_ranks, retrieval_recall
 from .vqa import (
     ANSWER_TYPES,
-    NUM_VQA_ANSWERS,
     normalize_vqa_answer,
     read_vqa_submission,
     vqa_accuracy,
@@ -25,7 +24,6 @@ from .vqa import (
 __all__ = [
     "ANSWER_TYPES",
     "METRIC_NAMES",
-    "NUM_VQA_ANSWERS",
     "box_iou",
     "coco_1k_5fold",
     "grounding_ranks",
@@ -41,7 +39,7 @@ __all__ = [
 ]
 
 METRIC_NAMES = ("vqa_accuracy", "retrieval_recall", "grounding_recall")
-"""Names accepted by :func:`load_metric`, one ``evaluate`` module each under ``metrics/modules/``."""
+"""Names accepted by [`load_metric`], one ``evaluate`` module each under ``metrics/modules/``."""
 
 
 def load_metric(name: str, **kwargs: Any) -> Any:
@@ -50,11 +48,15 @@ def load_metric(name: str, **kwargs: Any) -> Any:
     ``evaluate`` (and ``datasets``) are imported only here, so the rest of the package runs without them.
 
     Args:
-        name: One of :data:`METRIC_NAMES`.
+        name: One of [`METRIC_NAMES`].
         **kwargs: Passed to ``evaluate.load`` (e.g. ``experiment_id``, ``num_process``, ``process_id``).
 
     Returns:
         The ``evaluate.EvaluationModule``.
+
+    Raises:
+        ValueError: If ``name`` is not one of [`METRIC_NAMES`].
+        ImportError: If ``evaluate`` is not installed.
     """
     if name not in METRIC_NAMES:
         raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRIC_NAMES)}")

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .vqa import _write_json_atomically, read_vqa_submission, vqa_accuracy
+from ..atomic_files import write_text_atomic
+from .vqa import read_vqa_submission, vqa_accuracy
+
+__all__ = ["add_commands"]
 
 
 def add_commands(subparsers: Any) -> None:
@@ -111,6 +114,6 @@ def _run_vqa(args: argparse.Namespace) -> int:
             "questions": str(args.questions),
             "annotations": str(args.annotations),
         }
-        _write_json_atomically(record, args.output, indent=2)
+        write_text_atomic(args.output, json.dumps(record, ensure_ascii=False, indent=2))
         print(f"wrote {args.output}")
     return 0

@@ -7,7 +7,7 @@ pixel boxes the VOC way (width = ``x2 - x1 + 1``).
 
 A phrase counts as grounded at K when one of its K best-scoring regions has IoU >= the threshold (0.5) with *any*
 of its ground-truth boxes (a phrase may refer to several boxes). Regions that score the same as the best correct
-region are ranked before it (ties broken against the ground truth, as in :mod:`hierarchical_vl.metrics.retrieval`),
+region are ranked before it (ties broken against the ground truth, as in [`hierarchical_vl.metrics.retrieval`]),
 so a constant scorer does not get credit for ties. The upper bound is the percentage of phrases for which at least
 one candidate region reaches the threshold, i.e. the best any scorer could do with those regions.
 """
@@ -22,44 +22,59 @@ import numpy as np
 __all__ = ["box_iou", "grounding_ranks", "grounding_recall"]
 
 
-def _as_boxes(boxes: Any, name: str) -> np.ndarray:
-    boxes = np.asarray(boxes, dtype=np.float64)
+def _as_boxes(boxes: Any, name: str, dtype: Any = None) -> np.ndarray:
+    """``boxes`` as a (..., n, 4) float array (float32 stays float32, anything else becomes float64), checked."""
+    boxes = np.asarray(boxes)
+    boxes = boxes.astype(dtype or (np.float32 if boxes.dtype == np.float32 else np.float64), copy=False)
     if boxes.ndim == 1 and boxes.size == 0:
         boxes = boxes.reshape(0, 4)
     if boxes.ndim == 1 and boxes.shape == (4,):
         boxes = boxes[None]
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must have shape (n, 4) as x1 y1 x2 y2, got shape {boxes.shape}")
+    if boxes.ndim < 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"{name} must have shape (n, 4) (or (..., n, 4)) as x1 y1 x2 y2, got shape {boxes.shape}")
     if np.isnan(boxes).any():
-        raise ValueError(f"{name} contains NaN (box {np.flatnonzero(np.isnan(boxes).any(axis=1))[0]})")
-    inverted = np.flatnonzero((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]))
+        raise ValueError(f"{name} contains NaN (box {np.flatnonzero(np.isnan(boxes.reshape(-1, 4)).any(axis=1))[0]})")
+    inverted = np.argwhere((boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1]))
     if inverted.size:
-        raise ValueError(f"{name}[{inverted[0]}] = {boxes[inverted[0]].tolist()} has x2 < x1 or y2 < y1")
+        where = tuple(int(i) for i in inverted[0])
+        raise ValueError(
+            f"{name}[{', '.join(map(str, where))}] = {boxes[where].tolist()} has x2 < x1 or y2 < y1"
+        )
     return boxes
 
 
 def box_iou(a: Any, b: Any, offset: float = 0.0) -> np.ndarray:
     """Pairwise intersection over union of two sets of boxes.
 
+    This is the package's one IoU: the grounding metric, the collators' grounding labels and the demo corpus all
+    use it. It is computed in float32 when both inputs are float32 arrays (as region and ground-truth boxes are
+    stored) and in float64 otherwise.
+
     Args:
-        a: Boxes, shape (n, 4) (or a single box, shape (4,)), as x1 y1 x2 y2 in pixels.
-        b: Boxes, shape (m, 4) (or (4,)).
+        a: Boxes, shape (n, 4) (or a single box, shape (4,)), as x1 y1 x2 y2 in pixels; or a batch (..., n, 4).
+        b: Boxes, shape (m, 4) (or (4,)); or a batch (..., m, 4) whose leading dimensions broadcast with ``a``'s.
         offset: Added to every width and height: 0 for continuous coordinates (default), 1 for inclusive integer
             pixel coordinates (the VOC convention).
 
     Returns:
-        IoU matrix, shape (n, m). A pair whose union is empty (two zero-area boxes) has IoU 0.
+        IoU matrix, shape (n, m) (or (..., n, m)). A pair whose union is empty (two zero-area boxes) has IoU 0.
+
+    Raises:
+        ValueError: If the boxes do not have 4 coordinates, contain NaN, or have x2 < x1 or y2 < y1.
     """
     a, b = _as_boxes(a, "a"), _as_boxes(b, "b")
-    area_a = (a[:, 2] - a[:, 0] + offset) * (a[:, 3] - a[:, 1] + offset)  # (n,)
-    area_b = (b[:, 2] - b[:, 0] + offset) * (b[:, 3] - b[:, 1] + offset)  # (m,)
-    # Intersection width and height, (n, m).
-    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + offset
-    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + offset
+    dtype = np.result_type(a, b)
+    a = a.astype(dtype, copy=False)[..., :, None, :]  # (..., n, 1, 4)
+    b = b.astype(dtype, copy=False)[..., None, :, :]  # (..., 1, m, 4)
+    # Intersection width and height, (..., n, m).
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + offset
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + offset
     inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    union = area_a[:, None] + area_b[None, :] - inter
+    area_a = (a[..., 2] - a[..., 0] + offset) * (a[..., 3] - a[..., 1] + offset)  # (..., n, 1)
+    area_b = (b[..., 2] - b[..., 0] + offset) * (b[..., 3] - b[..., 1] + offset)  # (..., 1, m)
+    union = area_a + area_b - inter
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(dtype, copy=False)
 
 
 def _phrases(region_scores: Any, region_boxes: Any, region_mask: Any) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -101,7 +116,7 @@ def grounding_ranks(
         gt_boxes: Per phrase, its ground-truth boxes, shape (G_p, 4) with G_p >= 1.
         iou_threshold: IoU a region needs to count as correct.
         region_mask: Optional (P, T) mask, true for real regions, when scores and boxes are padded arrays.
-        offset: Box convention passed to :func:`box_iou`.
+        offset: Box convention passed to [`box_iou`].
 
     Returns:
         Ranks, shape (P,), float: ``inf`` for a phrase without any correct region.
@@ -118,8 +133,11 @@ def grounding_ranks(
             raise ValueError(f"{where}: region scores must be 1-D, got shape {scores.shape}")
         if np.isnan(scores).any():
             raise ValueError(f"{where}: region scores contain NaN")
-        boxes = _as_boxes(boxes, f"{where} region boxes")
-        gts = _as_boxes(gts, f"{where} ground-truth boxes")
+        boxes = _as_boxes(boxes, f"{where} region boxes", np.float64)
+        gts = _as_boxes(gts, f"{where} ground-truth boxes", np.float64)
+        if boxes.ndim != 2 or gts.ndim != 2:
+            raise ValueError(f"{where}: region and ground-truth boxes must have shape (n, 4), got {boxes.shape} "
+                             f"and {gts.shape}")
         if boxes.shape[0] != scores.shape[0]:
             raise ValueError(f"{where}: {scores.shape[0]} region scores but {boxes.shape[0]} region boxes")
         if gts.shape[0] == 0:
@@ -154,7 +172,7 @@ def grounding_recall(
         ks: The K of Recall@K.
         iou_threshold: IoU a region needs with a ground-truth box to count as correct.
         region_mask: Optional (P, T) mask, true for real regions, when scores and boxes are padded arrays.
-        offset: Box convention passed to :func:`box_iou` (0: continuous coordinates).
+        offset: Box convention passed to [`box_iou`] (0: continuous coordinates).
 
     Returns:
         ``{"r1": float, "r5": float, "r10": float, "upper_bound": float, "num_phrases": int}`` (one ``r{k}`` per

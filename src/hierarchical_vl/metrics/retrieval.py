@@ -18,7 +18,7 @@ follows the convention of the VSE++/SCAN evaluation code, ``floor(median(0-based
 of all Recall@K of both directions. Values are in percent, rounded to 2 decimals.
 
 COCO "1K test" is the mean over 5 folds of 1000 test images each (fold k = images 1000k ... 1000k + 999 and their
-captions); "5K test" is the whole 5000-image matrix (:func:`retrieval_recall` on it).
+captions); "5K test" is the whole 5000-image matrix ([`retrieval_recall`] on it).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def coco_1k_5fold(
         return_folds: Also return the metrics of each fold.
 
     Returns:
-        The mean metrics (same keys as :func:`retrieval_recall`, rounded to 2 decimals after averaging), and with
+        The mean metrics (same keys as [`retrieval_recall`], rounded to 2 decimals after averaging), and with
         ``return_folds`` also the list of per-fold metrics.
     """
     ks = _check_ks(ks)

@@ -6,13 +6,13 @@ against the 10 human answers of a question. Two versions of it are in use and bo
 Current version (default, ``legacy=False``)
     1. The prediction and the 10 human answers have newlines and tabs replaced by spaces and are stripped.
     2. If the 10 stripped human answers are *not* all identical, the prediction and each human answer are normalised
-       by :func:`normalize_vqa_answer` (punctuation, then lowercase, number words to digits, articles dropped,
+       by [`normalize_vqa_answer`] (punctuation, then lowercase, number words to digits, articles dropped,
        contractions restored). If they are all identical, nothing is normalised: the prediction must match them
        character for character (this keeps answers that read text in the image intact).
 
 Legacy version (``legacy=True``, the code before its 2021 fix, used by the VQA challenges and papers of 2015-2020)
     1. The prediction has newlines and tabs replaced by spaces, is stripped and is *always* fully normalised by
-       :func:`normalize_vqa_answer`.
+       [`normalize_vqa_answer`].
     2. The human answers are not stripped. If they are not all identical, each one goes through the punctuation step
        only (no lowercasing, no number words, no articles, no contractions); otherwise they are left untouched.
 
@@ -34,12 +34,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from ..atomic_files import write_text_atomic
 
 __all__ = [
     "ANSWER_TYPES",
@@ -318,33 +319,14 @@ def _submission_records(predictions: Any) -> list[dict[str, Any]]:
     return records
 
 
-def _write_json_atomically(data: Any, path: str | os.PathLike[str], indent: int | None = None) -> Path:
-    """Write ``data`` as JSON to a temporary file next to ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates the file private (0600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, ensure_ascii=False, indent=indent)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
-    return path
-
-
 def write_vqa_submission(
     predictions: Mapping[int, str] | Iterable[tuple[int, str]] | Iterable[Mapping[str, Any]],
     path: str | os.PathLike[str],
 ) -> Path:
     """Write predictions in the official VQA submission format, atomically.
 
-    The file is a JSON list ``[{"question_id": int, "answer": str}, ...]``. It is written to a temporary file in
-    the same directory and moved into place with ``os.replace``, so a reader never sees a partial file.
+    The file is a JSON list ``[{"question_id": int, "answer": str}, ...]`` (UTF-8, on one line). It is written
+    through `hierarchical_vl.atomic_files`, so a reader never sees a partial file.
 
     Args:
         predictions: A dict question id -> answer, or an iterable of ``(question_id, answer)`` pairs or of
@@ -354,7 +336,7 @@ def write_vqa_submission(
     Returns:
         The path written.
     """
-    return _write_json_atomically(_submission_records(predictions), path)
+    return write_text_atomic(path, json.dumps(_submission_records(predictions), ensure_ascii=False))
 
 
 def read_vqa_submission(path: str | os.PathLike[str]) -> dict[int, str]:

@@ -11,6 +11,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from ..atomic_files import publish
+
 __all__ = ["CheckpointError", "CheckpointManager"]
 
 logger = logging.getLogger(__name__)
@@ -50,13 +52,26 @@ class CheckpointManager:
         self.keep_last = keep_last
 
     def temporary_path(self, step: int) -> Path:
+        """The hidden directory every process saves the state of ``step`` into (the same name on all of them)."""
         return self.directory / f".tmp-step-{step:08d}"
 
     def final_path(self, step: int) -> Path:
+        """Where the finished checkpoint of ``step`` lives."""
         return self.directory / f"step-{step:08d}"
 
     def finalize(self, step: int, trainer_state: dict[str, Any]) -> Path:
-        """Write the trainer state and manifest into the temporary directory and move it into place (main process)."""
+        """Writes the trainer state and manifest into the temporary directory and publishes it (main process).
+
+        The directory is flushed to disk and renamed into place by `hierarchical_vl.atomic_files.publish`; older
+        checkpoints beyond ``keep_last`` are then deleted.
+
+        Args:
+            step: The update the checkpoint was taken after.
+            trainer_state: The trainer's position (stage, schedule, data order, evaluations).
+
+        Returns:
+            The finished checkpoint directory.
+        """
         temporary = self.temporary_path(step)
         (temporary / _TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
         files = {
@@ -65,10 +80,7 @@ class CheckpointManager:
             if path.is_file()
         }
         (temporary / _MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
-        final = self.final_path(step)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(temporary, final)
+        final = publish(temporary, self.final_path(step))  # fsync, then one rename (an old one is swapped out)
         self._prune()
         return final
 
@@ -85,7 +97,14 @@ class CheckpointManager:
 
     @staticmethod
     def verify(path: Path) -> dict[str, Any]:
-        """Check a checkpoint against its manifest; return its trainer state or raise `CheckpointError`."""
+        """Checks a checkpoint against its manifest.
+
+        Returns:
+            The checkpoint's trainer state.
+
+        Raises:
+            CheckpointError: If the checkpoint is incomplete, truncated or corrupt.
+        """
         manifest_path = path / _MANIFEST
         if not manifest_path.exists():
             raise CheckpointError(f"{path}: no {_MANIFEST} (the checkpoint was not completed)")
@@ -113,5 +132,4 @@ class CheckpointManager:
                 return path, self.verify(path)
             except CheckpointError as error:
                 logger.warning("skipping checkpoint: %s; trying the previous one", error)
-                print(f"warning: skipping checkpoint: {error}; trying the previous one", flush=True)
         return None

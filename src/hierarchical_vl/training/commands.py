@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-from pathlib import Path
+from typing import Any
+
+from ..atomic_files import write_text_atomic
 
 __all__ = ["add_commands", "parse_layers"]
 
 
 def parse_layers(text: str) -> list[int]:
-    """``"1-5"`` -> ``[1, 2, 3, 4, 5]``; ``"2,3,5"`` -> ``[2, 3, 5]``."""
+    """Parses a layer list: ``"1-5"`` -> ``[1, 2, 3, 4, 5]``; ``"2,3,5"`` -> ``[2, 3, 5]``.
+
+    Raises:
+        argparse.ArgumentTypeError: If the list is empty or names a layer below 1.
+    """
     layers: list[int] = []
     for part in text.split(","):
         if "-" in part:
@@ -31,7 +36,7 @@ def _train(args: argparse.Namespace) -> int:
     training_args = load_training_arguments(args.config, args.overrides)
     if args.output_dir:
         training_args.output_dir = args.output_dir
-    result = train_from_arguments(training_args, stop_after_updates=args.stop_after_updates)
+    result = train_from_arguments(training_args)
     print(f"trained {result.updates} updates in {result.train_seconds:.1f}s; model saved to {training_args.output_dir}")
     for record in result.evaluations[-3:]:
         print(json.dumps(record))
@@ -46,14 +51,12 @@ def _search_layers(args: argparse.Namespace) -> int:
     table = search_layers(training_args, args.task, args.layers, iterations=args.iterations, output_dir=args.output_dir)
     print(table.render())
     if args.output_json:
-        path = Path(args.output_json)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(table.to_dict(), indent=2))
-        os.replace(temporary, path)
+        write_text_atomic(args.output_json, json.dumps(table.to_dict(), indent=2))
     return 0
 
 
-def add_commands(subparsers) -> None:
+def add_commands(subparsers: Any) -> None:
+    """Registers ``hvl train`` and ``hvl search-layers`` on the top-level sub-parsers of the ``hvl`` command."""
     train = subparsers.add_parser(
         "train",
         help="train with the curriculum and task switching of the paper",
@@ -63,7 +66,6 @@ def add_commands(subparsers) -> None:
     train.add_argument("config", help="training preset name or YAML file")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, values in YAML syntax")
     train.add_argument("--output-dir", default=None)
-    train.add_argument("--stop-after-updates", type=int, default=None, help=argparse.SUPPRESS)
     train.set_defaults(func=_train)
 
     search = subparsers.add_parser(

@@ -32,7 +32,20 @@ class TaskTiming:
 
 
 def step_decay_learning_rate(update: int, base_lr: float, step_size: int, decay: float = 0.5) -> float:
-    """``base_lr * decay ** floor(update / step_size)``: the learning rate halved every ``step_size`` updates."""
+    """The step schedule: the learning rate multiplied by ``decay`` (halved) every ``step_size`` updates.
+
+    Args:
+        update: The update (0-based).
+        base_lr: The learning rate at update 0.
+        step_size: Updates between decays.
+        decay: The factor applied at each step.
+
+    Returns:
+        ``base_lr * decay ** floor(update / step_size)``.
+
+    Raises:
+        ValueError: If ``step_size`` is not positive.
+    """
     if step_size < 1:
         raise ValueError(f"step_size must be positive, got {step_size}")
     return base_lr * decay ** (update // step_size)

@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,11 @@ from .batching import CyclingBatches, TaskDataSource
 from .checkpointing import CheckpointManager
 from .schedule import TaskSwitchingSchedule, TaskTiming
 
-__all__ = ["MultiTaskTrainer", "TrainingResult"]
+__all__ = ["MultiTaskTrainer", "TrainerCallback", "TrainingResult", "UpdateState"]
 
 logger = logging.getLogger(__name__)
 
-EvaluateFn = Callable[[torch.nn.Module, list[str]], Mapping[str, float]]
+_EvaluateFn = Callable[[torch.nn.Module, list[str]], Mapping[str, float]]
 
 
 @dataclass
@@ -45,6 +45,49 @@ class TrainingResult:
     train_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class UpdateState:
+    """What one update did, handed to [`TrainerCallback.on_update_end`].
+
+    Attributes:
+        update: Updates done in the whole run, this one included (the number checkpoints are named after).
+        stage: Name of the curriculum stage.
+        task: The task this update trained.
+        loss: Its loss (mean over the gradient-accumulation steps).
+        learning_rate: The learning rate it used.
+    """
+
+    update: int
+    stage: str
+    task: str
+    loss: float
+    learning_rate: float
+
+
+class TrainerCallback:
+    """Hooks into [`MultiTaskTrainer.train`], in the manner of transformers' ``TrainerCallback``.
+
+    Subclass it and override the events you need; callbacks run in the order given, on every process.
+    ``on_update_end`` runs after the update's optimizer step and loss check, and before that update's periodic
+    evaluation and checkpoint: an exception raised there ends training at exactly that update, as a kill would,
+    without writing a checkpoint for it (the progress bar is closed and the trackers ended; resuming starts from
+    the last checkpoint)::
+
+        class StopAt(TrainerCallback):
+            def on_update_end(self, trainer, state):
+                if state.update == 13:
+                    raise KeyboardInterrupt
+    """
+
+    def on_update_end(self, trainer: MultiTaskTrainer, state: UpdateState) -> None:
+        """Called after every update.
+
+        Args:
+            trainer: The trainer (its ``model``, ``optimizer``, ``accelerator`` and ``state`` are live).
+            state: What the update did.
+        """
+
+
 class MultiTaskTrainer:
     """Trains a `HierarchicalVLForMultiTask` model with Algorithm 1 over the stages of a curriculum.
 
@@ -55,8 +98,9 @@ class MultiTaskTrainer:
         evaluate_fn: ``evaluate_fn(model, tasks) -> {"task/metric": value}``, run on the main process at stage ends
             and every ``args.eval_every`` updates; ``None`` disables evaluation.
         accelerator: An existing `Accelerator` (one is created from ``args`` otherwise).
-        stop_after_updates: Stop (as if killed) after this many updates of the whole run, without a checkpoint;
-            for testing resumption.
+        callbacks: [`TrainerCallback`] objects whose hooks run during training (e.g. to stop at an exact update).
+        stop_after_updates: Removed (use ``callbacks``); accepted only as ``None`` while ``training/run.py`` still
+            passes it.
     """
 
     def __init__(
@@ -64,10 +108,14 @@ class MultiTaskTrainer:
         model: torch.nn.Module,
         args: TrainingArguments,
         sources: Mapping[str, TaskDataSource],
-        evaluate_fn: EvaluateFn | None = None,
+        evaluate_fn: _EvaluateFn | None = None,
         accelerator: Accelerator | None = None,
-        stop_after_updates: int | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
+        *,
+        stop_after_updates: None = None,
     ):
+        if stop_after_updates is not None:
+            raise TypeError("MultiTaskTrainer(stop_after_updates=...) was removed: pass callbacks=[...] instead")
         self.args = args
         self.output_dir = Path(args.output_dir)
         self.accelerator = accelerator or Accelerator(
@@ -85,7 +133,7 @@ class MultiTaskTrainer:
         trained = {task for stage in args.curriculum for task in stage.tasks}
         self.sources = {task: source for task, source in sources.items() if task in trained}
         self.evaluate_fn = evaluate_fn
-        self.stop_after_updates = stop_after_updates
+        self.callbacks = list(callbacks)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(
             trainable, lr=args.optimizer.lr, betas=tuple(args.optimizer.betas), weight_decay=args.optimizer.weight_decay
@@ -118,7 +166,7 @@ class MultiTaskTrainer:
         }
 
     def save_checkpoint(self, schedule: TaskSwitchingSchedule | None) -> None:
-        """Save the whole training state atomically (every process takes part)."""
+        """Saves the whole training state as an atomic checkpoint (every process takes part)."""
         acc = self.accelerator
         step = self.state["updates"]
         temporary = self.checkpoints.temporary_path(step)
@@ -138,7 +186,8 @@ class MultiTaskTrainer:
         for task, data_state in state["data"].items():
             if task in self.batches:
                 self.batches[task].load_state_dict(data_state)
-        self.accelerator.print(f"resumed from {path} (update {self.state['updates']}, stage {self.state['stage'] + 1})")
+        if self.accelerator.is_local_main_process:
+            logger.info("resumed from %s (update %d, stage %d)", path, self.state["updates"], self.state["stage"] + 1)
         if state["schedule"] is None:
             return None
         schedule = self._schedule(self.state["stage"])
@@ -157,7 +206,8 @@ class MultiTaskTrainer:
             record = {"update": self.state["updates"], "stage": stage_name, **metrics}
             self.state["evaluations"].append(record)
             acc.log({f"eval/{key}": value for key, value in metrics.items()}, step=self.state["updates"])
-            acc.print(f"[{stage_name}] update {self.state['updates']}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+            logger.info("[%s] update %d: %s", stage_name, self.state["updates"],
+                        ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
         acc.wait_for_everyone()
 
     def _update(self, task: str, learning_rate: float) -> float:
@@ -184,7 +234,11 @@ class MultiTaskTrainer:
 
     # ----------------------------------------------------------------------------------------------------------
     def train(self) -> TrainingResult:
-        """Run (or resume) the whole curriculum; save the final model weights into ``output_dir``."""
+        """Runs (or resumes) the whole curriculum and saves the final model weights into ``output_dir``.
+
+        Returns:
+            What the run did (updates per stage, evaluations, final losses, timings).
+        """
         acc = self.accelerator
         args = self.args
         if acc.is_main_process:
@@ -221,10 +275,15 @@ class MultiTaskTrainer:
                     acc.log({f"train/{task}_loss": loss, "train/lr": learning_rate}, step=updates)
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the {task} loss became {loss} at update {updates} ({stage.name})")
-                if self.stop_after_updates is not None and updates >= self.stop_after_updates:
-                    bar.close()
-                    acc.end_training()
-                    raise _Interrupted(updates)
+                if self.callbacks:
+                    update_state = UpdateState(updates, stage.name, task, loss, learning_rate)
+                    try:
+                        for callback in self.callbacks:
+                            callback.on_update_end(self, update_state)
+                    except BaseException:  # a callback ends the run here, before this update's checkpoint
+                        bar.close()
+                        acc.end_training()
+                        raise
                 if args.eval_every and updates % args.eval_every == 0 and not schedule.finished:
                     self._evaluate(_evaluated_tasks(stage), stage.name)
                 if args.save_every and updates % args.save_every == 0 and not schedule.finished:
@@ -250,12 +309,6 @@ class MultiTaskTrainer:
 
 def _evaluated_tasks(stage) -> list[str]:
     return list(stage.tasks) if stage.evaluate is None else list(stage.evaluate)
-
-
-class _Interrupted(RuntimeError):
-    def __init__(self, updates: int):
-        super().__init__(f"training stopped after update {updates} without a checkpoint")
-        self.updates = updates
 
 
 def _flat_config(args: TrainingArguments) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``evaluate`` module for phrase grounding Recall@K (wraps :func:`hierarchical_vl.metrics.grounding_recall`)."""
+"""``evaluate`` module for phrase grounding Recall@K (wraps [`hierarchical_vl.metrics.grounding_recall`])."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import datasets
 import evaluate
 
 from hierarchical_vl.metrics.grounding import grounding_recall
+
+__all__ = ["GroundingRecall"]
 
 _DESCRIPTION = """\
 Phrase grounding Recall@K (Flickr30k Entities): a phrase counts at K when one of its K best-scoring candidate

@@ -1,4 +1,4 @@
-"""``evaluate`` module for image-caption retrieval Recall@K (wraps :mod:`hierarchical_vl.metrics.retrieval`)."""
+"""``evaluate`` module for image-caption retrieval Recall@K (wraps [`hierarchical_vl.metrics.retrieval`])."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import evaluate
 import numpy as np
 
 from hierarchical_vl.metrics.retrieval import coco_1k_5fold, retrieval_recall
+
+__all__ = ["RetrievalRecall"]
 
 _DESCRIPTION = """\
 Image-caption retrieval metrics: Recall@K, median and mean rank for image annotation (image -> its ground-truth

@@ -1,4 +1,4 @@
-"""``evaluate`` module for the official VQA accuracy (wraps :func:`hierarchical_vl.metrics.vqa_accuracy`)."""
+"""``evaluate`` module for the official VQA accuracy (wraps [`hierarchical_vl.metrics.vqa_accuracy`])."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import datasets
 import evaluate
 
 from hierarchical_vl.metrics.vqa import vqa_accuracy
+
+__all__ = ["VqaAccuracy"]
 
 _DESCRIPTION = """\
 VQA accuracy as computed by the official VQA evaluation code: a predicted answer scores
