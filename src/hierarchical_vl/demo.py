@@ -89,7 +89,7 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
     with torch.no_grad():
         for task in model.tasks:
             extra = {"phrase_spans": spans} if task == "grounding" else {}
-            out = model(task, **inputs, **extra)
+            out = model(**inputs, **extra, task=task)
             outputs[task] = out.logits
             lines.append(f"  {task:<10} layer {config.task_layers[task]}  logits {tuple(out.logits.shape)}")
     with tempfile.TemporaryDirectory() as directory:
@@ -98,7 +98,7 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
         reloaded = HierarchicalVLForMultiTask.from_pretrained(directory).eval()
         with torch.no_grad():
             difference = max(
-                (reloaded(task, **inputs, **({"phrase_spans": spans} if task == "grounding" else {})).logits
+                (reloaded(**inputs, **({"phrase_spans": spans} if task == "grounding" else {}), task=task).logits
                  - outputs[task]).abs().max().item()
                 for task in model.tasks
             )
