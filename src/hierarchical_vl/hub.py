@@ -4,13 +4,15 @@
 ``trust_remote_code=True`` loads it where this package is not installed), the processor and its tokenizer, and a
 ``README.md`` model card rendered from the package's template (``hierarchical_vl/model_cards/model_card.md``), into
 a local folder; it then creates the repository and uploads the files written by that save in one commit. When the
-upload fails the local save is kept and the error says where it is.
+upload fails the local save is kept and the error says where it is. The model may also be given as a checkpoint
+folder, loaded with [`hierarchical_vl.loading.load_checkpoint`] (and its processor with ``load_processor``).
 
 Only ``HfApi.create_repo`` and ``HfApi.create_commit`` are used, which huggingface_hub 1.x and 2.x both offer.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -23,9 +25,12 @@ from typing import Any
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi
 
+from .atomic_files import write_text_atomic
 from .auto_registration import register_auto_classes
-from .configuration_hierarchical_vl import TASKS, HierarchicalVLConfig
+from .configuration_hierarchical_vl import HierarchicalVLConfig
+from .loading import load_checkpoint, load_processor
 from .processing_hierarchical_vl import HierarchicalVLProcessor
+from .tasks import TASK_SPECS, model_tasks, task_spec
 
 __all__ = [
     "MODEL_CARD_FIELDS",
@@ -66,20 +71,9 @@ REQUIRED_FILES = (
 )
 """Files every complete save holds (large models replace ``model.safetensors`` by shards and an index)."""
 
+logger = logging.getLogger(__name__)
+
 _TEMPLATE = "model_card.md"
-_TASK_NAMES = {"grounding": "Visual grounding", "retrieval": "Image-caption retrieval", "vqa": "Visual question answering"}
-_TASK_TAGS = {"grounding": "visual-grounding", "retrieval": "image-text-retrieval", "vqa": "visual-question-answering"}
-_PIPELINE_TAGS = {
-    "vqa": "visual-question-answering",
-    "retrieval": "zero-shot-image-classification",
-    "grounding": "zero-shot-object-detection",
-}
-_TASK_METRICS = {"vqa": "accuracy", "retrieval": "recall", "grounding": "recall"}
-_DECODERS = {
-    "grounding": ("phrase vector (mean of the phrase's words) against every region, bilinear", "`sigmoid(p_h^T W i_t)`"),
-    "retrieval": ("summary networks over words and regions, bilinear", "`sigmoid(v_I^T W v_S)`"),
-    "vqa": ("summary networks, MLP over `[v_I ; v_S]`", "`sigmoid(MLP([v_I ; v_S]))` per answer"),
-}
 _PAPER_LAYERS = "the paper's choice is grounding at layer 2, retrieval at 3 and VQA at 5"
 
 _DEFAULT_TRAINING_PROCEDURE = """\
@@ -123,8 +117,9 @@ class HubPushError(RuntimeError):
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _model_tasks(model: Any) -> list[str]:
-    return list(getattr(model, "tasks", []))
+def _task_title(task: str) -> str:
+    """The task's title, or the name as given for one the registry does not know (card data is free text)."""
+    return TASK_SPECS[task].title if task in TASK_SPECS else task
 
 
 def _as_list(value: Any) -> list:
@@ -149,11 +144,11 @@ def _check_card_data(card_data: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _front_matter(tasks: list[str], card_data: dict[str, Any]) -> str:
     tags = ["hierarchical-vl", "vision-language", "multi-task-learning", "co-attention"]
-    tags += [_TASK_TAGS[task] for task in tasks]
+    tags += [task_spec(task).hub_tag for task in tasks]
     tags += [tag for tag in _as_list(card_data.get("tags")) if tag not in tags]
     metrics = card_data.get("metrics")
     if metrics is None:
-        metrics = list(dict.fromkeys(_TASK_METRICS[task] for task in tasks))
+        metrics = list(dict.fromkeys(task_spec(task).card_metric for task in tasks))
     metadata: dict[str, Any] = {
         "library_name": "hierarchical-vl",
         "license": card_data.get("license", "apache-2.0"),
@@ -162,7 +157,7 @@ def _front_matter(tasks: list[str], card_data: dict[str, Any]) -> str:
         "datasets": _as_list(card_data.get("datasets")),
         "metrics": _as_list(metrics),
     }
-    pipeline_tag = card_data.get("pipeline_tag", _PIPELINE_TAGS[tasks[-1]] if tasks else None)
+    pipeline_tag = card_data.get("pipeline_tag", task_spec(tasks[-1]).pipeline_tag if tasks else None)
     if pipeline_tag:
         metadata["pipeline_tag"] = pipeline_tag
     if card_data.get("base_model"):
@@ -210,41 +205,27 @@ def _task_layer_rows(config: HierarchicalVLConfig, tasks: list[str]) -> tuple[st
     if not tasks:
         intro = (f"This checkpoint is the shared encoder without task decoders; its configuration places them as "
                  f"below ({_PAPER_LAYERS}).")
-        tasks = [task for task in TASKS if task in config.task_layers]
+        tasks = [task for task in TASK_SPECS if task in config.task_layers]
     else:
         intro = f"The decoders of this checkpoint read these encoder layers ({_PAPER_LAYERS})."
     rows = [
-        f"| {_TASK_NAMES[task]} | {config.task_layers[task]} | {_DECODERS[task][0]} | {_DECODERS[task][1]} |"
-        for task in tasks
+        f"| {spec.title} | {config.task_layers[task]} | {spec.decoder_summary} | {spec.decoder_formula} |"
+        for task, spec in ((task, task_spec(task)) for task in tasks)
         if task in config.task_layers
     ]
     return intro, "\n".join(rows)
 
 
 def _usage(tasks: list[str], repo_id: str, feature_dim: int) -> str:
-    snippets = {
-        "vqa": (
-            f'vqa = pipeline("hierarchical-vl-vqa", model="{repo_id}")\n'
-            f"# features ({feature_dim},) per region and boxes x1 y1 x2 y2 in pixels, from the detector\n"
-            'vqa({"question": "what is the man holding?", "region_features": features, "region_boxes": boxes,\n'
-            '     "image_size": (640, 480)}, top_k=5)  # [{"answer": ..., "score": ...}, ...]'
-        ),
-        "retrieval": (
-            f'rank = pipeline("hierarchical-vl-retrieval", model="{repo_id}")\n'
-            'rank({"region_features": features, "captions": ["a man rides a horse", "two dogs play"]})'
-        ),
-        "grounding": (
-            f'ground = pipeline("hierarchical-vl-grounding", model="{repo_id}")\n'
-            'ground({"caption": "a man in a red shirt", "phrases": ["a man", "a red shirt"],\n'
-            '        "region_features": features, "region_boxes": boxes, "image_size": (640, 480)}, top_k=1)'
-        ),
-    }
     if not tasks:
         return (
             f'encoder = hierarchical_vl.HierarchicalVLModel.from_pretrained("{repo_id}")\n'
             f'processor = hierarchical_vl.HierarchicalVLProcessor.from_pretrained("{repo_id}")'
         )
-    return "\n\n".join(snippets[task] for task in reversed(tasks))
+    return "\n\n".join(
+        spec.usage_example.format(pipeline_id=spec.pipeline_id, repo_id=repo_id, feature_dim=feature_dim)
+        for spec in (task_spec(task) for task in reversed(tasks))
+    )
 
 
 def _result_rows(results: Any) -> list[tuple[str, str, str, str, str]]:
@@ -253,14 +234,14 @@ def _result_rows(results: Any) -> list[tuple[str, str, str, str, str]]:
         for task, metrics in results.items():
             if not isinstance(metrics, Mapping):
                 raise ValueError(f"results[{task!r}] must map metric names to values")
-            rows.extend((_TASK_NAMES.get(task, task), "", "", metric, value) for metric, value in metrics.items())
+            rows.extend((_task_title(task), "", "", metric, value) for metric, value in metrics.items())
     elif isinstance(results, Sequence) and not isinstance(results, str):
         for row in results:
             if not isinstance(row, Mapping) or "metric" not in row or "value" not in row:
                 raise ValueError("each results row must be a mapping with at least 'metric' and 'value'")
             task = row.get("task", "")
             rows.append(
-                (_TASK_NAMES.get(task, task), row.get("dataset", ""), row.get("split", ""), row["metric"], row["value"])
+                (_task_title(task), row.get("dataset", ""), row.get("split", ""), row["metric"], row["value"])
             )
     else:
         raise ValueError("results must be {task: {metric: value}} or a list of rows")
@@ -284,7 +265,7 @@ def _training_procedure(card_data: dict[str, Any]) -> str:
     curriculum = card_data.get("curriculum")
     if curriculum:
         stages = [
-            f"{index}. {' + '.join(_TASK_NAMES.get(task, task) for task in _as_list(stage))}"
+            f"{index}. {' + '.join(_task_title(task) for task in _as_list(stage))}"
             for index, stage in enumerate(curriculum, start=1)
         ]
         parts.append("Curriculum of this checkpoint:\n\n" + "\n".join(stages))
@@ -326,7 +307,7 @@ def render_model_card(
     """
     card_data = _check_card_data(card_data)
     config = model.config
-    tasks = _model_tasks(model)
+    tasks = model_tasks(model)
     repo_id = repo_id or "path/to/checkpoint"
     intro, rows = _task_layer_rows(config, tasks)
     template = Template(resources.files("hierarchical_vl").joinpath("model_cards", _TEMPLATE).read_text("utf-8"))
@@ -335,7 +316,7 @@ def render_model_card(
         model_name=card_data.get("model_name") or repo_id.rsplit("/", 1)[-1],
         description=card_data.get(
             "description",
-            f"A hierarchical vision-language model for {_joined([_TASK_NAMES[t].lower() for t in tasks])}.",
+            f"A hierarchical vision-language model for {_joined([task_spec(t).title.lower() for t in tasks])}.",
         ),
         architecture_rows=_architecture_rows(model, config, tasks),
         task_layers_intro=intro,
@@ -355,23 +336,22 @@ def render_model_card(
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _snapshot(directory: Path) -> dict[str, int]:
     return {
         path.relative_to(directory).as_posix(): path.stat().st_mtime_ns
         for path in directory.rglob("*")
         if path.is_file()
     }
+
+
+def _loaded(model: Any, processor: Any) -> tuple[Any, Any]:
+    """A checkpoint folder (or Hub id) given as ``model`` loaded, with its processor unless one is given."""
+    if isinstance(model, (str, os.PathLike)):
+        path = model
+        model = load_checkpoint(path)
+        if processor is None:
+            processor = load_processor(path, model.config)
+    return model, processor
 
 
 def save_for_hub(
@@ -384,8 +364,9 @@ def save_for_hub(
     """Save everything a Hub repository needs into ``save_directory`` and check that the save is complete.
 
     Args:
-        model: The model (any head, the multi-task model or the encoder).
-        processor: Its [`HierarchicalVLProcessor`] (or the word tokenizer, wrapped into one).
+        model: The model (any head, the multi-task model or the encoder), or a checkpoint folder to load it from.
+        processor: Its [`HierarchicalVLProcessor`] (or the word tokenizer, wrapped into one with the model's input
+            caps); ``None`` loads the checkpoint folder's.
         save_directory: The folder (created when missing).
         card_data: Fields of the model card (see [`MODEL_CARD_FIELDS`]).
         repo_id: Repository id named in the model card.
@@ -394,19 +375,18 @@ def save_for_hub(
         The files this save wrote, relative to ``save_directory``.
     """
     card_data = _check_card_data(card_data)
+    model, processor = _loaded(model, processor)
     if processor is None:
         raise ValueError("a processor (or the word tokenizer) is needed: a checkpoint is not usable without it")
     if not isinstance(processor, HierarchicalVLProcessor) and not hasattr(processor, "tokenizer"):
-        processor = HierarchicalVLProcessor(
-            processor, max_regions=model.config.max_regions, max_words=model.config.max_question_words
-        )
+        processor = HierarchicalVLProcessor.from_config(processor, model.config)
     register_auto_classes()  # writes auto_map and the configuration/modeling code with the weights
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
     before = _snapshot(directory)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
-    _write_text_atomic(directory / "README.md", render_model_card(model, card_data, repo_id))
+    write_text_atomic(directory / "README.md", render_model_card(model, card_data, repo_id))
     after = _snapshot(directory)
     # New or rewritten files; the required ones are always rewritten (even where timestamps are coarse).
     written = sorted(
@@ -442,8 +422,8 @@ def push_to_hub(
     """Save the model, its processor and tokenizer and a model card, then publish them in one commit.
 
     Args:
-        model: The model (any head, the multi-task model or the encoder).
-        processor: Its [`HierarchicalVLProcessor`] (or the word tokenizer).
+        model: The model (any head, the multi-task model or the encoder), or a checkpoint folder to load it from.
+        processor: Its [`HierarchicalVLProcessor`] (or the word tokenizer); ``None`` loads the checkpoint folder's.
         repo_id: ``"user/name"`` or ``"organisation/name"``; created when missing.
         save_directory: Folder for the local save, kept afterwards. Without it a temporary folder is used and
             removed after a successful push (and kept after a failed one).
@@ -462,6 +442,7 @@ def push_to_hub(
         HubPushError: Creating the repository or uploading failed; the message names the folder that holds the
             complete save.
     """
+    model, processor = _loaded(model, processor)
     temporary = save_directory is None
     directory = Path(tempfile.mkdtemp(prefix="hierarchical-vl-push-") if temporary else save_directory)
     written = save_for_hub(model, processor, directory, card_data, repo_id)
@@ -471,6 +452,7 @@ def push_to_hub(
     except Exception as error:
         raise HubPushError(repo_id, "creating the repository", directory, error) from error
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(directory / name)) for name in written]
+    logger.info("uploading %d files of %s to %s", len(operations), directory, repo_id)
     try:
         info = api.create_commit(
             repo_id,

@@ -1,14 +1,174 @@
-"""Processor: text (with optional phrase spans) and region features (with boxes) -> padded model inputs."""
+"""Processor: text (with optional phrase spans) and region features (with boxes) -> padded model inputs.
+
+The functions here build the model's inputs for training, evaluation and inference alike: the collators of
+``hierarchical_vl.data`` call them on the arrays of an encoded dataset, the processor on raw text and features.
+
+* `tokenize_texts`: the one tokenisation (no special tokens, cut after the word cap), with character offsets.
+* `text_inputs`: ``input_ids`` and ``attention_mask`` from token lists (or a right-padded token array).
+* `pad_regions` and `region_inputs`: per-image region features padded into one array, then ``region_features``,
+  ``region_mask`` and ``region_boxes`` normalised by the image size.
+* `char_spans_to_token_spans`: character spans of phrases -> inclusive token spans.
+
+This module depends on numpy, torch and transformers only: it is saved with checkpoints as remote code.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import BatchFeature, ProcessorMixin
 
-__all__ = ["HierarchicalVLProcessor", "char_spans_to_token_spans"]
+__all__ = [
+    "HierarchicalVLProcessor",
+    "char_spans_to_token_spans",
+    "pad_regions",
+    "pad_token_ids",
+    "region_inputs",
+    "text_inputs",
+    "tokenize_texts",
+]
+
+
+def tokenize_texts(
+    tokenizer: Any, texts: Sequence[str], max_words: int, *, return_offsets: bool = False
+) -> tuple[list[list[int]], list[list[tuple[int, int]]] | None]:
+    """Token ids of texts, cut after ``max_words`` words, without special tokens.
+
+    Args:
+        tokenizer: The word-level tokenizer (a fast tokenizer when ``return_offsets``).
+        texts: The texts.
+        max_words: Cap on tokens per text.
+        return_offsets: Also return each token's ``(start, end)`` character offsets.
+
+    Returns:
+        The token ids of each text, and their character offsets (``None`` unless ``return_offsets``).
+    """
+    encoded = tokenizer(
+        list(texts),
+        add_special_tokens=False,
+        truncation=True,
+        max_length=max_words,
+        return_offsets_mapping=return_offsets,
+    )
+    return encoded["input_ids"], (encoded["offset_mapping"] if return_offsets else None)
+
+
+def pad_token_ids(
+    token_ids: Sequence[Sequence[int]], width: int | None = None, dtype: Any = np.int64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token lists as one array right-padded with 0 (the padding id).
+
+    Args:
+        token_ids: B lists of token ids.
+        width: Columns of the array (at least the longest list); the longest list by default.
+        dtype: Integer type of the array.
+
+    Returns:
+        ``(token ids (B, W), lengths (B,) int32)``.
+    """
+    lengths = np.fromiter((len(ids) for ids in token_ids), dtype=np.int32, count=len(token_ids))  # (B,)
+    longest = int(lengths.max()) if lengths.size else 0
+    if width is None:
+        width = longest
+    elif width < longest:
+        raise ValueError(f"a text has {longest} tokens, more than the {width} columns asked for")
+    padded = np.zeros((len(token_ids), width), dtype=dtype)  # (B, W)
+    for row, ids in enumerate(token_ids):
+        padded[row, : len(ids)] = ids
+    return padded, lengths
+
+
+def text_inputs(
+    token_ids: Sequence[Sequence[int]] | np.ndarray, lengths: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """``input_ids`` and ``attention_mask`` (B, N) int64, N = the longest text (at least 1), padded with 0.
+
+    Args:
+        token_ids: B lists of token ids, or a (B, L) array right-padded with 0 together with ``lengths``.
+        lengths: (B,) tokens of each row of a ``token_ids`` array.
+    """
+    if lengths is None:
+        token_ids, lengths = pad_token_ids(token_ids)
+    lengths = np.asarray(lengths)
+    width = max(int(lengths.max()) if lengths.size else 0, 1)
+    input_ids = np.asarray(token_ids)[:, :width].astype(np.int64)  # (B, N)
+    attention_mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)  # (B, N)
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+
+
+def pad_regions(
+    features: Sequence[Any], boxes: Sequence[Any] | None = None, max_regions: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The region features (and boxes) of B images as padded float32 arrays, keeping the first ``max_regions``.
+
+    Bottom-up-attention features are sorted by detection confidence, so the first regions are the ones kept.
+
+    Args:
+        features: B arrays `(T_i, F)` (numpy arrays or CPU tensors).
+        boxes: B matching arrays `(T_i, 4)` of pixel boxes, or ``None``.
+        max_regions: Cap on regions per image; ``None`` for no cap.
+
+    Returns:
+        ``(features (B, T, F) float32, boxes (B, T, 4) float32 or None, counts (B,) int64)``, T = the most regions
+        kept of any image; padding is 0.
+    """
+    arrays = [np.asarray(item, dtype=np.float32) for item in features]
+    widths = {array.shape[-1] for array in arrays if array.ndim == 2}
+    if len(widths) > 1 or any(array.ndim != 2 for array in arrays):
+        raise ValueError(
+            f"region features must all be (regions, width) arrays of one width, got widths {sorted(widths)}"
+        )
+    counts = np.asarray([array.shape[0] if max_regions is None else min(array.shape[0], max_regions)
+                         for array in arrays], dtype=np.int64)  # (B,)
+    num_regions = int(counts.max()) if counts.size else 0
+    padded = np.zeros((len(arrays), num_regions, widths.pop() if widths else 0), dtype=np.float32)  # (B, T, F)
+    for row, (array, count) in enumerate(zip(arrays, counts)):
+        padded[row, :count] = array[:count]
+    if boxes is None:
+        return padded, None, counts
+    if len(boxes) != len(arrays):
+        raise ValueError(f"got region features of {len(arrays)} images but boxes of {len(boxes)}")
+    padded_boxes = np.zeros((len(arrays), num_regions, 4), dtype=np.float32)  # (B, T, 4)
+    for row, (item, count) in enumerate(zip(boxes, counts)):
+        item = np.asarray(item, dtype=np.float32)
+        if item.ndim != 2 or item.shape[0] != arrays[row].shape[0] or item.shape[-1] != 4:
+            raise ValueError(f"image {row}: {tuple(item.shape)} boxes for {arrays[row].shape[0]} regions")
+        padded_boxes[row, :count] = item[:count]
+    return padded, padded_boxes, counts
+
+
+def region_inputs(
+    features: np.ndarray,
+    counts: np.ndarray,
+    boxes: np.ndarray | None = None,
+    image_sizes: Any = None,
+) -> dict[str, torch.Tensor]:
+    """``region_features``, ``region_mask`` and ``region_boxes`` of a padded batch of images.
+
+    Args:
+        features: `(B, T, F)` region features, padded (any float type: the model casts them to its own).
+        counts: `(B,)` regions of each image (the first ``counts[b]`` rows are real).
+        boxes: `(B, T, 4)` pixel boxes x1 y1 x2 y2, padded with 0; needs ``image_sizes``.
+        image_sizes: `(B, 2)` width and height of each image.
+
+    Returns:
+        ``region_features`` `(B, T, F)` as given, ``region_mask`` `(B, T)` int64 and, with ``boxes``,
+        ``region_boxes`` `(B, T, 4)` float32: the boxes divided by ``(width, height, width, height)``, in [0, 1].
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    mask = (np.arange(features.shape[1])[None, :] < counts[:, None]).astype(np.int64)  # (B, T)
+    data = {"region_features": torch.from_numpy(np.asarray(features)), "region_mask": torch.from_numpy(mask)}
+    if boxes is not None:
+        if image_sizes is None or len(image_sizes) != len(counts):
+            raise ValueError("region_boxes needs one (width, height) per image")
+        sizes = np.asarray(image_sizes, dtype=np.float32).reshape(-1, 2)  # (B, 2)
+        scale = np.concatenate([sizes, sizes], axis=1)[:, None, :]  # (B, 1, 4) w h w h
+        normalised = np.clip(np.asarray(boxes, dtype=np.float32) / scale, 0.0, 1.0)  # (B, T, 4)
+        data["region_boxes"] = torch.from_numpy(normalised.astype(np.float32, copy=False))
+    return data
 
 
 def char_spans_to_token_spans(
@@ -52,12 +212,14 @@ class HierarchicalVLProcessor(ProcessorMixin):
     region features are padded to the most regions in the batch (``region_features``, ``region_mask``), keeping
     the first ``max_regions`` of each image (bottom-up features are sorted by detection confidence); boxes in
     pixels are normalised by the image size (``region_boxes``). Phrases given as character spans of the text
-    become inclusive token spans (``phrase_spans``, ``phrase_mask``) for visual grounding.
+    become inclusive token spans (``phrase_spans``, ``phrase_mask``) for visual grounding. The inputs equal those
+    the training collators build from the same text and regions (the same functions build both).
 
     Args:
         tokenizer: A [`HierarchicalVLTokenizer`].
-        max_regions: Cap on regions per image (100 in the paper's setting).
-        max_words: Cap on words per text (14 for VQA questions as in DCN; use more for captions).
+        max_regions: Cap on regions per image (``config.max_regions``; 100 in the paper's setting).
+        max_words: Cap on words per text (``config.max_question_words``, 14 for VQA questions as in DCN; pass
+            ``max_words=`` per call for captions: ``config.max_caption_words``).
     """
 
     attributes = ["tokenizer"]
@@ -67,6 +229,11 @@ class HierarchicalVLProcessor(ProcessorMixin):
         self.max_regions = max_regions
         self.max_words = max_words
         super().__init__(tokenizer, **kwargs)
+
+    @classmethod
+    def from_config(cls, tokenizer, config) -> HierarchicalVLProcessor:
+        """A processor with the input caps of a model configuration (``max_regions``, ``max_question_words``)."""
+        return cls(tokenizer, max_regions=config.max_regions, max_words=config.max_question_words)
 
     def __call__(
         self,
@@ -95,7 +262,8 @@ class HierarchicalVLProcessor(ProcessorMixin):
         Returns:
             A `BatchFeature` with ``input_ids`` `(B, N)`, ``attention_mask`` `(B, N)`, ``region_features``
             `(B, T, F)` float32, ``region_mask`` `(B, T)`, and when given ``region_boxes`` `(B, T, 4)` in [0, 1],
-            ``phrase_spans`` `(B, H, 2)` and ``phrase_mask`` `(B, H)`.
+            ``phrase_spans`` `(B, H, 2)` and ``phrase_mask`` `(B, H)`. A phrase cut off by the word cap keeps its
+            column with ``phrase_mask`` 0.
         """
         if return_tensors not in ("pt", None):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
@@ -118,28 +286,21 @@ class HierarchicalVLProcessor(ProcessorMixin):
         for index, item in enumerate(texts):
             if not isinstance(item, str) or not item.strip():
                 raise ValueError(f"text {index} is empty: every example needs at least one word")
-        encoded = self.tokenizer(
-            texts,
-            add_special_tokens=False,
-            truncation=True,
-            max_length=max_words,
-            padding=True,
-            return_offsets_mapping=phrase_char_spans is not None,
+        token_ids, offsets = tokenize_texts(
+            self.tokenizer, texts, max_words, return_offsets=phrase_char_spans is not None
         )
-        input_ids = torch.tensor(encoded["input_ids"], dtype=torch.long)  # (B, N)
-        attention_mask = torch.tensor(encoded["attention_mask"], dtype=torch.long)
-        empty = (~attention_mask.bool().any(dim=1)).nonzero().flatten().tolist()
+        empty = [index for index, ids in enumerate(token_ids) if not ids]
         if empty:
             raise ValueError(f"texts {empty} have no word after tokenisation")
-        data = {"input_ids": input_ids, "attention_mask": attention_mask}
+        data = text_inputs(token_ids)
         if phrase_char_spans is not None:
             if len(phrase_char_spans) != len(texts):
                 raise ValueError(f"got {len(texts)} texts but phrase spans for {len(phrase_char_spans)}")
             num_phrases = max(1, max(len(spans) for spans in phrase_char_spans))
             spans = torch.zeros(len(texts), num_phrases, 2, dtype=torch.long)  # (B, H, 2)
             mask = torch.zeros(len(texts), num_phrases, dtype=torch.long)  # (B, H)
-            for row, (offsets, char_spans) in enumerate(zip(encoded["offset_mapping"], phrase_char_spans)):
-                for column, token_span in enumerate(char_spans_to_token_spans(offsets, char_spans)):
+            for row, (token_offsets, char_spans) in enumerate(zip(offsets, phrase_char_spans)):
+                for column, token_span in enumerate(char_spans_to_token_spans(token_offsets, char_spans)):
                     if token_span is not None:
                         spans[row, column] = torch.tensor(token_span)
                         mask[row, column] = 1
@@ -148,32 +309,15 @@ class HierarchicalVLProcessor(ProcessorMixin):
         return data
 
     def _pad_regions(self, features: list, boxes, image_sizes, max_regions: int) -> dict[str, torch.Tensor]:
-        arrays = [torch.from_numpy(np.array(item, dtype=np.float32)) for item in features]  # copies read-only memmaps
-        widths = {array.shape[-1] for array in arrays}
-        if len(widths) != 1 or any(array.dim() != 2 for array in arrays):
-            raise ValueError(f"region features must all be (regions, width) arrays of one width, got widths {sorted(widths)}")
-        counts = [min(array.shape[0], max_regions) for array in arrays]
-        if min(counts) < 1:
-            raise ValueError(f"images {[i for i, c in enumerate(counts) if c < 1]} have no region")
-        num_regions = max(counts)
-        padded = torch.zeros(len(arrays), num_regions, widths.pop(), dtype=torch.float32)  # (B, T, F)
-        mask = torch.zeros(len(arrays), num_regions, dtype=torch.long)  # (B, T)
-        for row, (array, count) in enumerate(zip(arrays, counts)):
-            padded[row, :count] = array[:count].float()
-            mask[row, :count] = 1
-        if not torch.isfinite(padded).all():
-            raise ValueError("region features contain NaN or inf")
-        data = {"region_features": padded, "region_mask": mask}
+        if not features:
+            raise ValueError("region_features holds no image")
         if boxes is not None:
-            box_list = _as_list(boxes, "region_boxes")
-            if image_sizes is None or len(image_sizes) != len(arrays) or len(box_list) != len(arrays):
+            boxes = _as_list(boxes, "region_boxes")
+            if image_sizes is None or len(image_sizes) != len(features) or len(boxes) != len(features):
                 raise ValueError("region_boxes needs one (regions, 4) array and one (width, height) per image")
-            normalised = torch.zeros(len(arrays), num_regions, 4, dtype=torch.float32)  # (B, T, 4)
-            for row, (item, (width, height), count) in enumerate(zip(box_list, image_sizes, counts)):
-                item = torch.as_tensor(np.asarray(item), dtype=torch.float32)
-                if item.shape[0] != arrays[row].shape[0] or item.shape[-1] != 4:
-                    raise ValueError(f"image {row}: {tuple(item.shape)} boxes for {arrays[row].shape[0]} regions")
-                scale = torch.tensor([width, height, width, height], dtype=torch.float32)
-                normalised[row, :count] = (item[:count] / scale).clamp(0.0, 1.0)
-            data["region_boxes"] = normalised
-        return data
+        padded, padded_boxes, counts = pad_regions(features, boxes, max_regions)
+        if counts.size and counts.min() < 1:
+            raise ValueError(f"images {np.flatnonzero(counts < 1).tolist()} have no region")
+        if not np.isfinite(padded).all():
+            raise ValueError("region features contain NaN or inf")
+        return region_inputs(padded, counts, padded_boxes, image_sizes)

@@ -1,8 +1,9 @@
 """The task registry: everything the package knows about each task, in one `TaskSpec` per task.
 
-Every place that needs per-task knowledge (pipelines, model cards, training, evaluation, the layer search, the
-command line) reads it from `TASK_SPECS` instead of keeping its own table. Adding a task means one new spec here
-plus its decoder in ``modeling_hierarchical_vl.py``.
+Every place that needs per-task knowledge (model cards, training, evaluation, the layer search, the command line,
+checkpoint loading) reads it from `TASK_SPECS` instead of keeping its own table. Adding a task means one new spec
+here plus its decoder in ``modeling_hierarchical_vl.py`` (and its dataset, collator, evaluation function and
+annotation reader where the existing ones do not fit).
 
 Classes and functions of other modules are named, not imported, so that importing the registry stays cheap and
 free of cycles; the ``*_class`` / ``evaluate_fn`` properties import them on first use.
@@ -16,7 +17,10 @@ from typing import Any
 
 from .configuration_hierarchical_vl import TASKS
 
-__all__ = ["TASK_SPECS", "TaskSpec", "task_spec"]
+__all__ = ["MODEL_INPUTS", "TASK_SPECS", "TaskSpec", "model_tasks", "task_spec"]
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "region_features", "region_mask", "region_boxes")
+"""The inputs every task reads (`TaskSpec.extra_inputs` adds a task's own)."""
 
 
 def _resolve(reference: str) -> Any:
@@ -39,14 +43,18 @@ class TaskSpec:
         text_field: The dataset column holding the task's text.
         max_words_attribute: The `HierarchicalVLConfig` field that caps the task's text (the one cap of the task,
             used by training, evaluation and inference alike).
-        extra_inputs: Model inputs the task needs besides text and regions.
+        extra_inputs: Model inputs the task needs besides text and regions (`MODEL_INPUTS`).
         dataset: Encoded dataset class (``module:Name``).
         collator: Collator class (``module:Name``).
-        evaluate: Evaluation function (``module:name``).
+        evaluate: Evaluation function (``module:name``): ``fn(model, dataset, *, batch_size, device, ...)``.
         main_metric: The metric that selects models (layer search, best checkpoint).
         card_metric: The Hub metric type of the task's results.
         decoder_summary: One line on the decoder for model cards.
         decoder_formula: The decoder's score as a formula (Markdown).
+        usage_example: The model card's usage snippet; ``{repo_id}``, ``{pipeline_id}`` and ``{feature_dim}`` are
+            filled in.
+        eval_batch_scale: Evaluation batches of the task are this many times the evaluation batch size (retrieval
+            scores image-caption pairs, much cheaper than whole examples).
     """
 
     name: str
@@ -65,26 +73,61 @@ class TaskSpec:
     card_metric: str
     decoder_summary: str
     decoder_formula: str
+    usage_example: str
+    eval_batch_scale: int = 1
 
     @property
     def head_class(self) -> type:
+        """The single-task head (a ``HierarchicalVLPreTrainedModel`` subclass)."""
         return _resolve(f"hierarchical_vl.modeling_hierarchical_vl:{self.head}")
 
     @property
     def dataset_class(self) -> type:
+        """The encoded dataset class."""
         return _resolve(self.dataset)
 
     @property
     def collator_class(self) -> type:
+        """The collator class."""
         return _resolve(self.collator)
 
     @property
     def evaluate_fn(self) -> Any:
+        """The evaluation function."""
         return _resolve(self.evaluate)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The model inputs of the task, in the order the collators and the processor build them."""
+        return (*MODEL_INPUTS, *self.extra_inputs)
 
     def max_words(self, config: Any) -> int:
         """The task's word cap in ``config`` (a `HierarchicalVLConfig`)."""
         return int(getattr(config, self.max_words_attribute))
+
+    def encode(self, rows: Any, store: Any, tokenizer: Any, config: Any, **options: Any) -> Any:
+        """The task's encoded dataset of ``rows``, with the word cap (and answer pool) of ``config``.
+
+        Args:
+            rows: The task's annotation rows (``datasets`` rows or dicts).
+            store: The `RegionFeatureStore` of the images.
+            tokenizer: The word-level tokenizer.
+            config: The model configuration.
+            **options: Further arguments of the dataset class.
+        """
+        return self.dataset_class.from_config(rows, store, getattr(tokenizer, "tokenizer", tokenizer), config,
+                                              **options)
+
+    def make_collator(self, dataset: Any, config: Any, **options: Any) -> Any:
+        """The task's collator over ``dataset`` with the region cap of ``config``.
+
+        Args:
+            dataset: The task's encoded dataset.
+            config: The model configuration (``config.max_regions``; ``max_regions=`` in ``options`` overrides it).
+            **options: Further arguments of the collator class (``include_metadata``, ...).
+        """
+        options.setdefault("max_regions", config.max_regions)
+        return self.collator_class(dataset, **options)
 
 
 TASK_SPECS: dict[str, TaskSpec] = {
@@ -105,6 +148,11 @@ TASK_SPECS: dict[str, TaskSpec] = {
         card_metric="recall",
         decoder_summary="phrase vector (mean of the phrase's words) against every region, bilinear",
         decoder_formula="`sigmoid(p_h^T W i_t)`",
+        usage_example=(
+            'ground = pipeline("{pipeline_id}", model="{repo_id}")\n'
+            'ground({{"caption": "a man in a red shirt", "phrases": ["a man", "a red shirt"],\n'
+            '        "region_features": features, "region_boxes": boxes, "image_size": (640, 480)}}, top_k=1)'
+        ),
     ),
     "retrieval": TaskSpec(
         name="retrieval",
@@ -123,6 +171,11 @@ TASK_SPECS: dict[str, TaskSpec] = {
         card_metric="recall",
         decoder_summary="summary networks over words and regions, bilinear",
         decoder_formula="`sigmoid(v_I^T W v_S)`",
+        usage_example=(
+            'rank = pipeline("{pipeline_id}", model="{repo_id}")\n'
+            'rank({{"region_features": features, "captions": ["a man rides a horse", "two dogs play"]}})'
+        ),
+        eval_batch_scale=4,
     ),
     "vqa": TaskSpec(
         name="vqa",
@@ -141,16 +194,32 @@ TASK_SPECS: dict[str, TaskSpec] = {
         card_metric="accuracy",
         decoder_summary="summary networks, MLP over `[v_I ; v_S]`",
         decoder_formula="`sigmoid(MLP([v_I ; v_S]))` per answer",
+        usage_example=(
+            'vqa = pipeline("{pipeline_id}", model="{repo_id}")\n'
+            "# features ({feature_dim},) per region and boxes x1 y1 x2 y2 in pixels, from the detector\n"
+            'vqa({{"question": "what is the man holding?", "region_features": features, "region_boxes": boxes,\n'
+            '     "image_size": (640, 480)}}, top_k=5)  # [{{"answer": ..., "score": ...}}, ...]'
+        ),
     ),
 }
 """One spec per task, in `TASKS` order (the order of their default encoder depth)."""
 
-assert tuple(TASK_SPECS) == TASKS, "TASK_SPECS must list the tasks of configuration_hierarchical_vl.TASKS"
+if tuple(TASK_SPECS) != TASKS:
+    raise ImportError("TASK_SPECS must list the tasks of configuration_hierarchical_vl.TASKS, in that order")
 
 
 def task_spec(task: str) -> TaskSpec:
-    """The spec of ``task``; ``ValueError`` naming the known tasks otherwise."""
+    """The spec of ``task``.
+
+    Raises:
+        ValueError: If ``task`` is not a known task (the message names the known ones).
+    """
     try:
         return TASK_SPECS[task]
     except KeyError:
         raise ValueError(f"unknown task {task!r}; known tasks are {list(TASK_SPECS)}") from None
+
+
+def model_tasks(model: Any) -> list[str]:
+    """The tasks ``model`` has a decoder for (none for the bare encoder), in `TASKS` order."""
+    return list(getattr(model, "tasks", []))

@@ -169,7 +169,7 @@ def test_grounding_collator_known_spans_and_iou_labels(tmp_path, hf_cache):
     assert batch["metadata"]["phrases"] == [["A man", "pierced ears", "a kite"]]
     np.testing.assert_array_equal(batch["metadata"]["gt_boxes"][0][2], [[200, 200, 300, 300]])
     # A cap on sentence tokens cuts the kite off: its phrase is counted, not silently kept.
-    short = EncodedGroundingDataset(rows, store, tokenizer, max_sentence_length=6)
+    short = EncodedGroundingDataset(rows, store, tokenizer, max_words=6)
     assert short.excluded["phrases truncated"] == 1
     assert GroundingCollator(short)([0])["phrase_spans"].shape == (1, 2, 2)
 

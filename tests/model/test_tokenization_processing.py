@@ -107,3 +107,27 @@ def test_processor_round_trip(tmp_path, tokenizer):
     assert (loaded.max_regions, loaded.max_words) == (36, 20)
     assert isinstance(loaded.tokenizer, HierarchicalVLTokenizer)
     assert loaded(TEXTS[0])["input_ids"].tolist() == processor(TEXTS[0])["input_ids"].tolist()
+
+
+def test_shared_input_functions():
+    from hierarchical_vl.processing_hierarchical_vl import (
+        pad_regions,
+        pad_token_ids,
+        region_inputs,
+        text_inputs,
+    )
+
+    padded, lengths = pad_token_ids([[5, 6, 7], [8]], width=4, dtype=np.int32)
+    assert padded.tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]] and lengths.tolist() == [3, 1]
+    with pytest.raises(ValueError, match="more than the 2 columns"):
+        pad_token_ids([[5, 6, 7]], width=2)
+    from_lists, from_array = text_inputs([[5, 6, 7], [8]]), text_inputs(padded, lengths)
+    for name in ("input_ids", "attention_mask"):
+        assert torch.equal(from_lists[name], from_array[name]) and from_lists[name].dtype == torch.long
+    assert from_lists["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    features, boxes, counts = pad_regions([np.ones((3, 2)), np.ones((1, 2))], [[[0, 0, 8, 4]] * 3, [[2, 2, 4, 4]]],
+                                          max_regions=2)
+    assert features.shape == (2, 2, 2) and counts.tolist() == [2, 1]
+    inputs = region_inputs(features, counts, boxes, [(8, 4), (4, 8)])
+    assert inputs["region_mask"].tolist() == [[1, 1], [1, 0]]
+    assert inputs["region_boxes"].tolist() == [[[0, 0, 1, 1]] * 2, [[0.5, 0.25, 1, 0.5], [0, 0, 0, 0]]]

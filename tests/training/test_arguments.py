@@ -57,3 +57,33 @@ def test_parse_layers():
     from hierarchical_vl.training.commands import parse_layers
 
     assert parse_layers("1-5") == [1, 2, 3, 4, 5] and parse_layers("2,3,5") == [2, 3, 5]
+
+
+def test_old_task_layer_moves_into_the_model_configuration(tmp_path):
+    with pytest.warns(FutureWarning, match=r"tasks\.vqa\.layer is deprecated"):
+        args = load_training_arguments("demo", ["tasks.vqa.layer=3", "tasks.retrieval.layer=null"])
+    assert args.model_overrides["task_layers"] == {"vqa": 3} and args.task_layers == {"vqa": 3}
+    assert "layer" not in args.to_dict()["tasks"]["vqa"]
+    args.save(tmp_path / "args.yaml")
+    again = load_training_arguments(tmp_path / "args.yaml")  # the new shape: no warning
+    assert again.to_dict() == args.to_dict()
+    with pytest.raises(ValueError, match="contradicts"), pytest.warns(FutureWarning):
+        load_training_arguments("demo", ["tasks.vqa.layer=3", "model_overrides.task_layers.vqa=4"])
+    with pytest.raises(ValueError, match="unknown task"):
+        load_training_arguments("demo", ["model_overrides.task_layers.captioning=2"])
+
+
+def test_build_config_is_the_one_source_of_caps_and_layers():
+    from hierarchical_vl import HierarchicalVLTokenizer
+    from hierarchical_vl.training.run import build_config
+
+    tokenizer = HierarchicalVLTokenizer.from_texts(["a red cube"])
+    args = load_training_arguments("demo", ["model_overrides.task_layers.retrieval=4", "data.max_question_words=9"])
+    assert args.data.max_caption_words is None and args.data.input_caps() == {"max_regions": 36,
+                                                                              "max_question_words": 9}
+    config = build_config(args, tokenizer, ["yes", "no"])
+    assert (config.max_regions, config.max_question_words, config.max_caption_words) == (36, 9, 32)
+    assert config.task_layers == {"grounding": 2, "retrieval": 4, "vqa": 5}
+    assert config.vocab_size == len(tokenizer) and config.id2label == {0: "yes", 1: "no"}
+    single = load_training_arguments("single_grounding", ["model_overrides.task_layers.retrieval=4"])
+    assert build_config(single, tokenizer, []).task_layers == {"grounding": 2}  # only the trained tasks

@@ -12,8 +12,13 @@ Every batch has ``input_ids`` and ``attention_mask`` (B, N) int64 (N = longest t
 encoding), ``region_features`` (B, T, F) float16 straight from the store (the model casts), ``region_mask`` (B, T)
 int64 and ``region_boxes`` (B, T, 4) float32 normalised by the image size (T = most regions in the batch, capped at
 ``max_regions``); the task adds its ``labels`` (and grounding its phrase spans). Everything else (ids, texts,
-answers, pixel boxes) is under ``"metadata"``, a dict of lists. Regions are read from the float16 memory map with
-one fancy-index gather per batch.
+answers, pixel boxes) is under ``"metadata"``, a dict of lists (pass ``include_metadata=False`` for batches that go
+to the model as they are). Regions are read from the float16 memory map with one fancy-index gather per batch.
+
+The inputs are built by the processor's functions (`text_inputs`, `region_inputs` in
+``hierarchical_vl.processing_hierarchical_vl``), so a collated example equals the processor's output for the same
+text and regions. ``max_regions`` defaults to ``HierarchicalVLConfig().max_regions``; build collators for a model
+with ``hierarchical_vl.tasks.task_spec(task).collator(dataset, config)``.
 
 On a small machine ``num_workers=0`` is the fastest way to feed batches (a 256 x 36 x 2048 float16 batch is 38 MB,
 and a worker must copy it into shared memory to hand it over); workers pay off when the main process is busy with
@@ -29,14 +34,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..processing_hierarchical_vl import region_inputs, text_inputs
 from .boxes import box_iou
 from .encoded_datasets import (
     EncodedCaptionDataset,
     EncodedDataset,
     EncodedGroundingDataset,
     EncodedVQADataset,
+    _default_config,
 )
 from .feature_store import RegionFeatureStore
+
+__all__ = ["GroundingCollator", "RetrievalCollator", "VQACollator", "region_tensors", "text_tensors"]
 
 
 def _indices(items: Any) -> np.ndarray:
@@ -50,25 +59,27 @@ def _indices(items: Any) -> np.ndarray:
 
 def text_tensors(dataset: EncodedDataset, indices: np.ndarray) -> dict[str, torch.Tensor]:
     """``input_ids`` and ``attention_mask`` (B, N) int64 of examples, N = the longest of them (at least 1)."""
-    lengths = dataset.lengths[indices]  # (B,)
-    width = max(int(lengths.max()) if lengths.size else 0, 1)
-    input_ids = torch.from_numpy(dataset.token_ids[indices, :width].astype(np.int64))  # (B, N)
-    attention_mask = torch.from_numpy((np.arange(width)[None, :] < lengths[:, None]).astype(np.int64))
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    indices = np.asarray(indices, dtype=np.int64)
+    return text_inputs(dataset.token_ids[indices], dataset.lengths[indices])
 
 
 def region_tensors(
     store: RegionFeatureStore, image_index: np.ndarray, max_regions: int | None
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """``region_features`` (B, T, F) float16, ``region_mask`` (B, T) int64 and ``region_boxes`` (B, T, 4) float32
-    of images given by store index, and their store rows (B, T) (padding rows point at the zero row)."""
-    rows, mask = store.region_rows(image_index, max_regions)
-    tensors = {
-        "region_features": torch.from_numpy(store.read_rows(rows)),
-        "region_mask": torch.from_numpy(mask),
-        "region_boxes": torch.from_numpy(store.normalized_boxes(rows, image_index)),
-    }
+    of images given by store index, and their store rows (B, T) (padding rows point at the zero row).
+
+    ``max_regions`` caps the regions per image (the first ones are kept); ``None`` keeps them all.
+    """
+    image_index = np.asarray(image_index, dtype=np.int64)
+    rows, mask = store.region_rows(image_index, max_regions)  # (B, T)
+    tensors = region_inputs(store.read_rows(rows), mask.sum(axis=1), boxes=np.asarray(store.boxes[rows]),
+                            image_sizes=store.sizes[image_index])
     return tensors, rows
+
+
+def _region_cap(max_regions: int | None) -> int:
+    return _default_config().max_regions if max_regions is None else max_regions
 
 
 class VQACollator:
@@ -79,13 +90,13 @@ class VQACollator:
 
     Args:
         dataset: The encoded VQA dataset.
-        max_regions: Cap on regions per image.
+        max_regions: Cap on regions per image (default: ``HierarchicalVLConfig().max_regions``).
         include_metadata: Add the ``"metadata"`` entry.
     """
 
-    def __init__(self, dataset: EncodedVQADataset, *, max_regions: int | None = 100, include_metadata: bool = True):
+    def __init__(self, dataset: EncodedVQADataset, *, max_regions: int | None = None, include_metadata: bool = True):
         self.dataset = dataset
-        self.max_regions = max_regions
+        self.max_regions = _region_cap(max_regions)
         self.include_metadata = include_metadata
 
     def __call__(self, items: Any) -> dict[str, Any]:
@@ -128,18 +139,18 @@ class RetrievalCollator:
     Args:
         dataset: The encoded captions.
         negatives_per_positive: k above (clamped to B - 1); 0 gives positives only.
-        max_regions: Cap on regions per image.
+        max_regions: Cap on regions per image (default: ``HierarchicalVLConfig().max_regions``).
         seed: Seed of the shifts.
         include_metadata: Add the ``"metadata"`` entry.
     """
 
     def __init__(self, dataset: EncodedCaptionDataset, *, negatives_per_positive: int = 1,
-                 max_regions: int | None = 100, seed: int = 0, include_metadata: bool = True):
+                 max_regions: int | None = None, seed: int = 0, include_metadata: bool = True):
         if negatives_per_positive < 0:
             raise ValueError("negatives_per_positive must be >= 0")
         self.dataset = dataset
         self.negatives_per_positive = negatives_per_positive
-        self.max_regions = max_regions
+        self.max_regions = _region_cap(max_regions)
         self.seed = seed
         self.include_metadata = include_metadata
 
@@ -198,15 +209,15 @@ class GroundingCollator:
 
     Args:
         dataset: The encoded sentences.
-        max_regions: Cap on regions per image.
+        max_regions: Cap on regions per image (default: ``HierarchicalVLConfig().max_regions``).
         iou_threshold: IoU at which a region counts as showing the phrase.
         include_metadata: Add the ``"metadata"`` entry.
     """
 
-    def __init__(self, dataset: EncodedGroundingDataset, *, max_regions: int | None = 100,
+    def __init__(self, dataset: EncodedGroundingDataset, *, max_regions: int | None = None,
                  iou_threshold: float = 0.5, include_metadata: bool = True):
         self.dataset = dataset
-        self.max_regions = max_regions
+        self.max_regions = _region_cap(max_regions)
         self.iou_threshold = iou_threshold
         self.include_metadata = include_metadata
 

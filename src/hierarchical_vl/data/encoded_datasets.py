@@ -11,11 +11,18 @@ sampler's index list straight to the collator. ``dataset.example(i)`` gives a re
 
 Rows may come from a map-style ``datasets.Dataset``, an ``IterableDataset`` (``streaming=True``) or any iterable of
 dicts with the same fields, so ``datasets`` itself is optional here.
+
+Each dataset cuts its texts after ``max_words`` tokens: the task's cap in the model configuration
+(``hierarchical_vl.tasks.TaskSpec.max_words``). ``Encoded*Dataset.from_config(rows, store, tokenizer, config)``
+takes the cap (and, for VQA, the answer pool) from a model configuration; without a cap the configuration's default
+is used. Texts are tokenised by the same function as the processor's (`tokenize_texts`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -23,14 +30,18 @@ from typing import Any
 import numpy as np
 import torch.utils.data
 
+from ..processing_hierarchical_vl import char_spans_to_token_spans, pad_token_ids, tokenize_texts
+from ..tasks import task_spec
 from .feature_store import RegionFeatureStore
+
+__all__ = ["EncodedCaptionDataset", "EncodedDataset", "EncodedGroundingDataset", "EncodedVQADataset"]
 
 logger = logging.getLogger(__name__)
 
 _ROW_BATCH = 20_000
 
 
-def iter_row_batches(rows: Any, columns: Sequence[str], batch_size: int = _ROW_BATCH) -> Iterator[dict[str, list]]:
+def _iter_row_batches(rows: Any, columns: Sequence[str], batch_size: int = _ROW_BATCH) -> Iterator[dict[str, list]]:
     """Yields ``{column: values}`` batches of rows from a ``datasets`` dataset or an iterable of dicts."""
     if hasattr(rows, "select_columns") and hasattr(rows, "iter"):
         present = [c for c in columns if c in (rows.column_names or columns)]
@@ -58,21 +69,38 @@ def _transpose(chunk: list[Mapping[str, Any]], columns: Sequence[str]) -> dict[s
     return out
 
 
-def encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int,
-                 return_offsets: bool = False) -> tuple[np.ndarray, np.ndarray, list | None]:
+def _encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int,
+                  return_offsets: bool = False) -> tuple[np.ndarray, np.ndarray, list | None]:
     """Tokenises texts into a padded array.
 
     Returns:
         token ids (M, max_length) int32 padded with 0, lengths (M,) int32, and the offset mappings when asked.
     """
-    encoded = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length,
-                        return_offsets_mapping=return_offsets)
-    ids = encoded["input_ids"]
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int32, count=len(ids))
-    tokens = np.zeros((len(ids), max_length), dtype=np.int32)
-    for row, sequence in enumerate(ids):
-        tokens[row, :len(sequence)] = sequence
-    return tokens, lengths, (encoded["offset_mapping"] if return_offsets else None)
+    ids, offsets = tokenize_texts(tokenizer, texts, max_length, return_offsets=return_offsets)
+    tokens, lengths = pad_token_ids(ids, width=max_length, dtype=np.int32)
+    return tokens, lengths, offsets
+
+
+@functools.cache
+def _default_config() -> Any:
+    """The default model configuration, whose input caps are the defaults of the datasets and collators."""
+    from ..configuration_hierarchical_vl import HierarchicalVLConfig
+
+    return HierarchicalVLConfig()
+
+
+def _word_cap(task: str, max_words: int | None, legacy: int | None, legacy_name: str) -> int:
+    """The word cap of a dataset: ``max_words``, the deprecated ``legacy`` keyword, or the configuration default."""
+    if legacy is not None:
+        warnings.warn(f"{legacy_name}= is deprecated; pass max_words=", FutureWarning, stacklevel=3)
+        if max_words is not None and max_words != legacy:
+            raise ValueError(f"max_words={max_words} and {legacy_name}={legacy} disagree")
+        max_words = legacy
+    if max_words is None:
+        return task_spec(task).max_words(_default_config())
+    if int(max_words) < 1:
+        raise ValueError(f"max_words must be positive, got {max_words}")
+    return int(max_words)
 
 
 def _stack_tokens(chunks: list[tuple[np.ndarray, np.ndarray]], max_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,11 +130,28 @@ class EncodedDataset(torch.utils.data.Dataset):
         dropped: Examples left out while encoding, by reason (e.g. image not in the store).
     """
 
+    task: str = ""
+    """The task whose examples the dataset holds (a `TASK_SPECS` key)."""
     max_length: int
+    """The word cap the texts were cut at."""
 
     def __init__(self, store: RegionFeatureStore):
         self.store = store
         self.dropped: Counter[str] = Counter()
+
+    @classmethod
+    def from_config(cls, rows: Any, store: RegionFeatureStore, tokenizer: Any, config: Any, **options: Any):
+        """Encodes ``rows`` with the task's word cap in ``config`` (a `HierarchicalVLConfig`).
+
+        Args:
+            rows: The task's rows.
+            store: Region features of the images.
+            tokenizer: The word-level tokenizer.
+            config: The model configuration whose caps (and answer pool) the inputs follow.
+            **options: Other arguments of the dataset (``missing_images``, ...).
+        """
+        options.setdefault("max_words", task_spec(cls.task).max_words(config))
+        return cls(rows, store, tokenizer, **options)
 
     def __len__(self) -> int:
         return len(self.image_index)
@@ -175,9 +220,10 @@ class EncodedVQADataset(EncodedDataset):
         store: Region features of the images.
         tokenizer: The word-level tokenizer.
         answer_vocab: The answer vocabulary; read from the dataset's ``labels`` feature when ``None``.
-        max_question_length: Cap on question tokens (14 as in DCN).
+        max_words: Cap on question tokens (default: ``HierarchicalVLConfig().max_question_words``, 14 as in DCN).
         missing_images: ``"raise"`` on questions whose image is not in the store, or ``"drop"`` them (counted).
         keep_answers: Keep the 10 answer strings for evaluation (``metadata["answers"]``).
+        max_question_length: Deprecated name of ``max_words``.
 
     Attributes:
         question_ids: (M,) int64.
@@ -187,6 +233,8 @@ class EncodedVQADataset(EncodedDataset):
         answer_vocab: The answer vocabulary (``num_answers`` = its length).
     """
 
+    task = "vqa"
+
     def __init__(
         self,
         rows: Any,
@@ -194,10 +242,12 @@ class EncodedVQADataset(EncodedDataset):
         tokenizer: Any,
         *,
         answer_vocab: Sequence[str] | None = None,
-        max_question_length: int = 14,
+        max_words: int | None = None,
         missing_images: str = "raise",
         keep_answers: bool = True,
+        max_question_length: int | None = None,
     ):
+        max_question_length = _word_cap(self.task, max_words, max_question_length, "max_question_length")
         super().__init__(store)
         if answer_vocab is None:
             features = getattr(rows, "features", None)
@@ -213,7 +263,7 @@ class EncodedVQADataset(EncodedDataset):
         question_ids, image_ids, texts, answer_types = [], [], [], []
         label_rows, score_rows, answer_rows = [], [], []
         token_chunks = []
-        for batch in iter_row_batches(rows, columns):
+        for batch in _iter_row_batches(rows, columns):
             size = len(batch["question"])
             question_ids += batch["question_id"]
             image_ids += batch["image_id"]
@@ -223,7 +273,7 @@ class EncodedVQADataset(EncodedDataset):
             score_rows += batch.get("scores") or [[]] * size
             if keep_answers:
                 answer_rows += [[a["answer"] for a in answers] for answers in batch.get("answers") or [[]] * size]
-            token_chunks.append(encode_texts(tokenizer, batch["question"], max_question_length)[:2])
+            token_chunks.append(_encode_texts(tokenizer, batch["question"], max_question_length)[:2])
         count = len(question_ids)
         token_ids, lengths = _stack_tokens(token_chunks, max_question_length)
         width = max((len(labels) for labels in label_rows), default=0)
@@ -253,6 +303,12 @@ class EncodedVQADataset(EncodedDataset):
         image_index = self._resolve_images(image_ids, missing_images)
         self._set_arrays(arrays, image_index, image_index >= 0, "questions")
 
+    @classmethod
+    def from_config(cls, rows: Any, store: RegionFeatureStore, tokenizer: Any, config: Any, **options: Any):
+        """Encodes ``rows`` with the question cap and the answer pool (``config.id2label``) of ``config``."""
+        options.setdefault("answer_vocab", [config.id2label[i] for i in range(config.num_answers)])
+        return super().from_config(rows, store, tokenizer, config, **options)
+
     @property
     def num_answers(self) -> int:
         return len(self.answer_vocab)
@@ -276,8 +332,9 @@ class EncodedCaptionDataset(EncodedDataset):
             ``image_id``, ``caption`` and optionally ``sentence_id``.
         store: Region features of the images.
         tokenizer: The word-level tokenizer.
-        max_caption_length: Cap on caption tokens.
+        max_words: Cap on caption tokens (default: ``HierarchicalVLConfig().max_caption_words``).
         missing_images: ``"raise"`` or ``"drop"`` captions whose image is not in the store.
+        max_caption_length: Deprecated name of ``max_words``.
 
     Attributes:
         sentence_ids: (M,) caption ids.
@@ -286,25 +343,29 @@ class EncodedCaptionDataset(EncodedDataset):
         images_store_index: (I,) int64 store index of each distinct image.
     """
 
+    task = "retrieval"
+
     def __init__(
         self,
         rows: Any,
         store: RegionFeatureStore,
         tokenizer: Any,
         *,
-        max_caption_length: int = 32,
+        max_words: int | None = None,
         missing_images: str = "raise",
+        max_caption_length: int | None = None,
     ):
+        max_caption_length = _word_cap(self.task, max_words, max_caption_length, "max_caption_length")
         super().__init__(store)
         self.max_length = max_caption_length
         image_ids, texts, sentence_ids = [], [], []
         token_chunks = []
-        for batch in iter_row_batches(rows, ["image_id", "caption", "sentence_id"]):
+        for batch in _iter_row_batches(rows, ["image_id", "caption", "sentence_id"]):
             start = len(texts)
             image_ids += batch["image_id"]
             texts += batch["caption"]
             sentence_ids += batch.get("sentence_id") or list(range(start, len(texts)))
-            token_chunks.append(encode_texts(tokenizer, batch["caption"], max_caption_length)[:2])
+            token_chunks.append(_encode_texts(tokenizer, batch["caption"], max_caption_length)[:2])
         token_ids, lengths = _stack_tokens(token_chunks, max_caption_length)
         arrays = {"image_ids": _id_array(image_ids), "texts": texts, "sentence_ids": _id_array(sentence_ids),
                   "token_ids": token_ids, "lengths": lengths}
@@ -336,8 +397,9 @@ class EncodedGroundingDataset(EncodedDataset):
         rows: Rows of :func:`~hierarchical_vl.data.flickr30k_entities.load_flickr30k_entities` (or such dicts).
         store: Region features of the images.
         tokenizer: The word-level tokenizer (with offsets: a fast tokenizer).
-        max_sentence_length: Cap on sentence tokens.
+        max_words: Cap on sentence tokens (default: ``HierarchicalVLConfig().max_caption_words``, the caption cap).
         missing_images: ``"raise"`` or ``"drop"`` sentences whose image is not in the store.
+        max_sentence_length: Deprecated name of ``max_words``.
 
     Attributes:
         phrase_offsets: (M + 1,) int64, phrases of example m are rows ``phrase_offsets[m]:phrase_offsets[m + 1]``.
@@ -348,17 +410,19 @@ class EncodedGroundingDataset(EncodedDataset):
         excluded: Phrases and sentences left out, by reason.
     """
 
+    task = "grounding"
+
     def __init__(
         self,
         rows: Any,
         store: RegionFeatureStore,
         tokenizer: Any,
         *,
-        max_sentence_length: int = 48,
+        max_words: int | None = None,
         missing_images: str = "raise",
+        max_sentence_length: int | None = None,
     ):
-        from ..processing_hierarchical_vl import char_spans_to_token_spans
-
+        max_sentence_length = _word_cap(self.task, max_words, max_sentence_length, "max_sentence_length")
         super().__init__(store)
         self.max_length = max_sentence_length
         self.excluded: Counter[str] = Counter()
@@ -370,8 +434,8 @@ class EncodedGroundingDataset(EncodedDataset):
         phrase_ids: list[str] = []
         box_counts: list[int] = []  # per phrase
         boxes: list[list[float]] = []
-        for batch in iter_row_batches(rows, ["image_id", "sentence_index", "sentence", "phrases"]):
-            tokens, lengths, offsets = encode_texts(tokenizer, batch["sentence"], max_sentence_length,
+        for batch in _iter_row_batches(rows, ["image_id", "sentence_index", "sentence", "phrases"]):
+            tokens, lengths, offsets = _encode_texts(tokenizer, batch["sentence"], max_sentence_length,
                                                     return_offsets=True)
             token_chunks.append((tokens, lengths))
             image_ids += batch["image_id"]

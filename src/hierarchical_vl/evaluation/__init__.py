@@ -4,8 +4,12 @@
   per image what does not depend on the pair, in large batches, resumable, with an optional two-stage shortlist.
 * `evaluate_vqa`, `evaluate_retrieval`, `evaluate_grounding`: run a loaded model over a task's encoded split and
   return flat metrics (``"vqa/overall"``, ``"retrieval/i2t_r1"``, ``"grounding/r1"``, ...).
-* `load_evaluation_data`: the encoded evaluation splits of a corpus directory; `format_results_table`: the paper's
-  tables.
+* `CorpusLayout`: where each task's annotations lie in a corpus directory, and the one reader of their files
+  (training reads through it too); `open_region_store`: the one opener of region features.
+* `load_evaluation_data`: the encoded evaluation splits of a corpus directory, with a model's input caps;
+  `format_results_table`: the paper's tables.
+
+Checkpoints load with ``hierarchical_vl.loading.load_checkpoint``.
 """
 
 from __future__ import annotations

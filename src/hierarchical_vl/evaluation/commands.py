@@ -5,72 +5,70 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..tasks import TASK_SPECS
+from .retrieval_ranking import FIRST_STAGES
+from .task_evaluation import RETRIEVAL_PROTOCOLS
+
 __all__ = ["add_commands", "load_checkpoint"]
 
-_TASK_CHOICES = ("vqa", "retrieval", "grounding", "all")
+_TASK_CHOICES = (*TASK_SPECS, "all")
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Any]:
-    """Load a ``save_pretrained`` directory: the class that saved it (multi-task model or a head) and its tokenizer.
+    """Deprecated: use ``hierarchical_vl.loading.load_checkpoint`` (the model) and ``load_processor``.
 
     Returns:
-        ``(model, tokenizer)``.
+        ``(model, tokenizer)`` of a ``save_pretrained`` directory.
     """
-    from .. import (
-        HierarchicalVLConfig,
-        HierarchicalVLForImageTextRetrieval,
-        HierarchicalVLForMultiTask,
-        HierarchicalVLForVisualGrounding,
-        HierarchicalVLForVisualQuestionAnswering,
-        HierarchicalVLProcessor,
-        HierarchicalVLTokenizer,
+    from ..loading import load_checkpoint as load_model
+    from ..loading import load_processor
+
+    warnings.warn(
+        "hierarchical_vl.evaluation.commands.load_checkpoint is deprecated; use hierarchical_vl.loading."
+        "load_checkpoint(path) and load_processor(path).tokenizer",
+        FutureWarning,
+        stacklevel=2,
     )
-
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} is not a saved model directory (no config.json)")
-    config = HierarchicalVLConfig.from_pretrained(path)
-    classes = {
-        cls.__name__: cls
-        for cls in (
-            HierarchicalVLForMultiTask,
-            HierarchicalVLForImageTextRetrieval,
-            HierarchicalVLForVisualGrounding,
-            HierarchicalVLForVisualQuestionAnswering,
-        )
-    }
-    names = [name for name in (config.architectures or []) if name in classes]
-    model = classes[names[0] if names else "HierarchicalVLForMultiTask"].from_pretrained(path)
-    if (path / "processor_config.json").exists():
-        tokenizer = HierarchicalVLProcessor.from_pretrained(path).tokenizer
-    elif (path / "tokenizer.json").exists():
-        tokenizer = HierarchicalVLTokenizer.from_pretrained(path)
-    else:
-        raise FileNotFoundError(f"{path} has no tokenizer (tokenizer.json): save the processor with the model")
-    return model, tokenizer
+    model = load_model(path)
+    return model, load_processor(path, model.config).tokenizer
 
 
-def _available(layout, task: str) -> bool:
-    if task == "vqa":
-        return layout.path(layout.vqa_dir).is_dir()
-    if task == "retrieval":
-        return layout.captions_path().exists()
-    return layout.path(layout.entities_dir).is_dir()
+def _vqa_options(args: argparse.Namespace, data: Any, info: dict[str, Any]) -> dict[str, Any]:
+    predictions = args.vqa_predictions
+    if predictions is None and args.output is not None:
+        predictions = args.output.with_name(f"{args.output.stem}_vqa_{data.splits['vqa']}_predictions.json")
+    if predictions is None and not data.vqa.has_labels:
+        predictions = Path(f"vqa_{data.splits['vqa']}_predictions.json")
+    if predictions is not None:
+        info["vqa_predictions"] = str(predictions)
+    return {"batch_size": args.batch_size, "legacy": args.legacy_vqa, "submission_path": predictions}
+
+
+def _retrieval_options(args: argparse.Namespace, model: Any, device: torch.device) -> dict[str, Any]:
+    from .retrieval_ranking import RetrievalScorer
+
+    dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    scorer = RetrievalScorer(model, batch_size=args.pair_batch_size, dtype=dtype, device=device)
+    return {"protocol": args.protocol, "shortlist": args.shortlist, "first_stage": args.first_stage,
+            "shortlist_check": args.shortlist_check, "cache_dir": args.cache_dir, "scorer": scorer}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from ..loading import load_checkpoint as load_model
+    from ..loading import load_processor
+    from ..tasks import model_tasks, task_spec
     from .evaluation_data import CorpusLayout, load_evaluation_data
     from .results_table import format_results_table, write_results_json
-    from .retrieval_ranking import RetrievalScorer
-    from .task_evaluation import evaluate_grounding, evaluate_retrieval, evaluate_vqa, model_tasks
 
     progress = not args.no_progress
-    model, tokenizer = load_checkpoint(args.checkpoint)
+    model = load_model(args.checkpoint, task=None if args.task == "all" else args.task)
+    tokenizer = load_processor(args.checkpoint, model.config).tokenizer
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     layout = CorpusLayout(
@@ -81,7 +79,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         entities_dir=args.entities_dir or "flickr30k_entities",
     )
     if args.task == "all":
-        tasks = [task for task in model_tasks(model) if _available(layout, task)]
+        tasks = [task for task in model_tasks(model) if layout.has_data(task)]
         if not tasks:
             raise ValueError(f"{args.data_dir} has data for none of the model's tasks {model_tasks(model)}")
     else:
@@ -95,9 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         tasks,
         args.split,
         tokenizer,
-        answer_vocab=[config.id2label[i] for i in range(config.num_answers)] if "vqa" in tasks else None,
-        max_question_words=config.max_question_words,
-        max_caption_words=config.max_caption_words,
+        config=config,
         splits={"vqa": args.vqa_split} if args.vqa_split else None,
         store_path=args.features_store,
         progress=progress,
@@ -107,35 +103,26 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     metrics: dict[str, Any] = {}
     info: dict[str, Any] = {}
-    max_regions = args.max_regions or config.max_regions
-    if "vqa" in tasks:
-        predictions = args.vqa_predictions
-        if predictions is None and args.output is not None:
-            predictions = args.output.with_name(f"{args.output.stem}_vqa_{data.splits['vqa']}_predictions.json")
-        if predictions is None and not data.vqa.has_labels:
-            predictions = Path(f"vqa_{data.splits['vqa']}_predictions.json")
-        metrics.update(evaluate_vqa(model, data.vqa, batch_size=args.batch_size, device=device,
-                                    max_regions=max_regions, legacy=args.legacy_vqa, submission_path=predictions,
-                                    progress=progress))
-        if predictions is not None:
-            info["vqa_predictions"] = str(predictions)
-            print(f"VQA predictions (official submission format): {predictions}")
-    if "retrieval" in tasks:
-        dtype = torch.bfloat16 if args.dtype == "bf16" else None
-        scorer = RetrievalScorer(model, batch_size=args.pair_batch_size, dtype=dtype, device=device)
+    for task in tasks:
+        # The command's own flags per task; everything else is the task's evaluation function.
+        if task == "vqa":
+            options = _vqa_options(args, data, info)
+        elif task == "retrieval":
+            options = _retrieval_options(args, model, device)
+        else:
+            options = {"batch_size": args.batch_size}
         start = time.perf_counter()
-        metrics.update(evaluate_retrieval(
-            model, data.retrieval, max_regions=max_regions, protocol=args.protocol, shortlist=args.shortlist,
-            first_stage=args.first_stage,
-            shortlist_check=args.shortlist_check, cache_dir=args.cache_dir, scorer=scorer, progress=progress,
+        metrics.update(task_spec(task).evaluate_fn(
+            model, data.for_task(task), device=device, max_regions=args.max_regions or config.max_regions,
+            progress=progress, **options,
         ))
-        if args.shortlist is not None:
-            info["retrieval_first_stage"] = args.first_stage
-        info["retrieval_seconds"] = round(time.perf_counter() - start, 2)
-        info["retrieval_last_matrix"] = scorer.stats_dict()
-    if "grounding" in tasks:
-        metrics.update(evaluate_grounding(model, data.grounding, batch_size=args.batch_size, device=device,
-                                          max_regions=max_regions, progress=progress))
+        if task == "vqa" and "vqa_predictions" in info:
+            print(f"VQA predictions (official submission format): {info['vqa_predictions']}")
+        if task == "retrieval":
+            if args.shortlist is not None:
+                info["retrieval_first_stage"] = args.first_stage
+            info["retrieval_seconds"] = round(time.perf_counter() - start, 2)
+            info["retrieval_last_matrix"] = options["scorer"].stats_dict()
 
     print()
     print(format_results_table(metrics, data.splits))
@@ -185,12 +172,12 @@ def add_commands(subparsers: Any) -> None:
                         help="score VQA with the official code as it was before its 2021 fix (papers of 2015-2020)")
     parser.add_argument("--batch-size", type=int, default=128, help="questions / sentences per forward pass")
     parser.add_argument("--pair-batch-size", type=int, default=512, help="image-caption pairs per forward pass")
-    parser.add_argument("--protocol", choices=("full", "1k", "both"), default="full",
+    parser.add_argument("--protocol", choices=RETRIEVAL_PROTOCOLS, default="full",
                         help="retrieval: full = one ranking over the split (COCO 5K, Flickr30k 1K); 1k = mean over "
                              "folds of 1000 images (COCO 1K); both")
     parser.add_argument("--shortlist", type=int, default=None, metavar="K",
                         help="two-stage retrieval: exact scores only for each query's top-K of a cheap first stage")
-    parser.add_argument("--first-stage", choices=("dual-encoder", "first-layer"), default="dual-encoder",
+    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="dual-encoder",
                         help="the shortlist's cheap scores: dual-encoder (one matrix product over all pairs) or "
                              "first-layer (the first co-attention layer per pair: slower, much closer shortlists)")
     parser.add_argument("--shortlist-check", action="store_true",

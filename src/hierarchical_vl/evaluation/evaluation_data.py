@@ -1,4 +1,4 @@
-"""The evaluation split of each task, read from a corpus directory and encoded for the model.
+"""Each task's split read from a corpus directory, and encoded for a model: the one reader of the corpus files.
 
 The directory layout is the one ``hvl data demo`` writes, which follows the real releases::
 
@@ -8,28 +8,31 @@ The directory layout is the one ``hvl data demo`` writes, which follows the real
     DIR/flickr30k_entities/               Sentences/, Annotations/, train.txt, val.txt, test.txt
 
 Each part can be pointed elsewhere. Region features that are not yet a store are converted once into
-``<features>.store`` next to them (see ``hvl features convert``) and reused afterwards.
+``<features>.store`` next to them (see ``hvl features convert``) and reused afterwards. Training reads its splits
+through the same `CorpusLayout` (built from its data arguments) and opens the store with `open_region_store`.
+
+The file formats differ per task (VQA 2.0 JSON, a Karpathy split file, the Flickr30k Entities folders), so this is
+the one place that knows, per task, where its annotations lie in a corpus and which loader reads them.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..configuration_hierarchical_vl import TASKS
+from ..configuration_hierarchical_vl import HierarchicalVLConfig
 from ..data import (
-    EncodedCaptionDataset,
-    EncodedGroundingDataset,
-    EncodedVQADataset,
     RegionFeatureStore,
     convert_region_features,
     load_flickr30k_entities,
     load_karpathy_captions,
     load_vqa,
 )
+from ..tasks import TASK_SPECS, task_spec
 
 __all__ = ["CorpusLayout", "EvaluationData", "load_evaluation_data", "open_region_store"]
 
@@ -37,10 +40,6 @@ logger = logging.getLogger(__name__)
 
 _STORE_MARKER = "store.json"
 _CAPTION_FILES = ("dataset_coco.json", "dataset_flickr30k.json")
-
-# Words kept per grounding sentence: long enough that no Flickr30k Entities phrase is cut off (a cut phrase would
-# silently leave the evaluation set).
-GROUNDING_MAX_WORDS = 128
 
 
 @dataclass
@@ -77,39 +76,82 @@ class CorpusLayout:
                 return candidate
         return self.path(Path("captions") / _CAPTION_FILES[0])
 
+    def task_path(self, task: str) -> Path:
+        """Where the annotations of ``task`` are: the VQA directory, the Karpathy file or the Entities directory."""
+        task_spec(task)
+        if task == "vqa":
+            return self.path(self.vqa_dir)
+        if task == "retrieval":
+            return self.captions_path()
+        if task == "grounding":
+            return self.path(self.entities_dir)
+        raise ValueError(f"the corpus layout has no annotations of {task!r}")
+
+    def has_data(self, task: str) -> bool:
+        """Whether the corpus holds annotations of ``task``."""
+        return self.task_path(task).exists()
+
+    def read_split(
+        self, task: str, split: str, *, answer_vocab: list[str] | None = None, streaming: bool = False
+    ) -> Any:
+        """The annotation rows of one split of ``task`` (``datasets`` rows, as the ``load_*`` functions give).
+
+        Args:
+            task: The task.
+            split: The split (``train``, ``val``, ``test``; VQA also ``test-dev``; Karpathy ``restval``).
+            answer_vocab: The VQA answer pool the soft labels refer to (needed for VQA).
+            streaming: Stream the files instead of building map-style datasets.
+        """
+        path = self.task_path(task)
+        if task == "vqa":
+            if answer_vocab is None:
+                raise ValueError("reading VQA needs the answer pool (answer_vocab)")
+            return load_vqa(path, split=split, answer_vocab=answer_vocab, streaming=streaming)
+        if task == "retrieval":
+            return load_karpathy_captions(path, split=split, streaming=streaming)
+        return load_flickr30k_entities(path, split=split, streaming=streaming)
+
 
 @dataclass
 class EvaluationData:
-    """The encoded evaluation split of each task (``None`` for tasks not loaded).
+    """The encoded evaluation split of each task; ``data.vqa``, ``data.retrieval``, ... name them (``None`` for
+    tasks not loaded).
 
     Attributes:
         store: The region-feature store shared by the tasks.
-        vqa: VQA questions of the split (with the 10 answers when the split is annotated).
-        retrieval: Karpathy captions of the split, with their images.
-        grounding: Flickr30k Entities sentences of the split, with their grounded phrases.
+        datasets: The encoded dataset of each loaded task (VQA questions with their 10 answers when annotated,
+            Karpathy captions with their images, Flickr30k Entities sentences with their grounded phrases).
         splits: The split each task was read from.
     """
 
     store: RegionFeatureStore
-    vqa: EncodedVQADataset | None = None
-    retrieval: EncodedCaptionDataset | None = None
-    grounding: EncodedGroundingDataset | None = None
+    datasets: dict[str, Any] = field(default_factory=dict)
     splits: dict[str, str] = field(default_factory=dict)
 
     def for_task(self, task: str) -> Any:
-        """The encoded dataset of ``task``."""
-        return getattr(self, task)
+        """The encoded dataset of ``task`` (``None`` when not loaded)."""
+        task_spec(task)
+        return self.datasets.get(task)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in TASK_SPECS:
+            return self.__dict__.get("datasets", {}).get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 def open_region_store(features: str | os.PathLike, store_path: str | os.PathLike | None = None,
                       progress: bool = True) -> RegionFeatureStore:
     """Open region features as a `RegionFeatureStore`, converting them once when they are in another format.
 
+    Training and evaluation both open their features here.
+
     Args:
         features: A store directory, or a file/directory in a format the feature readers know.
-        store_path: Where the converted store goes (default: ``<features>.store`` next to the features, where
-            training puts it too).
+        store_path: Where the converted store goes (default: ``<features>.store`` next to the features).
         progress: Show the conversion's progress bar.
+
+    Raises:
+        FileNotFoundError: If there is nothing at ``features``.
     """
     features = Path(features)
     if (features / _STORE_MARKER).exists():
@@ -129,50 +171,50 @@ def load_evaluation_data(
     split: str,
     tokenizer: Any,
     *,
+    config: HierarchicalVLConfig | None = None,
     answer_vocab: list[str] | None = None,
-    max_question_words: int = 14,
-    max_caption_words: int = 32,
-    max_sentence_words: int = GROUNDING_MAX_WORDS,
+    max_question_words: int | None = None,
+    max_caption_words: int | None = None,
     splits: dict[str, str] | None = None,
     store_path: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> EvaluationData:
-    """Read and encode the evaluation split of each task.
+    """Read and encode the evaluation split of each task, with the model's input caps.
 
     Args:
         layout: Where the corpus is.
-        tasks: Tasks to load (``vqa``, ``retrieval``, ``grounding``).
+        tasks: Tasks to load (`TASK_SPECS` keys).
         split: Split of every task (``val`` or ``test``; VQA also ``test-dev``).
-        tokenizer: The model's word-level tokenizer.
-        answer_vocab: The model's answer pool in logit order (``config.id2label``); needed for VQA.
-        max_question_words: Words kept per question (as in training).
-        max_caption_words: Words kept per caption (as in training).
-        max_sentence_words: Words kept per grounding sentence.
+        tokenizer: The model's word-level tokenizer (or processor).
+        config: The model's configuration: its word caps (``max_question_words`` for questions,
+            ``max_caption_words`` for captions and grounding sentences, as in training) and its answer pool
+            (``id2label``). The default configuration's caps when ``None``.
+        answer_vocab: The answer pool in logit order, overriding the configuration's (needed for VQA without
+            ``config``).
+        max_question_words: Overrides the configuration's question cap.
+        max_caption_words: Overrides the configuration's caption (and grounding sentence) cap.
         splits: Per-task split overriding ``split`` (e.g. ``{"vqa": "val"}``).
         store_path: Where converted region features go (see `open_region_store`).
         progress: Show the feature conversion's progress bar.
     """
-    unknown = sorted(set(tasks) - set(TASKS))
+    unknown = sorted(set(tasks) - set(TASK_SPECS))
     if unknown:
-        raise ValueError(f"unknown tasks {unknown}; choose from {list(TASKS)}")
+        raise ValueError(f"unknown tasks {unknown}; choose from {list(TASK_SPECS)}")
+    if "vqa" in tasks and answer_vocab is None and config is None:
+        raise ValueError("VQA evaluation needs the model's answer pool (answer_vocab or config)")
+    config = copy.deepcopy(config) if config is not None else HierarchicalVLConfig()
+    if answer_vocab is not None:
+        config.id2label = dict(enumerate(answer_vocab))
+    for name, value in (("max_question_words", max_question_words), ("max_caption_words", max_caption_words)):
+        if value is not None:
+            setattr(config, name, value)
+    answer_pool = [config.id2label[i] for i in range(config.num_answers)]
     task_splits = {task: (splits or {}).get(task, split) for task in tasks}
     store = open_region_store(layout.path(layout.features), store_path, progress=progress)
     data = EvaluationData(store=store, splits=task_splits)
-    if "vqa" in tasks:
-        if answer_vocab is None:
-            raise ValueError("VQA evaluation needs the model's answer pool (answer_vocab)")
-        rows = load_vqa(layout.path(layout.vqa_dir), split=task_splits["vqa"], answer_vocab=answer_vocab,
-                        streaming=True)
-        data.vqa = EncodedVQADataset(rows, store, tokenizer, answer_vocab=answer_vocab,
-                                     max_question_length=max_question_words)
-    if "retrieval" in tasks:
-        rows = load_karpathy_captions(layout.captions_path(), split=task_splits["retrieval"], streaming=True)
-        data.retrieval = EncodedCaptionDataset(rows, store, tokenizer, max_caption_length=max_caption_words)
-    if "grounding" in tasks:
-        rows = load_flickr30k_entities(layout.path(layout.entities_dir), split=task_splits["grounding"],
-                                       streaming=True)
-        data.grounding = EncodedGroundingDataset(rows, store, tokenizer, max_sentence_length=max_sentence_words)
     for task in tasks:
-        if len(data.for_task(task)) == 0:
+        rows = layout.read_split(task, task_splits[task], answer_vocab=answer_pool, streaming=True)
+        data.datasets[task] = task_spec(task).encode(rows, store, tokenizer, config)
+        if len(data.datasets[task]) == 0:
             raise ValueError(f"the {task_splits[task]} split of {task} has no examples")
     return data

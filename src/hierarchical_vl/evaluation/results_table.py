@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..atomic_files import write_text_atomic
+from ..atomic_files import write_json_atomic
 from ..metrics import ANSWER_TYPES
 
 __all__ = ["format_results_table", "write_results_json"]
@@ -80,4 +79,4 @@ def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None 
 
 def write_results_json(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` as indented JSON, atomically (a temporary file, then a rename)."""
-    return write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    return write_json_atomic(path, payload, indent=2, ensure_ascii=True)

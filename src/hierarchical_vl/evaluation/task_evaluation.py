@@ -8,7 +8,8 @@ returns a flat dict of metrics in percent, e.g.::
     {"retrieval/i2t_r1": ..., "retrieval/t2i_r10": ..., "retrieval/rsum": ..., "retrieval/num_images": 1000}
     {"grounding/r1": ..., "grounding/r5": ..., "grounding/r10": ..., "grounding/upper_bound": ...}
 
-The trainer calls them at stage ends; ``hvl evaluate`` calls them for a checkpoint.
+The trainer calls them at stage ends; ``hvl evaluate`` calls them for a checkpoint. Rows are encoded with the
+model's own input caps (``model.config``, see `TaskSpec.max_words`), as in training.
 """
 
 from __future__ import annotations
@@ -21,29 +22,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..configuration_hierarchical_vl import TASKS
-from ..data import (
-    EncodedCaptionDataset,
-    EncodedGroundingDataset,
-    EncodedVQADataset,
-    GroundingCollator,
-    VQACollator,
-)
+from ..data import EncodedCaptionDataset, EncodedGroundingDataset, EncodedVQADataset
 from ..data.collators import region_tensors, text_tensors
 from ..metrics import coco_1k_5fold, grounding_recall, retrieval_recall, vqa_accuracy, write_vqa_submission
+from ..tasks import TASK_SPECS, model_tasks, task_spec
 from .retrieval_ranking import RetrievalScorer, shortlist_agreement
 
-__all__ = ["evaluate_grounding", "evaluate_retrieval", "evaluate_tasks", "evaluate_vqa", "model_tasks"]
+__all__ = ["RETRIEVAL_PROTOCOLS", "evaluate_grounding", "evaluate_retrieval", "evaluate_tasks", "evaluate_vqa",
+           "model_tasks"]
 
 logger = logging.getLogger(__name__)
 
-_MODEL_INPUTS = ("input_ids", "attention_mask", "region_features", "region_mask", "region_boxes")
 RETRIEVAL_PROTOCOLS = ("full", "1k", "both")
-
-
-def model_tasks(model: torch.nn.Module) -> list[str]:
-    """The tasks ``model`` has a decoder for."""
-    return list(getattr(model, "tasks", []))
+"""The ``protocol`` values of `evaluate_retrieval`."""
 
 
 def _check_task(model: torch.nn.Module, task: str) -> None:
@@ -59,8 +50,9 @@ def _device(model: torch.nn.Module, device: str | torch.device | None) -> torch.
     return device
 
 
-def _run_task(model: torch.nn.Module, task: str, batch: dict[str, Any], device: torch.device, extra=()) -> Any:
-    inputs = {name: batch[name].to(device) for name in (*_MODEL_INPUTS, *extra) if name in batch}
+def _run_task(model: torch.nn.Module, task: str, batch: dict[str, Any], device: torch.device) -> Any:
+    """The model's output on a collated batch: only the task's model inputs go to the model."""
+    inputs = {name: batch[name].to(device) for name in task_spec(task).input_names if name in batch}
     return model.forward_task(task, **inputs)
 
 
@@ -71,13 +63,15 @@ def _batches(dataset, collator, batch_size: int, num_workers: int, progress: boo
     return tqdm(loader, desc=description, unit="batch", disable=not progress)
 
 
-def _encoded(dataset: Any, cls: type, tokenizer: Any, store: Any, **kwargs: Any) -> Any:
-    """``dataset`` itself when already encoded, else its rows encoded with ``tokenizer`` and ``store``."""
-    if isinstance(dataset, cls):
+def _encoded(dataset: Any, task: str, tokenizer: Any, store: Any, config: Any) -> Any:
+    """``dataset`` itself when already encoded, else its rows encoded with ``tokenizer``, ``store`` and the input
+    caps of ``config``."""
+    spec = task_spec(task)
+    if isinstance(dataset, spec.dataset_class):
         return dataset
     if tokenizer is None or store is None:
-        raise ValueError(f"pass an encoded {cls.__name__}, or rows together with tokenizer= and store=")
-    return cls(dataset, store, tokenizer, **kwargs)
+        raise ValueError(f"pass an encoded {spec.dataset_class.__name__}, or rows together with tokenizer= and store=")
+    return spec.encode(dataset, store, tokenizer, config)
 
 
 def evaluate_vqa(
@@ -102,7 +96,7 @@ def evaluate_vqa(
         model: A VQA head or the multi-task model.
         dataset: An `EncodedVQADataset`, or VQA rows (``hierarchical_vl.data.load_vqa``) with ``tokenizer`` and
             ``store``.
-        tokenizer: The model's tokenizer (or processor), to encode rows.
+        tokenizer: The model's tokenizer (or processor), to encode rows (at ``config.max_question_words``).
         store: The region-feature store, to encode rows.
         batch_size: Questions per forward pass.
         device: Where to run (the model is moved there); the model's device by default.
@@ -117,12 +111,11 @@ def evaluate_vqa(
         only ``vqa/num_questions`` for a split without annotations (test), whose answers go to the submission.
     """
     _check_task(model, "vqa")
-    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     answer_pool = [model.config.id2label[i] for i in range(model.config.num_answers)]
-    dataset = _encoded(dataset, EncodedVQADataset, tokenizer, store, answer_vocab=answer_pool,
-                       max_question_length=model.config.max_question_words)
+    dataset = _encoded(dataset, "vqa", tokenizer, store, model.config)
     device = _device(model, device)
-    collator = VQACollator(dataset, max_regions=max_regions or model.config.max_regions)
+    collator = task_spec("vqa").make_collator(dataset, model.config,
+                                              max_regions=max_regions or model.config.max_regions)
     predictions: dict[int, str] = {}
     references: dict[int, list[str]] = {}
     answer_types: dict[int, str] = {}
@@ -178,7 +171,7 @@ def evaluate_retrieval(
         model: A retrieval head or the multi-task model.
         dataset: An `EncodedCaptionDataset`, or caption rows (``hierarchical_vl.data.load_karpathy_captions``)
             with ``tokenizer`` and ``store``.
-        tokenizer: The model's tokenizer (or processor), to encode rows.
+        tokenizer: The model's tokenizer (or processor), to encode rows (at ``config.max_caption_words``).
         store: The region-feature store, to encode rows.
         batch_size: Pairs per forward pass.
         device: Where to score; the model's device by default.
@@ -207,9 +200,7 @@ def evaluate_retrieval(
         raise ValueError(f"protocol must be one of {RETRIEVAL_PROTOCOLS}, got {protocol!r}")
     if shortlist_check and shortlist is None:
         raise ValueError("shortlist_check needs shortlist")
-    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
-    dataset = _encoded(dataset, EncodedCaptionDataset, tokenizer, store,
-                       max_caption_length=model.config.max_caption_words)
+    dataset = _encoded(dataset, "retrieval", tokenizer, store, model.config)
     if scorer is None:
         scorer = RetrievalScorer(model, batch_size=batch_size, dtype=dtype, device=device)
     text_inputs = text_tensors(dataset, np.arange(len(dataset)))  # (C, N)
@@ -290,7 +281,8 @@ def evaluate_grounding(
         model: A grounding head or the multi-task model.
         dataset: An `EncodedGroundingDataset`, or Flickr30k Entities rows
             (``hierarchical_vl.data.load_flickr30k_entities``) with ``tokenizer`` and ``store``.
-        tokenizer: The model's tokenizer (or processor), to encode rows.
+        tokenizer: The model's tokenizer (or processor), to encode rows (at ``config.max_caption_words``, as in
+            training; a phrase beyond the cap is left out and counted in the dataset's ``excluded``).
         store: The region-feature store, to encode rows.
         batch_size: Sentences per forward pass.
         device: Where to run (the model is moved there); the model's device by default.
@@ -304,15 +296,15 @@ def evaluate_grounding(
         the upper bound is the share of phrases that any candidate region grounds.
     """
     _check_task(model, "grounding")
-    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
-    dataset = _encoded(dataset, EncodedGroundingDataset, tokenizer, store)
+    dataset = _encoded(dataset, "grounding", tokenizer, store, model.config)
     device = _device(model, device)
-    collator = GroundingCollator(dataset, max_regions=max_regions or model.config.max_regions,
-                                 iou_threshold=iou_threshold)
+    collator = task_spec("grounding").make_collator(
+        dataset, model.config, max_regions=max_regions or model.config.max_regions, iou_threshold=iou_threshold
+    )
     region_scores, region_boxes, gt_boxes = [], [], []
     with model.inference():
         for batch in _batches(dataset, collator, batch_size, num_workers, progress, "grounding"):
-            logits = _run_task(model, "grounding", batch, device, ("phrase_spans", "phrase_mask")).logits
+            logits = _run_task(model, "grounding", batch, device).logits
             logits = logits.float().cpu().numpy()  # (B, H, T)
             metadata = batch["metadata"]
             for row, boxes in enumerate(metadata["region_boxes"]):
@@ -336,7 +328,7 @@ def evaluate_tasks(
     device: str | torch.device | None = None,
     **task_options: dict[str, Any],
 ) -> dict[str, float]:
-    """Evaluate several tasks: ``datasets`` maps a task to its encoded dataset.
+    """Evaluate several tasks with their evaluation functions (`TaskSpec.evaluate_fn`), in `TASKS` order.
 
     Args:
         model: The model.
@@ -348,13 +340,12 @@ def evaluate_tasks(
     Returns:
         The merged flat metrics of the tasks.
     """
-    functions = {"vqa": evaluate_vqa, "retrieval": evaluate_retrieval, "grounding": evaluate_grounding}
-    unknown = sorted(set(datasets) - set(functions))
+    unknown = sorted(set(datasets) - set(TASK_SPECS))
     if unknown:
-        raise ValueError(f"unknown tasks {unknown}; choose from {sorted(functions)}")
+        raise ValueError(f"unknown tasks {unknown}; choose from {sorted(TASK_SPECS)}")
     metrics: dict[str, float] = {}
-    for task in TASKS:
+    for task, spec in TASK_SPECS.items():
         if task in datasets:
             options = dict(task_options.get(task) or {})
-            metrics.update(functions[task](model, datasets[task], batch_size=batch_size, device=device, **options))
+            metrics.update(spec.evaluate_fn(model, datasets[task], batch_size=batch_size, device=device, **options))
     return metrics

@@ -1,10 +1,19 @@
-"""Training arguments: presets as YAML data files, every field overridable from the command line."""
+"""Training arguments: presets as YAML data files, every field overridable from the command line.
+
+Everything about the model -- its preset, the encoder layer of each task's decoder (``model_overrides.task_layers``)
+and the input caps -- ends up in the model configuration, which training builds once from these arguments
+(``training.run.build_config``); the data arguments' caps (``data.max_regions``, ``data.max_question_words``,
+``data.max_caption_words``) go into it when set. Files written by version 0.1, with a task's layer under
+``tasks.<task>.layer``, still load: the layer moves to ``model_overrides.task_layers`` with a ``FutureWarning``.
+"""
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -12,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from ..configuration_hierarchical_vl import TASKS
+from ..atomic_files import write_text_atomic
+from ..tasks import TASK_SPECS
 
 __all__ = [
     "DataArguments",
@@ -25,6 +35,8 @@ __all__ = [
     "load_training_arguments",
 ]
 
+logger = logging.getLogger(__name__)
+
 _PRESETS = "hierarchical_vl.training.presets"
 
 
@@ -32,17 +44,18 @@ _PRESETS = "hierarchical_vl.training.presets"
 class TaskArguments:
     """Per-task hyper-parameters from the single-task grid search (paper Sec. 4.2), frozen afterwards.
 
+    The encoder depth of the task's decoder (``l(i)``) is part of the model configuration: set it with
+    ``model_overrides.task_layers.<task>``.
+
     Args:
         iterations: ``#iter_i``: updates of the task when trained alone; sets its share ``alpha_i`` of each cycle.
         lr_step: ``#step_i``: learning-rate step size of the task when trained alone.
         batch_size: ``bs_i``.
-        layer: Encoder depth of the task's decoder (``l(i)``); ``None`` keeps the model configuration's.
     """
 
     iterations: int = 1000
     lr_step: int = 1000
     batch_size: int = 64
-    layer: int | None = None
 
 
 @dataclass
@@ -103,10 +116,12 @@ class DataArguments:
         entities_eval_split: Flickr30k Entities split evaluated.
         glove: Optional GloVe text file (``glove.840B.300d.txt``) for the word embeddings.
         min_word_frequency: Words seen fewer times in the training text map to the unknown token.
-        min_answer_frequency: Answers must be seen more than this many times to join the answer pool (8 in the paper).
-        max_regions: Regions kept per image.
-        max_question_words: Words kept per question.
-        max_caption_words: Words kept per caption.
+        min_answer_frequency: Answers must be seen more than this many times to join the answer pool; ``None``
+            keeps the definition of ``hierarchical_vl.data.build_vqa_answer_vocab`` (more than 8 times, the paper's).
+        max_regions: Regions kept per image (``config.max_regions``); ``None`` keeps the model preset's.
+        max_question_words: Words kept per question (``config.max_question_words``); ``None`` keeps the preset's.
+        max_caption_words: Words kept per caption and grounding sentence (``config.max_caption_words``); ``None``
+            keeps the preset's.
         retrieval_negatives: Negative pairs per positive in retrieval batches (in each direction).
         allow_contamination: Start even if an evaluation image is in another task's training split.
     """
@@ -125,10 +140,10 @@ class DataArguments:
     entities_eval_split: str = "test"
     glove: str | None = None
     min_word_frequency: int = 1
-    min_answer_frequency: int = 8
-    max_regions: int = 100
-    max_question_words: int = 14
-    max_caption_words: int = 32
+    min_answer_frequency: int | None = None
+    max_regions: int | None = None
+    max_question_words: int | None = None
+    max_caption_words: int | None = None
     retrieval_negatives: int = 1
     allow_contamination: bool = False
 
@@ -139,6 +154,26 @@ class DataArguments:
         path = Path(value)
         return path if path.is_absolute() else Path(self.root) / path
 
+    def splits(self, task: str) -> tuple[list[str], str]:
+        """The training splits and the evaluation split of ``task``.
+
+        The split fields keep their names of version 0.1 (``vqa_*``, ``caption_*``, ``entities_*``), so this is
+        where their task is known.
+        """
+        if task == "vqa":
+            return list(self.vqa_train_splits), self.vqa_eval_split
+        if task == "retrieval":
+            return list(self.caption_train_splits), self.caption_eval_split
+        if task == "grounding":
+            return [self.entities_train_split], self.entities_eval_split
+        raise ValueError(f"the data arguments have no splits of task {task!r}")
+
+    def input_caps(self) -> dict[str, int]:
+        """The caps set here, as model configuration fields (``max_regions``, ``max_question_words``, ...)."""
+        caps = {"max_regions": self.max_regions, "max_question_words": self.max_question_words,
+                "max_caption_words": self.max_caption_words}
+        return {name: value for name, value in caps.items() if value is not None}
+
 
 @dataclass
 class TrainingArguments:
@@ -148,7 +183,8 @@ class TrainingArguments:
         output_dir: Where checkpoints, logs and the final ``from_pretrained`` directory go.
         seed: Seed of initialisation, data order and dropout.
         model_preset: Model preset (``paper``, ``demo``, ``tiny``) the run starts from.
-        model_overrides: Fields replacing the preset's values.
+        model_overrides: `HierarchicalVLConfig` fields replacing the preset's values; ``task_layers`` maps a task
+            to the encoder layer its decoder reads (``l(i)``), the other tasks keeping the preset's.
         init_from: A ``from_pretrained`` directory to start from instead of a fresh model.
         tasks: Per-task arguments.
         curriculum: Stages, from single tasks to pairs to all tasks.
@@ -187,7 +223,8 @@ class TrainingArguments:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        self.tasks = {name: _coerce(TaskArguments, value) for name, value in self.tasks.items()}
+        self.model_overrides = _with_task_layers(dict(self.model_overrides or {}), self.tasks)
+        self.tasks = {name: _coerce(TaskArguments, _without_layer(value)) for name, value in self.tasks.items()}
         self.curriculum = [_coerce(StageArguments, stage) for stage in self.curriculum]
         self.optimizer = _coerce(OptimizerArguments, self.optimizer)
         self.optimizer.betas = tuple(self.optimizer.betas)
@@ -196,9 +233,14 @@ class TrainingArguments:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field for an inconsistent configuration."""
-        unknown = sorted(set(self.tasks) - set(TASKS))
+        unknown = sorted(set(self.tasks) - set(TASK_SPECS))
         if unknown:
-            raise ValueError(f"tasks: unknown task(s) {unknown}; known tasks are {list(TASKS)}")
+            raise ValueError(f"tasks: unknown task(s) {unknown}; known tasks are {list(TASK_SPECS)}")
+        unknown = sorted(set(self.task_layers) - set(TASK_SPECS))
+        if unknown:
+            raise ValueError(
+                f"model_overrides.task_layers: unknown task(s) {unknown}; known tasks are {list(TASK_SPECS)}"
+            )
         if not self.curriculum:
             raise ValueError("curriculum: at least one stage is needed")
         for index, stage in enumerate(self.curriculum):
@@ -215,21 +257,60 @@ class TrainingArguments:
             raise ValueError("gradient_accumulation_steps and keep_last must be positive")
 
     @property
+    def trained_tasks(self) -> list[str]:
+        """The tasks some curriculum stage trains, in `TASK_SPECS` order."""
+        trained = {task for stage in self.curriculum for task in stage.tasks}
+        return [task for task in TASK_SPECS if task in trained]
+
+    @property
+    def evaluated_tasks(self) -> list[str]:
+        """The tasks some curriculum stage evaluates, in `TASK_SPECS` order."""
+        evaluated = {task for stage in self.curriculum
+                     for task in (stage.evaluate if stage.evaluate is not None else stage.tasks)}
+        return [task for task in TASK_SPECS if task in evaluated]
+
+    @property
     def task_layers(self) -> dict[str, int]:
-        """The decoder layers fixed by the per-task arguments (tasks without a ``layer`` are left out)."""
-        return {name: task.layer for name, task in self.tasks.items() if task.layer is not None}
+        """The decoder layers set in ``model_overrides.task_layers`` (other tasks keep the model preset's)."""
+        return dict(self.model_overrides.get("task_layers") or {})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the arguments as YAML, atomically."""
-        path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp")
         data = self.to_dict()
         data["optimizer"]["betas"] = list(data["optimizer"]["betas"])
-        temporary.write_text(yaml.safe_dump(data, sort_keys=False))
-        os.replace(temporary, path)
+        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def _without_layer(value: Any) -> Any:
+    if isinstance(value, dict) and "layer" in value:
+        return {key: item for key, item in value.items() if key != "layer"}
+    return value
+
+
+def _with_task_layers(model_overrides: dict[str, Any], tasks: dict[str, Any]) -> dict[str, Any]:
+    """``model_overrides`` with the ``tasks.<task>.layer`` entries of version 0.1 moved into its ``task_layers``."""
+    layers = dict(model_overrides.get("task_layers") or {})
+    for name, value in tasks.items():
+        layer = value.get("layer") if isinstance(value, dict) else None
+        if layer is None:
+            continue
+        warnings.warn(
+            f"tasks.{name}.layer is deprecated: the layer of a task's decoder belongs to the model configuration; "
+            f"set model_overrides.task_layers.{name}={layer} instead",
+            FutureWarning,
+            stacklevel=4,
+        )
+        if layers.get(name, layer) != layer:
+            raise ValueError(
+                f"tasks.{name}.layer={layer} contradicts model_overrides.task_layers.{name}={layers[name]}"
+            )
+        layers[name] = layer
+    if layers:
+        model_overrides["task_layers"] = layers
+    return model_overrides
 
 
 def _coerce(cls, value):

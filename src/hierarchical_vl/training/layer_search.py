@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..tasks import task_spec
 from .arguments import StageArguments, TrainingArguments
 from .run import prepare_data, train_from_arguments
 
 __all__ = ["LayerSearchTable", "search_layers"]
 
-MAIN_METRIC = {"vqa": "vqa/overall", "retrieval": "retrieval/rsum", "grounding": "grounding/r1"}
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class LayerSearchTable:
-    """Validation scores of one task with its decoder at each candidate layer."""
+    """Validation scores of one task with its decoder at each candidate layer.
+
+    Attributes:
+        task: The task searched.
+        metric: The metric that picks the best layer (the task's `TaskSpec.main_metric`).
+        rows: The scores of each candidate layer.
+    """
 
     task: str
     metric: str
@@ -25,10 +33,12 @@ class LayerSearchTable:
 
     @property
     def best_layer(self) -> int:
+        """The layer with the highest ``metric``."""
         return max(self.rows, key=lambda layer: self.rows[layer][self.metric])
 
     def render(self) -> str:
-        keys = [k for k in next(iter(self.rows.values())) if not k.endswith(("num_questions", "num_images", "num_captions", "num_phrases"))]
+        """The table as text, the best layer marked."""
+        keys = [k for k in next(iter(self.rows.values())) if not k.rsplit("/", 1)[-1].startswith("num_")]
         lines = [f"layer search for {self.task} (best by {self.metric})", "layer " + "".join(f"{k:>18}" for k in keys)]
         for layer, scores in sorted(self.rows.items()):
             mark = "  <- best" if layer == self.best_layer else ""
@@ -36,6 +46,7 @@ class LayerSearchTable:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """The table as JSON-ready data."""
         return {"task": self.task, "metric": self.metric, "best_layer": self.best_layer, "rows": self.rows}
 
 
@@ -47,6 +58,8 @@ def search_layers(
     output_dir: str | None = None,
 ) -> LayerSearchTable:
     """Train ``task`` alone once per candidate layer (same data, seed and budget) and evaluate each.
+
+    Each candidate sets the layer in the model configuration (``model_overrides.task_layers``).
 
     Args:
         args: Training arguments supplying the data, optimiser, model preset and the task's batch size.
@@ -69,12 +82,12 @@ def search_layers(
     base.validate()
     prepared = prepare_data(base)
     root = Path(output_dir or Path(args.output_dir) / "layer_search")
-    table = LayerSearchTable(task=task, metric=MAIN_METRIC[task])
+    table = LayerSearchTable(task=task, metric=task_spec(task).main_metric)
     for layer in layers:
         run = copy.deepcopy(base)
-        run.tasks[task].layer = layer
+        run.model_overrides["task_layers"] = {**run.task_layers, task: layer}
         run.output_dir = str(root / f"{task}_layer{layer}")
-        print(f"== {task} with its decoder at layer {layer}", flush=True)
+        logger.info("== %s with its decoder at layer %d", task, layer)
         result = train_from_arguments(run, prepared)
         scores = {k: v for k, v in result.evaluations[-1].items() if k not in ("update", "stage")}
         table.rows[layer] = scores

@@ -1,4 +1,10 @@
-"""From `TrainingArguments` to a trained, saved model: data, tokenizer, model, contamination guard, trainer."""
+"""From `TrainingArguments` to a trained, saved model: data, tokenizer, configuration, model, contamination guard,
+trainer.
+
+The model configuration is built once from the arguments (`build_config`): the preset, ``model_overrides`` (with
+the task layers) and the data arguments' input caps. Everything downstream -- the encoded datasets, the collators,
+the processor saved with the model, the evaluation -- reads its caps from that configuration.
+"""
 
 from __future__ import annotations
 
@@ -12,91 +18,81 @@ import torch
 
 from ..configuration_hierarchical_vl import HierarchicalVLConfig
 from ..data import (
-    EncodedCaptionDataset,
-    EncodedGroundingDataset,
-    EncodedVQADataset,
-    GroundingCollator,
     RegionFeatureStore,
-    RetrievalCollator,
     SplitImages,
-    VQACollator,
     build_vqa_answer_vocab,
     check_contamination,
-    convert_region_features,
-    load_flickr30k_entities,
-    load_karpathy_captions,
-    load_vqa,
     vqa_data_files,
 )
+from ..evaluation.evaluation_data import CorpusLayout, open_region_store
 from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from ..processing_hierarchical_vl import HierarchicalVLProcessor
+from ..tasks import TASK_SPECS, task_spec
 from ..tokenization_hierarchical_vl import HierarchicalVLTokenizer, load_glove_embeddings
 from .arguments import TrainingArguments
 from .batching import TaskDataSource
 from .trainer import MultiTaskTrainer, TrainingResult
 
-__all__ = ["PreparedData", "build_model", "make_evaluate_fn", "prepare_data", "train_from_arguments"]
+__all__ = ["PreparedData", "build_config", "build_model", "make_evaluate_fn", "prepare_data", "train_from_arguments"]
 
 logger = logging.getLogger(__name__)
+
+_INPUT_CAPS = ("max_regions", "max_question_words", "max_caption_words")
 
 
 @dataclass
 class PreparedData:
-    """Everything the trainer and the evaluation need, built once from `DataArguments`."""
+    """Everything the trainer and the evaluation need, built once from the arguments.
+
+    Attributes:
+        store: The region-feature store.
+        tokenizer: The word-level tokenizer.
+        processor: The processor saved with the model (the configuration's caps).
+        config: The model configuration the data were encoded for (caps, vocabulary, answer pool).
+        answer_vocab: The VQA answer pool (empty without VQA).
+        train: The encoded training dataset of each trained task.
+        eval: The encoded evaluation dataset of each evaluated task.
+        collators: The training collator of each trained task.
+    """
 
     store: RegionFeatureStore
     tokenizer: HierarchicalVLTokenizer
     processor: HierarchicalVLProcessor
+    config: HierarchicalVLConfig
     answer_vocab: list[str]
     train: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     collators: dict[str, Any] = field(default_factory=dict)
-    eval_collators: dict[str, Any] = field(default_factory=dict)
 
     def sources(self) -> dict[str, TaskDataSource]:
+        """The training data of each task, as the trainer takes it."""
         return {task: TaskDataSource(task, len(dataset), self.collators[task]) for task, dataset in self.train.items()}
 
 
-def _store(args) -> RegionFeatureStore:
+def _layout(args: TrainingArguments) -> CorpusLayout:
     data = args.data
-    source = data.path(data.features)
-    if source is None or not source.exists():
-        raise FileNotFoundError(f"region features not found: {source} (data.features under data.root={data.root})")
-    if (source / "store.json").exists():
-        return RegionFeatureStore(source)
-    destination = data.path(data.features_store) if data.features_store else source.with_name(source.name + ".store")
-    if not (destination / "store.json").exists():
-        print(f"converting region features {source} -> {destination}", flush=True)
-        convert_region_features(source, destination, progress=args.progress)
-    return RegionFeatureStore(destination)
+    return CorpusLayout(root=data.root, features=data.features, vqa_dir=data.vqa_dir,
+                        captions_file=data.captions_file, entities_dir=data.entities_dir)
 
 
-def _load_rows(args, tasks: set[str]) -> tuple[dict[str, list], dict[str, Any], list[str]]:
-    """Training rows (lists of datasets) and evaluation rows per task, and the VQA answer pool."""
-    data = args.data
-    train: dict[str, list] = {}
-    evaluation: dict[str, Any] = {}
-    answer_vocab: list[str] = []
-    if "vqa" in tasks:
-        files = vqa_data_files(data.path(data.vqa_dir))
-        missing = [s for s in [*data.vqa_train_splits, data.vqa_eval_split] if s not in files]
-        if missing:
-            raise FileNotFoundError(f"VQA splits {missing} not found in {data.path(data.vqa_dir)} (found {sorted(files)})")
-        annotation_files = [files[s][1] for s in data.vqa_train_splits if files[s][1] is not None]
-        answer_vocab = build_vqa_answer_vocab(annotation_files, min_count=data.min_answer_frequency + 1)
-        if not answer_vocab:
-            raise ValueError(f"no answer is seen more than {data.min_answer_frequency} times in {annotation_files}")
-        train["vqa"] = [load_vqa(files, split=s, answer_vocab=answer_vocab) for s in data.vqa_train_splits]
-        evaluation["vqa"] = load_vqa(files, split=data.vqa_eval_split, answer_vocab=answer_vocab)
-    if "retrieval" in tasks:
-        captions = data.path(data.captions_file)
-        train["retrieval"] = [load_karpathy_captions(captions, split=s) for s in data.caption_train_splits]
-        evaluation["retrieval"] = load_karpathy_captions(captions, split=data.caption_eval_split)
-    if "grounding" in tasks:
-        entities = data.path(data.entities_dir)
-        train["grounding"] = [load_flickr30k_entities(entities, split=data.entities_train_split)]
-        evaluation["grounding"] = load_flickr30k_entities(entities, split=data.entities_eval_split)
-    return train, evaluation, answer_vocab
+def _answer_pool(args: TrainingArguments, layout: CorpusLayout) -> list[str]:
+    """The VQA answer pool: the checkpoint's (``init_from``), else the answers of the training annotations."""
+    if args.init_from:
+        config = HierarchicalVLConfig.from_pretrained(args.init_from)
+        if "vqa" in config.task_layers:
+            return [config.id2label[i] for i in range(config.num_answers)]
+    files = vqa_data_files(layout.task_path("vqa"))
+    train_splits, eval_split = args.data.splits("vqa")
+    missing = [split for split in [*train_splits, eval_split] if split not in files]
+    if missing:
+        raise FileNotFoundError(f"VQA splits {missing} not found in {layout.task_path('vqa')} (found {sorted(files)})")
+    annotation_files = [files[split][1] for split in train_splits if files[split][1] is not None]
+    frequency = args.data.min_answer_frequency
+    answers = build_vqa_answer_vocab(annotation_files, **({} if frequency is None else {"min_count": frequency + 1}))
+    if not answers:
+        raise ValueError(f"no answer of {annotation_files} is frequent enough for the answer pool "
+                         f"(data.min_answer_frequency={frequency})")
+    return answers
 
 
 def _concatenate(parts: list) -> Any:
@@ -107,97 +103,129 @@ def _concatenate(parts: list) -> Any:
     return concatenate_datasets(parts)
 
 
-_TEXT_COLUMN = {"vqa": "question", "retrieval": "caption", "grounding": "sentence"}
+def build_config(
+    args: TrainingArguments, tokenizer: HierarchicalVLTokenizer, answer_vocab: list[str]
+) -> HierarchicalVLConfig:
+    """The model configuration of a run: the one source of its input caps, task layers and answer pool.
+
+    A fresh model takes the preset (``args.model_preset``) with ``args.model_overrides`` and the data arguments'
+    input caps (``model_overrides`` wins where both set one), the task layers of the trained tasks (the preset's,
+    updated by ``model_overrides.task_layers``), the tokenizer's vocabulary size and the answer pool. With
+    ``args.init_from`` the checkpoint's configuration is kept, except for the data arguments' input caps.
+
+    Args:
+        args: The training arguments.
+        tokenizer: The run's tokenizer.
+        answer_vocab: The VQA answer pool (empty without VQA).
+    """
+    caps = args.data.input_caps()
+    if args.init_from:
+        config = HierarchicalVLConfig.from_pretrained(args.init_from)
+        if config.vocab_size != len(tokenizer):
+            raise ValueError(
+                f"{args.init_from} has a {config.vocab_size}-word vocabulary but the tokenizer has "
+                f"{len(tokenizer)}: train with the checkpoint's own tokenizer"
+            )
+        for name, value in caps.items():
+            setattr(config, name, value)
+        return config
+    overrides = dict(args.model_overrides)
+    for name, value in caps.items():
+        if name in overrides and overrides[name] != value:
+            logger.warning("model_overrides.%s=%s replaces data.%s=%s", name, overrides[name], name, value)
+        overrides.setdefault(name, value)
+    task_layers = dict(HierarchicalVLConfig.from_preset(args.model_preset).task_layers)
+    task_layers.update(args.task_layers)
+    overrides["task_layers"] = {task: layer for task, layer in task_layers.items() if task in args.trained_tasks}
+    overrides["vocab_size"] = len(tokenizer)
+    if answer_vocab:
+        overrides["id2label"] = dict(enumerate(answer_vocab))
+        overrides.pop("num_answers", None)
+    return HierarchicalVLConfig.from_preset(args.model_preset, **overrides)
+
+
+def _collator_options(task: str, args: TrainingArguments) -> dict[str, Any]:
+    """Training settings of a task's collator beyond the caps: retrieval's negatives (``data.retrieval_negatives``)."""
+    if task == "retrieval":
+        return {"negatives_per_positive": args.data.retrieval_negatives, "seed": args.seed}
+    return {}
 
 
 def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | None = None) -> PreparedData:
-    """Load the corpora of the curriculum's tasks, check contamination, build the tokenizer and the datasets.
+    """Load the corpora of the curriculum's tasks, check contamination, build the tokenizer, the model
+    configuration and the encoded datasets.
 
     The tokenizer's vocabulary is the words of the training text of every task (unless one is given).
     """
     data = args.data
-    tasks = {task for stage in args.curriculum for task in stage.tasks}
-    evaluated = {task for stage in args.curriculum for task in (stage.evaluate if stage.evaluate is not None else stage.tasks)}
-    train_rows, eval_rows, answer_vocab = _load_rows(args, tasks | evaluated)
-    train_rows = {task: _concatenate(parts) for task, parts in train_rows.items() if task in tasks}
-    eval_rows = {task: rows for task, rows in eval_rows.items() if task in evaluated}
+    trained, evaluated = args.trained_tasks, args.evaluated_tasks
+    layout = _layout(args)
+    needed = [task for task in TASK_SPECS if task in trained or task in evaluated]
+    answer_vocab = _answer_pool(args, layout) if "vqa" in needed else []
+    train_rows: dict[str, Any] = {}
+    eval_rows: dict[str, Any] = {}
+    for task in needed:
+        train_splits, eval_split = data.splits(task)
+        if task in trained:
+            parts = [layout.read_split(task, split, answer_vocab=answer_vocab) for split in train_splits]
+            train_rows[task] = _concatenate(parts)
+        if task in evaluated:
+            eval_rows[task] = layout.read_split(task, eval_split, answer_vocab=answer_vocab)
 
     splits = [SplitImages.from_rows(task, "train", "train", rows) for task, rows in train_rows.items()]
     splits += [SplitImages.from_rows(task, "eval", "eval", rows) for task, rows in eval_rows.items()]
     report = check_contamination(splits, allow=data.allow_contamination)
     if report:
-        print("warning (allowed by data.allow_contamination): " + report.format(), flush=True)
+        logger.warning("allowed by data.allow_contamination: %s", report.format())
 
     if tokenizer is None:
-        texts = (text for task, rows in train_rows.items() for text in rows[_TEXT_COLUMN[task]])
+        texts = (text for task, rows in train_rows.items() for text in rows[task_spec(task).text_field])
         tokenizer = HierarchicalVLTokenizer.from_texts(texts, min_frequency=data.min_word_frequency)
-    processor = HierarchicalVLProcessor(tokenizer, max_regions=data.max_regions, max_words=data.max_question_words)
-    store = _store(args)
-    prepared = PreparedData(store=store, tokenizer=tokenizer, processor=processor, answer_vocab=answer_vocab)
-
-    def encode(task: str, rows: Any) -> Any:
-        if task == "vqa":
-            return EncodedVQADataset(rows, store, tokenizer, answer_vocab=answer_vocab,
-                                     max_question_length=data.max_question_words)
-        if task == "retrieval":
-            return EncodedCaptionDataset(rows, store, tokenizer, max_caption_length=data.max_caption_words)
-        return EncodedGroundingDataset(rows, store, tokenizer, max_sentence_length=data.max_caption_words)
-
-    def collator(task: str, dataset: Any, training: bool) -> Any:
-        if task == "vqa":
-            return VQACollator(dataset, max_regions=data.max_regions, include_metadata=not training)
-        if task == "retrieval":
-            negatives = data.retrieval_negatives if training else 0
-            return RetrievalCollator(dataset, negatives_per_positive=negatives, max_regions=data.max_regions,
-                                     seed=args.seed, include_metadata=not training)
-        return GroundingCollator(dataset, max_regions=data.max_regions, include_metadata=not training)
-
+    config = build_config(args, tokenizer, answer_vocab)
+    store = open_region_store(data.path(data.features), data.path(data.features_store), progress=args.progress)
+    processor = HierarchicalVLProcessor.from_config(tokenizer, config)
+    prepared = PreparedData(store=store, tokenizer=tokenizer, processor=processor, config=config,
+                            answer_vocab=answer_vocab)
     for task, rows in train_rows.items():
-        prepared.train[task] = encode(task, rows)
-        prepared.collators[task] = collator(task, prepared.train[task], training=True)
+        spec = task_spec(task)
+        prepared.train[task] = spec.encode(rows, store, tokenizer, config)
+        prepared.collators[task] = spec.make_collator(prepared.train[task], config, include_metadata=False,
+                                                      **_collator_options(task, args))
     for task, rows in eval_rows.items():
-        prepared.eval[task] = encode(task, rows)
-        prepared.eval_collators[task] = collator(task, prepared.eval[task], training=False)
+        prepared.eval[task] = task_spec(task).encode(rows, store, tokenizer, config)
     return prepared
 
 
 def build_model(args: TrainingArguments, prepared: PreparedData) -> HierarchicalVLForMultiTask:
-    """A fresh model from the preset (or ``args.init_from``) sized to the vocabulary and the answer pool."""
+    """A fresh model of `build_config` (seeded with ``args.seed``), or ``args.init_from`` loaded with it.
+
+    Raises:
+        ValueError: If the arguments give other input caps than those the data were prepared with.
+    """
+    config = build_config(args, prepared.tokenizer, prepared.answer_vocab)
+    changed = [name for name in _INPUT_CAPS if getattr(config, name) != getattr(prepared.config, name)]
+    if changed:
+        raise ValueError(f"the data were prepared with other input caps ({changed}); prepare them with these "
+                         "arguments")
     if args.init_from:
-        model = HierarchicalVLForMultiTask.from_pretrained(args.init_from)
-        if model.config.vocab_size != len(prepared.tokenizer):
-            raise ValueError(
-                f"{args.init_from} has a {model.config.vocab_size}-word vocabulary but the tokenizer has "
-                f"{len(prepared.tokenizer)}: train with the checkpoint's own tokenizer"
-            )
-        return model
-    task_layers = dict(HierarchicalVLConfig.from_preset(args.model_preset).task_layers)
-    task_layers.update(args.task_layers)
-    tasks = {task for stage in args.curriculum for task in stage.tasks}
-    task_layers = {task: layer for task, layer in task_layers.items() if task in tasks}
-    overrides = dict(args.model_overrides)
-    overrides.update(vocab_size=len(prepared.tokenizer), task_layers=task_layers)
-    overrides.setdefault("max_regions", args.data.max_regions)
-    overrides.setdefault("max_question_words", args.data.max_question_words)
-    overrides.setdefault("max_caption_words", args.data.max_caption_words)
-    if prepared.answer_vocab:
-        overrides["id2label"] = dict(enumerate(prepared.answer_vocab))
-        overrides.pop("num_answers", None)
-    config = HierarchicalVLConfig.from_preset(args.model_preset, **overrides)
+        return HierarchicalVLForMultiTask.from_pretrained(args.init_from, config=config)
     torch.manual_seed(args.seed)
     model = HierarchicalVLForMultiTask(config)
     if args.data.glove:
         matrix, coverage = load_glove_embeddings(
             args.data.path(args.data.glove), prepared.tokenizer.get_vocab(), dim=config.word_embedding_dim, seed=args.seed
         )
-        print(coverage, flush=True)
+        logger.info("%s", coverage)
         model.load_glove_embeddings(torch.from_numpy(matrix))
     return model
 
 
 def make_evaluate_fn(prepared: PreparedData, batch_size: int = 128):
-    """``evaluate_fn(model, tasks) -> {"task/metric": value}`` over the prepared evaluation splits."""
-    from ..evaluation import evaluate_grounding, evaluate_retrieval, evaluate_vqa
+    """``evaluate_fn(model, tasks) -> {"task/metric": value}`` over the prepared evaluation splits.
+
+    Each task runs its evaluation function (`TaskSpec.evaluate_fn`) with ``batch_size`` times its
+    ``eval_batch_scale`` examples per forward pass.
+    """
 
     def evaluate(model: torch.nn.Module, tasks: list[str]) -> Mapping[str, float]:
         device = next(model.parameters()).device
@@ -205,13 +233,9 @@ def make_evaluate_fn(prepared: PreparedData, batch_size: int = 128):
         for task in tasks:
             if task not in prepared.eval:
                 continue
-            dataset = prepared.eval[task]
-            if task == "vqa":
-                results.update(evaluate_vqa(model, dataset, batch_size=batch_size, device=device))
-            elif task == "retrieval":
-                results.update(evaluate_retrieval(model, dataset, batch_size=4 * batch_size, device=device))
-            else:
-                results.update(evaluate_grounding(model, dataset, batch_size=batch_size, device=device))
+            spec = task_spec(task)
+            results.update(spec.evaluate_fn(model, prepared.eval[task], batch_size=spec.eval_batch_scale * batch_size,
+                                            device=device))
         return results
 
     return evaluate
