@@ -9,7 +9,6 @@ from torch.utils.data import DataLoader
 
 from hierarchical_vl import HierarchicalVLTokenizer
 from hierarchical_vl.data import (
-    DistinctImageBatchSampler,
     EncodedCaptionDataset,
     EncodedGroundingDataset,
     EncodedVQADataset,
@@ -92,8 +91,7 @@ def test_missing_images_raise_or_are_dropped(demo_store, tokenizer):
 
 def test_retrieval_collator_builds_positives_and_negatives(demo_datasets, demo_store, tokenizer):
     captions = EncodedCaptionDataset(demo_datasets["captions"]["train"], demo_store, tokenizer)
-    sampler = DistinctImageBatchSampler(captions.caption_image, batch_size=6, seed=0)
-    indices = next(iter(sampler))
+    indices = np.unique(captions.caption_image, return_index=True)[1][:6]  # captions of six distinct images
     collator = RetrievalCollator(captions, negatives_per_positive=1, seed=0)
     batch = collator(indices)
     assert set(batch) == MODEL_KEYS
@@ -115,18 +113,6 @@ def test_retrieval_collator_builds_positives_and_negatives(demo_datasets, demo_s
     same_image = np.flatnonzero(captions.caption_image == captions.caption_image[0])[:2]
     repeated = collator(same_image)
     assert repeated["labels"].tolist() == [1.0] * 6
-
-
-def test_distinct_image_batch_sampler(demo_datasets, demo_store, tokenizer):
-    captions = EncodedCaptionDataset(demo_datasets["captions"]["train"], demo_store, tokenizer)
-    sampler = DistinctImageBatchSampler(captions.caption_image, batch_size=8, seed=1)
-    batches = list(sampler)
-    assert sorted(i for b in batches for i in b) == list(range(len(captions)))
-    for b in batches:
-        assert len(set(captions.caption_image[b].tolist())) == len(b)
-    assert batches == list(sampler)  # same epoch, same order
-    sampler.set_epoch(1)
-    assert batches != list(sampler)
 
 
 def _grounding_fixture(tmp_path):

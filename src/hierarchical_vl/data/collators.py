@@ -1,6 +1,6 @@
 """Collators that turn index batches of the encoded datasets into the model's inputs.
 
-Use each with its encoded dataset (:mod:`.encoded_datasets`), whose items are indices::
+Use each with its encoded dataset (`encoded_datasets`), whose items are indices::
 
     train = EncodedVQADataset(vqa["train"], store, tokenizer)
     loader = DataLoader(train, batch_size=256, shuffle=True, collate_fn=VQACollator(train), num_workers=2)
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..processing_hierarchical_vl import region_inputs, text_inputs
-from .boxes import box_iou
+from ..metrics.grounding import box_iou
 from .encoded_datasets import (
     EncodedCaptionDataset,
     EncodedDataset,
@@ -83,7 +83,7 @@ def _region_cap(max_regions: int | None) -> int:
 
 
 class VQACollator:
-    """Batches of :class:`~hierarchical_vl.data.encoded_datasets.EncodedVQADataset`.
+    """Batches of `EncodedVQADataset`.
 
     Adds ``labels`` (B, num_answers) float32 soft scores (absent for test splits) and metadata ``question_id``,
     ``image_id``, ``question``, ``answers`` (the 10 strings, for the official accuracy) and ``answer_type``.
@@ -125,10 +125,9 @@ class VQACollator:
 
 class RetrievalCollator:
     """Batches of image-caption pairs with in-batch negatives, from
-    :class:`~hierarchical_vl.data.encoded_datasets.EncodedCaptionDataset`.
+    `EncodedCaptionDataset`.
 
-    From B matched (image, caption) pairs -- of distinct images, see
-    :class:`~hierarchical_vl.data.samplers.DistinctImageBatchSampler` -- it emits the B positives, then for each of
+    From B matched (image, caption) pairs it emits the B positives, then for each of
     ``negatives_per_positive`` = k random shifts s (distinct, 1 <= s < B, drawn per batch from the seed and the
     batch's indices) the B pairs (image i, caption of example i + s) and then the B pairs (image of example i + s,
     caption i): (1 + 2k) B rows with ``labels`` (B',) float32 1 for the positives and 0 for the negatives. A label
@@ -199,7 +198,7 @@ class RetrievalCollator:
 
 
 class GroundingCollator:
-    """Batches of :class:`~hierarchical_vl.data.encoded_datasets.EncodedGroundingDataset`.
+    """Batches of `EncodedGroundingDataset`.
 
     Adds ``phrase_spans`` (B, H, 2) int64 inclusive token spans, ``phrase_mask`` (B, H) int64 and ``labels``
     (B, H, T) float32: 1 where the region's IoU with any ground-truth box of the phrase is >= ``iou_threshold``

@@ -4,7 +4,7 @@ Reading examples one at a time through ``datasets`` runs at about a thousand exa
 needs hundreds of them. So each task's rows are read once, in large batches, into compact arrays -- token ids
 (M, L) int32 and their lengths, the store index of each example's image, sparse VQA soft labels, grounding phrase
 spans and ground-truth boxes -- and the DataLoader's batches are index arrays that the task's collator
-(:mod:`.collators`) turns into model inputs with a handful of vectorised gathers.
+(`collators`) turns into model inputs with a handful of vectorised gathers.
 
 The datasets are ``torch.utils.data.Dataset`` s whose items are their own indices: ``__getitems__`` hands the
 sampler's index list straight to the collator. ``dataset.example(i)`` gives a readable dict of one example.
@@ -157,7 +157,7 @@ class EncodedDataset(torch.utils.data.Dataset):
         return len(self.image_index)
 
     def __getitem__(self, index: int) -> int:
-        """The item of an encoded dataset is its index (see :meth:`example` for a readable view)."""
+        """The item of an encoded dataset is its index (see `example` for a readable view)."""
         if isinstance(index, (list, tuple, np.ndarray)):
             return self.__getitems__(index)
         if not -len(self) <= index < len(self):
@@ -213,10 +213,10 @@ def _select(arrays: dict[str, Any], keep: np.ndarray) -> dict[str, Any]:
 
 
 class EncodedVQADataset(EncodedDataset):
-    """VQA questions encoded for :class:`~hierarchical_vl.data.collators.VQACollator`.
+    """VQA questions encoded for `VQACollator`.
 
     Args:
-        rows: VQA rows (:func:`~hierarchical_vl.data.vqa.load_vqa`), map-style, streaming or dicts.
+        rows: VQA rows (`load_vqa`), map-style, streaming or dicts.
         store: Region features of the images.
         tokenizer: The word-level tokenizer.
         answer_vocab: The answer vocabulary; read from the dataset's ``labels`` feature when ``None``.
@@ -325,10 +325,10 @@ class EncodedVQADataset(EncodedDataset):
 
 
 class EncodedCaptionDataset(EncodedDataset):
-    """Captions encoded for :class:`~hierarchical_vl.data.collators.RetrievalCollator`.
+    """Captions encoded for `RetrievalCollator`.
 
     Args:
-        rows: Caption rows (:func:`~hierarchical_vl.data.captions.load_karpathy_captions`) or dicts with
+        rows: Caption rows (`load_karpathy_captions`) or dicts with
             ``image_id``, ``caption`` and optionally ``sentence_id``.
         store: Region features of the images.
         tokenizer: The word-level tokenizer.
@@ -338,7 +338,7 @@ class EncodedCaptionDataset(EncodedDataset):
 
     Attributes:
         sentence_ids: (M,) caption ids.
-        caption_image: (M,) int64 position of each caption's image in :attr:`images`.
+        caption_image: (M,) int64 position of each caption's image in `images`.
         images: (I,) the distinct image ids, in order of first appearance.
         images_store_index: (I,) int64 store index of each distinct image.
     """
@@ -388,13 +388,13 @@ class EncodedCaptionDataset(EncodedDataset):
 
 
 class EncodedGroundingDataset(EncodedDataset):
-    """Flickr30k Entities sentences encoded for :class:`~hierarchical_vl.data.collators.GroundingCollator`.
+    """Flickr30k Entities sentences encoded for `GroundingCollator`.
 
     Only phrases with boxes (``box_status == "box"``) are kept; phrases without boxes, phrases cut off by the
-    token cap and sentences left without phrases are counted in :attr:`excluded`.
+    token cap and sentences left without phrases are counted in `excluded`.
 
     Args:
-        rows: Rows of :func:`~hierarchical_vl.data.flickr30k_entities.load_flickr30k_entities` (or such dicts).
+        rows: Rows of `load_flickr30k_entities` (or such dicts).
         store: Region features of the images.
         tokenizer: The word-level tokenizer (with offsets: a fast tokenizer).
         max_words: Cap on sentence tokens (default: ``HierarchicalVLConfig().max_caption_words``, the caption cap).

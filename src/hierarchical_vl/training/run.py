@@ -9,7 +9,7 @@ the processor saved with the model, the evaluation -- reads its caps from that c
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from ..tasks import TASK_SPECS, task_spec
 from ..tokenization_hierarchical_vl import HierarchicalVLTokenizer, load_glove_embeddings
 from .arguments import TrainingArguments
 from .batching import TaskDataSource
-from .trainer import MultiTaskTrainer, TrainingResult
+from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult
 
 __all__ = ["PreparedData", "build_config", "build_model", "make_evaluate_fn", "prepare_data", "train_from_arguments"]
 
@@ -245,13 +245,16 @@ def train_from_arguments(
     args: TrainingArguments,
     prepared: PreparedData | None = None,
     evaluate: bool = True,
-    stop_after_updates: int | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> TrainingResult:
-    """Prepare data, build the model, train the curriculum and save a complete ``from_pretrained`` directory."""
+    """Prepare data, build the model, train the curriculum and save a complete ``from_pretrained`` directory.
+
+    ``callbacks`` are [`TrainerCallback`] objects passed to the trainer.
+    """
     prepared = prepared or prepare_data(args)
     model = build_model(args, prepared)
     evaluate_fn = make_evaluate_fn(prepared, args.eval_batch_size) if evaluate else None
-    trainer = MultiTaskTrainer(model, args, prepared.sources(), evaluate_fn, stop_after_updates=stop_after_updates)
+    trainer = MultiTaskTrainer(model, args, prepared.sources(), evaluate_fn, callbacks=callbacks)
     result = trainer.train()
     if trainer.accelerator.is_main_process:
         prepared.processor.save_pretrained(Path(args.output_dir))

@@ -99,8 +99,6 @@ class MultiTaskTrainer:
             and every ``args.eval_every`` updates; ``None`` disables evaluation.
         accelerator: An existing `Accelerator` (one is created from ``args`` otherwise).
         callbacks: [`TrainerCallback`] objects whose hooks run during training (e.g. to stop at an exact update).
-        stop_after_updates: Removed (use ``callbacks``); accepted only as ``None`` while ``training/run.py`` still
-            passes it.
     """
 
     def __init__(
@@ -111,11 +109,7 @@ class MultiTaskTrainer:
         evaluate_fn: _EvaluateFn | None = None,
         accelerator: Accelerator | None = None,
         callbacks: Sequence[TrainerCallback] = (),
-        *,
-        stop_after_updates: None = None,
     ):
-        if stop_after_updates is not None:
-            raise TypeError("MultiTaskTrainer(stop_after_updates=...) was removed: pass callbacks=[...] instead")
         self.args = args
         self.output_dir = Path(args.output_dir)
         self.accelerator = accelerator or Accelerator(
