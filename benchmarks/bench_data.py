@@ -177,7 +177,7 @@ def main() -> None:
     tokenizer = HierarchicalVLTokenizer.from_texts(questions["question"])
 
     t0 = time.perf_counter()
-    encoded = EncodedVQADataset(questions, store, tokenizer, max_question_length=14)
+    encoded = EncodedVQADataset(questions, store, tokenizer, max_words=14)
     encode_seconds = time.perf_counter() - t0
     print(f"encoding {len(encoded)} questions once (tokenise, labels, image rows): {encode_seconds:.2f}s")
 

@@ -41,7 +41,7 @@ from hierarchical_vl.evaluation import (
     load_evaluation_data,
     shortlist_agreement,
 )
-from hierarchical_vl.evaluation.commands import load_checkpoint
+from hierarchical_vl.loading import load_checkpoint, load_processor
 from hierarchical_vl.metrics import retrieval_recall
 
 
@@ -81,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is None or args.data_dir is None:
         parser.error("give --checkpoint and --data-dir, or --demo DIR")
 
-    model, tokenizer = load_checkpoint(args.checkpoint)
+    model = load_checkpoint(args.checkpoint)
+    tokenizer = load_processor(args.checkpoint, model.config).tokenizer
     data = load_evaluation_data(CorpusLayout(root=args.data_dir), ["retrieval"], args.split, tokenizer,
-                                max_caption_words=model.config.max_caption_words, progress=False)
+                                config=model.config, progress=False)
     captions = data.retrieval
     text = text_tensors(captions, np.arange(len(captions)))  # input_ids, attention_mask (C, N)
     images, _ = region_tensors(captions.store, captions.images_store_index, model.config.max_regions)  # (I, T, F)

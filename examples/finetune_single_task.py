@@ -14,6 +14,7 @@ import argparse
 import json
 
 from hierarchical_vl import HierarchicalVLProcessor
+from hierarchical_vl.tasks import TASK_SPECS
 from hierarchical_vl.training.arguments import StageArguments, TaskArguments, load_training_arguments
 from hierarchical_vl.training.run import prepare_data, train_from_arguments
 
@@ -21,7 +22,7 @@ from hierarchical_vl.training.run import prepare_data, train_from_arguments
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="multi-task (or single-task) from_pretrained directory")
-    parser.add_argument("--task", required=True, choices=["vqa", "retrieval", "grounding"])
+    parser.add_argument("--task", required=True, choices=list(TASK_SPECS))
     parser.add_argument("--data-root", required=True, help="corpus in the demo layout (see data.* overrides)")
     parser.add_argument("--config", default="demo", help="training preset or YAML for data and optimiser settings")
     parser.add_argument("--iterations", type=int, default=200)

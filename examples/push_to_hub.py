@@ -23,25 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-import hierarchical_vl
-from hierarchical_vl import HierarchicalVLConfig, HierarchicalVLProcessor
 from hierarchical_vl.hub import HubPushError, push_to_hub, save_for_hub
-
-_MODEL_CLASSES = (
-    "HierarchicalVLForVisualQuestionAnswering",
-    "HierarchicalVLForImageTextRetrieval",
-    "HierarchicalVLForVisualGrounding",
-    "HierarchicalVLForMultiTask",
-    "HierarchicalVLModel",
-)
-
-
-def load_checkpoint(path: str):
-    """The model, with the class that saved it, and the processor of a checkpoint folder."""
-    config = HierarchicalVLConfig.from_pretrained(path)
-    names = [name for name in (config.architectures or []) if name in _MODEL_CLASSES]
-    model_class = getattr(hierarchical_vl, names[0] if names else "HierarchicalVLModel")
-    return model_class.from_pretrained(path).eval(), HierarchicalVLProcessor.from_pretrained(path)
+from hierarchical_vl.loading import load_checkpoint, load_processor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     card_data = json.loads(args.card_data.read_text()) if args.card_data else {}
     if args.results:
         card_data["results"] = json.loads(args.results.read_text())
-    model, processor = load_checkpoint(args.checkpoint)
+    model = load_checkpoint(args.checkpoint)
+    processor = load_processor(args.checkpoint, model.config)
 
     if args.dry_run:
         save_dir = args.save_dir or Path(args.checkpoint).with_name(Path(args.checkpoint).name + "-hub")

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from hierarchical_vl import (
-    TASKS,
     HierarchicalVLConfig,
     HierarchicalVLForImageTextRetrieval,
     HierarchicalVLForMultiTask,
@@ -16,6 +15,7 @@ from hierarchical_vl import (
     HierarchicalVLProcessor,
     HierarchicalVLTokenizer,
 )
+from hierarchical_vl.configuration_hierarchical_vl import TASKS
 from hierarchical_vl.hub import save_for_hub
 from hierarchical_vl.loading import load_checkpoint, load_processor
 from hierarchical_vl.tasks import TASK_SPECS, model_tasks, task_spec

@@ -1,27 +1,28 @@
 """hierarchical-vl: the multi-task hierarchical vision-language model of Nguyen & Okatani (CVPR 2019).
 
-The model, tokenizer and processor are importable from here; data loading lives in ``hierarchical_vl.data``,
-metrics in ``hierarchical_vl.metrics`` and prediction helpers in ``hierarchical_vl.pipelines``.
+The top level holds what most users call: the configuration, the models, the tokenizer and processor, GloVe loading
+and `load_checkpoint`. The rest lives in its own module: the building blocks and outputs in
+``hierarchical_vl.modeling_hierarchical_vl``, the task registry in ``hierarchical_vl.tasks``, data in
+``hierarchical_vl.data``, metrics in ``hierarchical_vl.metrics``, evaluation in ``hierarchical_vl.evaluation``,
+pipelines and predictors in ``hierarchical_vl.pipelines``, the Hub helpers in ``hierarchical_vl.hub``.
+
+Importing the package registers the model with transformers' Auto classes and its pipelines.
 """
 
 from .auto_registration import register_auto_classes
-from .configuration_hierarchical_vl import TASKS, HierarchicalVLConfig, available_presets
+from .configuration_hierarchical_vl import HierarchicalVLConfig, available_presets
+from .loading import load_checkpoint, load_processor
 from .modeling_hierarchical_vl import (
-    DenseCoAttentionLayer,
     HierarchicalVLForImageTextRetrieval,
     HierarchicalVLForMultiTask,
     HierarchicalVLForVisualGrounding,
     HierarchicalVLForVisualQuestionAnswering,
-    HierarchicalVLGroundingOutput,
     HierarchicalVLModel,
-    HierarchicalVLModelOutput,
     HierarchicalVLPreTrainedModel,
-    HierarchicalVLRetrievalOutput,
-    HierarchicalVLVQAOutput,
 )
 from .pipelines import register_pipelines
-from .processing_hierarchical_vl import HierarchicalVLProcessor, char_spans_to_token_spans
-from .tokenization_hierarchical_vl import GloveCoverage, HierarchicalVLTokenizer, load_glove_embeddings
+from .processing_hierarchical_vl import HierarchicalVLProcessor
+from .tokenization_hierarchical_vl import HierarchicalVLTokenizer, load_glove_embeddings
 
 __version__ = "0.1.0"
 
@@ -29,26 +30,18 @@ register_auto_classes()
 register_pipelines()
 
 __all__ = [
-    "TASKS",
-    "DenseCoAttentionLayer",
-    "GloveCoverage",
     "HierarchicalVLConfig",
     "HierarchicalVLForImageTextRetrieval",
     "HierarchicalVLForMultiTask",
     "HierarchicalVLForVisualGrounding",
     "HierarchicalVLForVisualQuestionAnswering",
-    "HierarchicalVLGroundingOutput",
     "HierarchicalVLModel",
-    "HierarchicalVLModelOutput",
     "HierarchicalVLPreTrainedModel",
     "HierarchicalVLProcessor",
-    "HierarchicalVLRetrievalOutput",
     "HierarchicalVLTokenizer",
-    "HierarchicalVLVQAOutput",
     "__version__",
     "available_presets",
-    "char_spans_to_token_spans",
+    "load_checkpoint",
     "load_glove_embeddings",
-    "register_auto_classes",
-    "register_pipelines",
+    "load_processor",
 ]

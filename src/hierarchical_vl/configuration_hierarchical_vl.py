@@ -42,9 +42,9 @@ class HierarchicalVLConfig(PretrainedConfig):
             ``{"grounding": 2, "retrieval": 3, "vqa": 5}``.
         num_answers: Size of the VQA answer pool (taken from ``id2label`` when that is given). ``num_labels``, the
             name every transformers configuration understands, is accepted as well and means the same.
-        max_regions: Default cap on regions per image used by the processor.
-        max_question_words: Default cap on words per question used by the processor.
-        max_caption_words: Default cap on words per caption used by the processor.
+        max_regions: Cap on regions per image, the one cap of training, evaluation and the processor.
+        max_question_words: Cap on words per VQA question (training, evaluation and inference alike).
+        max_caption_words: Cap on words per caption and per grounding sentence (likewise).
         initializer_gain: Gain of the Xavier (Glorot) uniform initialisation.
 
     The common transformers names answer too: ``num_hidden_layers`` is ``num_layers``, ``num_labels`` the size of

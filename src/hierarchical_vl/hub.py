@@ -65,6 +65,7 @@ REQUIRED_FILES = (
     "model.safetensors",
     "configuration_hierarchical_vl.py",
     "modeling_hierarchical_vl.py",
+    "layers_hierarchical_vl.py",
     "tokenizer.json",
     "processor_config.json",
     "README.md",

@@ -28,11 +28,11 @@ import torch
 from transformers import Pipeline, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration_hierarchical_vl import HierarchicalVLConfig
 from .data.image_regions import ImageRegions, UnknownImageError, resolve_image
+from .loading import load_checkpoint, load_processor
 from .modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from .processing_hierarchical_vl import HierarchicalVLProcessor
-from .tasks import TASK_SPECS, task_spec
+from .tasks import TASK_SPECS
 
 __all__ = [
     "PIPELINE_TASKS",
@@ -58,50 +58,6 @@ _HUB_KEYS = ("revision", "token", "local_files_only", "cache_dir")
 
 def _hub_kwargs(kwargs: Mapping[str, Any], *extra: str) -> dict[str, Any]:
     return {key: kwargs[key] for key in (*_HUB_KEYS, *extra) if key in kwargs}
-
-
-# The one place this module loads a checkpoint. When the package's shared loader lands, this becomes
-# ``return load_checkpoint(pretrained_model_name_or_path, task=task, **kwargs).eval()``.
-def _load_task_model(pretrained_model_name_or_path: Any, task: str, **kwargs: Any):
-    """Load the model of a checkpoint that can run ``task``, in eval mode.
-
-    A checkpoint saved from the task's head loads as that head, one saved from [`HierarchicalVLForMultiTask`] as the
-    multi-task model; any other (another task's head, the bare encoder) is refused because its ``task`` decoder
-    would be untrained.
-
-    Args:
-        pretrained_model_name_or_path: A local folder or a Hub repository id.
-        task: ``"vqa"``, ``"retrieval"`` or ``"grounding"``.
-        **kwargs: Passed to ``from_pretrained`` (``revision``, ``token``, ``dtype``, ...).
-    """
-    spec = task_spec(task)
-    kwargs.pop("trust_remote_code", None)  # the classes are this package's own
-    kwargs.pop("code_revision", None)
-    config = kwargs.pop("config", None)
-    if config is None:
-        config = HierarchicalVLConfig.from_pretrained(pretrained_model_name_or_path, **_hub_kwargs(kwargs, "subfolder"))
-    if getattr(config, "model_type", None) != HierarchicalVLConfig.model_type:
-        raise ValueError(
-            f"{pretrained_model_name_or_path} is not a hierarchical-vl checkpoint "
-            f"(model_type {getattr(config, 'model_type', None)!r})"
-        )
-    architectures = list(config.architectures or [])
-    multi_task = HierarchicalVLForMultiTask.__name__
-    if not architectures or spec.head in architectures:
-        model_class = spec.head_class
-    elif multi_task in architectures:
-        if task not in config.task_layers:
-            raise ValueError(
-                f"the multi-task checkpoint {pretrained_model_name_or_path} has no {task} decoder "
-                f"(its tasks: {sorted(config.task_layers)})"
-            )
-        model_class = HierarchicalVLForMultiTask
-    else:
-        raise ValueError(
-            f"{pretrained_model_name_or_path} holds a {', '.join(architectures)}, which has no {task} decoder; "
-            f"use a checkpoint of {spec.head} or {multi_task}"
-        )
-    return model_class.from_pretrained(pretrained_model_name_or_path, config=config, **kwargs).eval()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -208,7 +164,7 @@ class _HierarchicalVLPipeline(Pipeline):
         if isinstance(processor, PreTrainedTokenizerBase):
             processor, tokenizer = None, processor
         if processor is None and tokenizer is not None:
-            processor = HierarchicalVLProcessor(tokenizer, max_regions=model.config.max_regions)
+            processor = HierarchicalVLProcessor.from_config(tokenizer, model.config)
         if processor is None or not callable(processor) or getattr(processor, "tokenizer", None) is None:
             raise ValueError(
                 "a HierarchicalVLProcessor (or the word tokenizer) is needed to prepare the inputs; pass "
@@ -535,7 +491,7 @@ class _TaskModelLoader:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
-        return _load_task_model(pretrained_model_name_or_path, cls.model_task, **kwargs)
+        return load_checkpoint(pretrained_model_name_or_path, task=cls.model_task, **kwargs)
 
 
 def register_pipelines() -> None:
@@ -585,10 +541,10 @@ class _Predictor:
             device: Device to move the model to.
             **kwargs: Passed to the model's ``from_pretrained``.
         """
-        model = _load_task_model(pretrained_model_name_or_path, cls.pipeline_class.model_task, **kwargs)
+        model = load_checkpoint(pretrained_model_name_or_path, task=cls.pipeline_class.model_task, **kwargs)
         if device is not None:
             model.to(device)
-        processor = HierarchicalVLProcessor.from_pretrained(pretrained_model_name_or_path, **_hub_kwargs(kwargs))
+        processor = load_processor(pretrained_model_name_or_path, model.config, **_hub_kwargs(kwargs))
         return cls(model, processor, feature_store=feature_store)
 
     @property

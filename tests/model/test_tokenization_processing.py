@@ -2,12 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hierarchical_vl import (
-    HierarchicalVLProcessor,
-    HierarchicalVLTokenizer,
-    char_spans_to_token_spans,
-    load_glove_embeddings,
-)
+from hierarchical_vl import HierarchicalVLProcessor, HierarchicalVLTokenizer, load_glove_embeddings
+from hierarchical_vl.processing_hierarchical_vl import char_spans_to_token_spans
 
 TEXTS = ["What color is the cube?", "A man in a red shirt rides a bike.", "Don't count 1,000 dogs, it's 3.5 m"]
 

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..processing_hierarchical_vl import region_inputs, text_inputs
 from ..metrics.grounding import box_iou
+from ..processing_hierarchical_vl import region_inputs, text_inputs
 from .encoded_datasets import (
     EncodedCaptionDataset,
     EncodedDataset,

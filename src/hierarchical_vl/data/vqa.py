@@ -25,6 +25,7 @@ from .generator_datasets import _from_generator, _import_datasets
 from .json_stream import iter_json_array
 
 __all__ = [
+    "ANSWER_MIN_COUNT",
     "VQA_SPLIT_FILES",
     "build_vqa_answer_vocab",
     "load_vqa",
@@ -33,6 +34,10 @@ __all__ = [
     "vqa_data_files",
     "vqa_soft_score",
 ]
+
+ANSWER_MIN_COUNT = 9
+"""The answer pool holds the ``multiple_choice_answer`` strings seen more than 8 times in training (DESIGN, Sec. 1):
+at least this many times."""
 
 VQA_SPLIT_FILES = {
     "train": "train2014",
@@ -78,12 +83,12 @@ def vqa_data_files(directory: str | os.PathLike) -> dict[str, tuple[Path, Path |
 def build_vqa_answer_vocab(
     annotation_files: str | os.PathLike | Iterable[str | os.PathLike],
     *,
-    min_count: int = 9,
+    min_count: int = ANSWER_MIN_COUNT,
     normalize: _AnswerNormalizer = normalize_answer_text,
 ) -> list[str]:
     """The answer vocabulary: ``multiple_choice_answer`` strings seen at least ``min_count`` times.
 
-    The default ``min_count=9`` is "more than 8 times" of the paper. The files are streamed.
+    The default `ANSWER_MIN_COUNT` is "more than 8 times" of the paper. The files are streamed.
 
     Args:
         annotation_files: One or more official annotation files.
@@ -191,7 +196,7 @@ def load_vqa(
     split: str | None = None,
     answer_vocab: Sequence[str] | None = None,
     vocab_splits: Sequence[str] = ("train",),
-    min_answer_count: int = 9,
+    min_answer_count: int = ANSWER_MIN_COUNT,
     normalize: _AnswerNormalizer = normalize_answer_text,
     streaming: bool = False,
     cache_dir: str | os.PathLike | None = None,

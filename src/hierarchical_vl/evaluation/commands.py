@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +14,9 @@ from ..tasks import TASK_SPECS
 from .retrieval_ranking import FIRST_STAGES
 from .task_evaluation import RETRIEVAL_PROTOCOLS
 
-__all__ = ["add_commands", "load_checkpoint"]
+__all__ = ["add_commands"]
 
 _TASK_CHOICES = (*TASK_SPECS, "all")
-
-
-def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, Any]:
-    """Deprecated: use ``hierarchical_vl.loading.load_checkpoint`` (the model) and ``load_processor``.
-
-    Returns:
-        ``(model, tokenizer)`` of a ``save_pretrained`` directory.
-    """
-    from ..loading import load_checkpoint as load_model
-    from ..loading import load_processor
-
-    warnings.warn(
-        "hierarchical_vl.evaluation.commands.load_checkpoint is deprecated; use hierarchical_vl.loading."
-        "load_checkpoint(path) and load_processor(path).tokenizer",
-        FutureWarning,
-        stacklevel=2,
-    )
-    model = load_model(path)
-    return model, load_processor(path, model.config).tokenizer
 
 
 def _vqa_options(args: argparse.Namespace, data: Any, info: dict[str, Any]) -> dict[str, Any]:

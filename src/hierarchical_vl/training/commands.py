@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..atomic_files import write_text_atomic
+from ..tasks import TASK_SPECS
 
 __all__ = ["add_commands", "parse_layers"]
 
@@ -72,7 +73,7 @@ def add_commands(subparsers: Any) -> None:
         "search-layers",
         help="train one task alone with its decoder at each candidate layer and compare (paper Sec. 4.2)",
     )
-    search.add_argument("--task", required=True, choices=["vqa", "retrieval", "grounding"])
+    search.add_argument("--task", required=True, choices=list(TASK_SPECS))
     search.add_argument("--layers", type=parse_layers, default=parse_layers("1-5"), help="e.g. 1-5 or 2,3,5")
     search.add_argument("--config", default="demo", help="training preset or YAML file for data and optimiser")
     search.add_argument("--iterations", type=int, default=None, help="updates per candidate (default: the task's)")
