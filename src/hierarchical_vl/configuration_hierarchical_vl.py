@@ -11,6 +11,8 @@ from transformers import PretrainedConfig
 TASKS = ("grounding", "retrieval", "vqa")
 """Task names understood by the model, in the order of their default encoder depth."""
 
+__all__ = ["TASKS", "HierarchicalVLConfig", "available_presets"]
+
 _PRESET_PACKAGE = "hierarchical_vl.presets"
 
 

@@ -398,6 +398,9 @@ class HierarchicalVLVQADecoder(nn.Module):
     Loss: soft-score binary cross-entropy, summed over the answer pool and averaged over the batch.
     """
 
+    extra_inputs: tuple[str, ...] = ()
+    """Model inputs of the task besides text and regions (passed to ``forward`` by keyword)."""
+
     def __init__(self, config: HierarchicalVLConfig):
         super().__init__()
         self.text_summary = SummaryNetwork(config)
@@ -425,6 +428,9 @@ class HierarchicalVLRetrievalDecoder(nn.Module):
 
     Loss: binary cross-entropy over the (image, caption) pairs, averaged.
     """
+
+    extra_inputs: tuple[str, ...] = ()
+    """Model inputs of the task besides text and regions (passed to ``forward`` by keyword)."""
 
     def __init__(self, config: HierarchicalVLConfig):
         super().__init__()
@@ -456,6 +462,9 @@ class HierarchicalVLGroundingDecoder(nn.Module):
 
     Loss: binary cross-entropy over the valid (phrase, region) pairs, averaged.
     """
+
+    extra_inputs: tuple[str, ...] = ("phrase_spans", "phrase_mask")
+    """Model inputs of the task besides text and regions (passed to ``forward`` by keyword)."""
 
     def __init__(self, config: HierarchicalVLConfig):
         super().__init__()

@@ -143,12 +143,12 @@ class HierarchicalVLGroundingOutput(ModelOutput):
     attentions: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
 
 
-_DECODERS: dict[str, tuple[type[nn.Module], type[ModelOutput], tuple[str, ...]]] = {
-    "grounding": (HierarchicalVLGroundingDecoder, HierarchicalVLGroundingOutput, ("phrase_spans", "phrase_mask")),
-    "retrieval": (HierarchicalVLRetrievalDecoder, HierarchicalVLRetrievalOutput, ()),
-    "vqa": (HierarchicalVLVQADecoder, HierarchicalVLVQAOutput, ()),
+_DECODERS: dict[str, tuple[type[nn.Module], type[ModelOutput]]] = {
+    "grounding": (HierarchicalVLGroundingDecoder, HierarchicalVLGroundingOutput),
+    "retrieval": (HierarchicalVLRetrievalDecoder, HierarchicalVLRetrievalOutput),
+    "vqa": (HierarchicalVLVQADecoder, HierarchicalVLVQAOutput),
 }
-"""Per task: the decoder (an attribute ``<task>_decoder`` of a head), its output class and its extra inputs."""
+"""Per task: the decoder (an attribute ``<task>_decoder`` of a head) and its output class."""
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ class HierarchicalVLPreTrainedModel(PreTrainedModel):
 
     def _run_task(self, task: str, inputs: dict, labels, output_attentions, output_hidden_states, return_dict):
         """The encoder up to ``task``'s layer, then its decoder (and loss when ``labels`` are given)."""
-        decoder_class, output_class, extra_inputs = _DECODERS[task]
+        output_class = _DECODERS[task][1]
         decoder = self.decoder(task)
         config = self.config
         return_dict = return_dict if return_dict is not None else config.return_dict
@@ -252,7 +252,7 @@ class HierarchicalVLPreTrainedModel(PreTrainedModel):
         )
         decoded = decoder(
             encoded.text_last_hidden_state, encoded.image_last_hidden_state, text_mask, image_mask,
-            labels=labels, **{name: inputs[name] for name in extra_inputs},
+            labels=labels, **{name: inputs[name] for name in decoder.extra_inputs},
         )
         output = output_class(
             **decoded,
@@ -604,7 +604,7 @@ class HierarchicalVLForMultiTask(_PairScoringMixin, HierarchicalVLPreTrainedMode
     def __init__(self, config: HierarchicalVLConfig):
         super().__init__(config)
         self.hierarchical_vl = HierarchicalVLModel(config)
-        for task, (decoder_class, _, _) in _DECODERS.items():
+        for task, (decoder_class, _) in _DECODERS.items():
             if task in config.task_layers:
                 setattr(self, f"{task}_decoder", decoder_class(config))
         self.post_init()
@@ -628,7 +628,7 @@ class HierarchicalVLForMultiTask(_PairScoringMixin, HierarchicalVLPreTrainedMode
         """Run ``task``: the encoder to ``config.task_layers[task]``, then that task's decoder (and loss)."""
         if task not in _DECODERS:
             raise ValueError(f"unknown task {task!r}; this model has decoders for {self.tasks}")
-        extra = _DECODERS[task][2]
+        extra = _DECODERS[task][0].extra_inputs
         given = {"phrase_spans": phrase_spans, "phrase_mask": phrase_mask}
         unused = [name for name, value in given.items() if value is not None and name not in extra]
         if unused:

@@ -43,7 +43,8 @@ class TaskSpec:
         text_field: The dataset column holding the task's text.
         max_words_attribute: The `HierarchicalVLConfig` field that caps the task's text (the one cap of the task,
             used by training, evaluation and inference alike).
-        extra_inputs: Model inputs the task needs besides text and regions (`MODEL_INPUTS`).
+        decoder: Class of the task's decoder in ``hierarchical_vl.layers_hierarchical_vl``; its ``extra_inputs``
+            are the model inputs the task needs besides text and regions (`MODEL_INPUTS`).
         dataset: Encoded dataset class (``module:Name``).
         collator: Collator class (``module:Name``).
         evaluate: Evaluation function (``module:name``): ``fn(model, dataset, *, batch_size, device, ...)``.
@@ -65,7 +66,7 @@ class TaskSpec:
     hub_tag: str
     text_field: str
     max_words_attribute: str
-    extra_inputs: tuple[str, ...]
+    decoder: str
     dataset: str
     collator: str
     evaluate: str
@@ -95,6 +96,16 @@ class TaskSpec:
     def evaluate_fn(self) -> Any:
         """The evaluation function."""
         return _resolve(self.evaluate)
+
+    @property
+    def decoder_class(self) -> type:
+        """The task's decoder (a ``torch.nn.Module``)."""
+        return _resolve(f"hierarchical_vl.layers_hierarchical_vl:{self.decoder}")
+
+    @property
+    def extra_inputs(self) -> tuple[str, ...]:
+        """Model inputs the task needs besides text and regions (the decoder's own)."""
+        return tuple(self.decoder_class.extra_inputs)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -140,7 +151,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
         hub_tag="visual-grounding",
         text_field="sentence",
         max_words_attribute="max_caption_words",
-        extra_inputs=("phrase_spans", "phrase_mask"),
+        decoder="HierarchicalVLGroundingDecoder",
         dataset="hierarchical_vl.data.encoded_datasets:EncodedGroundingDataset",
         collator="hierarchical_vl.data.collators:GroundingCollator",
         evaluate="hierarchical_vl.evaluation.task_evaluation:evaluate_grounding",
@@ -163,7 +174,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
         hub_tag="image-text-retrieval",
         text_field="caption",
         max_words_attribute="max_caption_words",
-        extra_inputs=(),
+        decoder="HierarchicalVLRetrievalDecoder",
         dataset="hierarchical_vl.data.encoded_datasets:EncodedCaptionDataset",
         collator="hierarchical_vl.data.collators:RetrievalCollator",
         evaluate="hierarchical_vl.evaluation.task_evaluation:evaluate_retrieval",
@@ -186,7 +197,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
         hub_tag="visual-question-answering",
         text_field="question",
         max_words_attribute="max_question_words",
-        extra_inputs=(),
+        decoder="HierarchicalVLVQADecoder",
         dataset="hierarchical_vl.data.encoded_datasets:EncodedVQADataset",
         collator="hierarchical_vl.data.collators:VQACollator",
         evaluate="hierarchical_vl.evaluation.task_evaluation:evaluate_vqa",
