@@ -22,6 +22,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
 
 lint: $(STAMP)
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
 	$(VENV)/bin/ruff check src tests examples benchmarks
 
 bench: $(STAMP)

@@ -132,13 +132,23 @@ def main(argv: list[str] | None = None) -> None:
     layers = reference.hierarchical_vl.encoder.layers
     for index in range(len(layers)):
         layers[index] = ReferenceDenseCoAttentionLayer(layers[index])
-    batch = _inputs(config, args.batch_size, args.num_words, args.max_regions, args.min_regions or args.max_regions, device)
+    batch = _inputs(
+        config,
+        args.batch_size,
+        args.num_words,
+        args.max_regions,
+        args.min_regions or args.max_regions,
+        device,
+    )
 
     model.eval()
     reference.eval()
     with torch.no_grad():
         fast_loss, reference_loss = model(**batch).loss.item(), reference(**batch).loss.item()
-    assert abs(fast_loss - reference_loss) <= 1e-4 * max(1.0, abs(reference_loss)), (fast_loss, reference_loss)
+    assert abs(fast_loss - reference_loss) <= 1e-4 * max(1.0, abs(reference_loss)), (
+        fast_loss,
+        reference_loss,
+    )
     model.train()
     reference.train()
 
@@ -149,7 +159,10 @@ def main(argv: list[str] | None = None) -> None:
         args.warmup,
     )
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}"
+    )
     print(
         f"model: preset={args.preset} d={config.hidden_size} layers={config.num_layers} answers={config.num_answers} "
         f"params={parameters / 1e6:.1f}M; batch={args.batch_size} words={args.num_words} regions<={args.max_regions} "

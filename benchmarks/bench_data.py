@@ -33,8 +33,13 @@ from hierarchical_vl.data import EncodedVQADataset, RegionFeatureStore, RegionFe
 
 COLORS = ("red", "green", "blue", "yellow", "purple", "gray", "white", "black", "brown", "orange")
 OBJECTS = ("cube", "sphere", "cylinder", "cone", "dog", "cat", "car", "bus", "man", "woman", "tree", "table")
-TEMPLATES = ("what color is the {o}?", "how many {o}s are there?", "is there a {c} {o} in the picture?",
-             "what is the {c} thing next to the {o}?", "is the {o} on the left of the {c} {o}?")
+TEMPLATES = (
+    "what color is the {o}?",
+    "how many {o}s are there?",
+    "is there a {c} {o} in the picture?",
+    "what is the {c} thing next to the {o}?",
+    "is the {o} on the left of the {c} {o}?",
+)
 
 
 def _cpu_name() -> str:
@@ -68,24 +73,41 @@ def build_corpus(workdir: Path, num_images: int, questions_per_image: int, regio
     for image_id in range(num_images):
         for k in range(questions_per_image):
             template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-            question = template.format(o=OBJECTS[int(rng.integers(len(OBJECTS)))],
-                                       c=COLORS[int(rng.integers(len(COLORS)))])
+            question = template.format(
+                o=OBJECTS[int(rng.integers(len(OBJECTS)))], c=COLORS[int(rng.integers(len(COLORS)))]
+            )
             labels = sorted(set(rng.integers(0, len(vocab), int(rng.integers(1, 4))).tolist()))
             scores = [float(np.float32(s)) for s in rng.choice([0.3, 0.6, 0.9, 1.0], len(labels))]
-            answers = [{"answer": vocab[labels[0]], "answer_confidence": "yes", "answer_id": j + 1}
-                       for j in range(10)]
-            rows.append({"question_id": image_id * 1000 + k, "image_id": image_id, "question": question,
-                         "question_type": "what", "answer_type": "other",
-                         "multiple_choice_answer": vocab[labels[0]], "answers": answers, "labels": labels,
-                         "scores": scores})
+            answers = [{"answer": vocab[labels[0]], "answer_confidence": "yes", "answer_id": j + 1} for j in range(10)]
+            rows.append(
+                {
+                    "question_id": image_id * 1000 + k,
+                    "image_id": image_id,
+                    "question": question,
+                    "question_type": "what",
+                    "answer_type": "other",
+                    "multiple_choice_answer": vocab[labels[0]],
+                    "answers": answers,
+                    "labels": labels,
+                    "scores": scores,
+                }
+            )
     return RegionFeatureStore(workdir / "store"), rows, vocab
 
 
 def time_fast(encoded: EncodedVQADataset, batch_size: int, workers: int, seconds: float, seed: int) -> dict:
     collator = VQACollator(encoded, max_regions=100)
     generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(encoded, batch_size=batch_size, shuffle=True, collate_fn=collator, num_workers=workers,
-                        generator=generator, persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+    loader = DataLoader(
+        encoded,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=collator,
+        num_workers=workers,
+        generator=generator,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
     # Warm-up pass (workers start, pages fault in), then timed passes until `seconds` have elapsed.
     for i, _ in enumerate(loader):
         if i == 10:
@@ -101,8 +123,13 @@ def time_fast(encoded: EncodedVQADataset, batch_size: int, workers: int, seconds
         rates.append(epoch_examples / (time.perf_counter() - epoch_start))
         examples += epoch_examples
     elapsed = time.perf_counter() - start
-    return {"examples_per_s": examples / elapsed, "batches_per_s": batches / elapsed, "epochs": len(rates),
-            "epoch_rates": rates, "shape": shape}
+    return {
+        "examples_per_s": examples / elapsed,
+        "batches_per_s": batches / elapsed,
+        "epochs": len(rates),
+        "epoch_rates": rates,
+        "shape": shape,
+    }
 
 
 def time_reference(question_rows, region_rows, order: np.ndarray, batch_size: int, num_answers: int) -> dict:
@@ -111,7 +138,7 @@ def time_reference(question_rows, region_rows, order: np.ndarray, batch_size: in
     start = time.perf_counter()
     for first in range(0, len(order), batch_size):
         items = []
-        for i in order[first:first + batch_size]:
+        for i in order[first : first + batch_size]:
             question = question_rows[int(i)]
             regions = region_rows[int(question["image_row"])]
             items.append((question, regions))
@@ -120,15 +147,16 @@ def time_reference(question_rows, region_rows, order: np.ndarray, batch_size: in
         input_ids = torch.zeros(len(items), width, dtype=torch.long)
         labels = torch.zeros(len(items), num_answers)
         for row, (q, _) in enumerate(items):
-            input_ids[row, :lengths[row]] = torch.as_tensor(q["input_ids"])
+            input_ids[row, : lengths[row]] = torch.as_tensor(q["input_ids"])
             labels[row, torch.as_tensor(q["labels"], dtype=torch.long)] = torch.as_tensor(q["scores"])
         batch = {
             "input_ids": input_ids,
             "attention_mask": (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long(),
             "region_features": torch.from_numpy(np.stack([r["features"] for _, r in items])),
             "region_mask": torch.ones(len(items), items[0][1]["features"].shape[0], dtype=torch.long),
-            "region_boxes": torch.from_numpy(np.stack([r["boxes"] / np.float32([640, 480, 640, 480])
-                                                       for _, r in items])),
+            "region_boxes": torch.from_numpy(
+                np.stack([r["boxes"] / np.float32([640, 480, 640, 480]) for _, r in items])
+            ),
             "labels": labels,
         }
         examples += batch["input_ids"].shape[0]
@@ -156,23 +184,39 @@ def main() -> None:
     torch.set_num_threads(1)
     workdir_context = tempfile.TemporaryDirectory(dir=args.workdir)
     workdir = Path(workdir_context.name)
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores, {_memory_gib():.0f} GiB; "
-          f"torch {torch.__version__}, datasets {datasets.__version__}, numpy {np.__version__}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"machine: {_cpu_name()}, {os.cpu_count()} cores, {_memory_gib():.0f} GiB; "
+        f"torch {torch.__version__}, datasets {datasets.__version__}, numpy {np.__version__}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     t0 = time.perf_counter()
-    store, rows, vocab = build_corpus(workdir, args.images, args.questions_per_image, args.regions,
-                                      args.feature_dim, args.seed)
-    print(f"store: {store} ({store.features.nbytes / 2**30:.2f} GiB float16), {len(rows)} questions, "
-          f"built in {time.perf_counter() - t0:.1f}s")
+    store, rows, vocab = build_corpus(
+        workdir, args.images, args.questions_per_image, args.regions, args.feature_dim, args.seed
+    )
+    print(
+        f"store: {store} ({store.features.nbytes / 2**30:.2f} GiB float16), {len(rows)} questions, "
+        f"built in {time.perf_counter() - t0:.1f}s"
+    )
 
-    features = datasets.Features({
-        "question_id": datasets.Value("int64"), "image_id": datasets.Value("int64"),
-        "question": datasets.Value("string"), "question_type": datasets.Value("string"),
-        "answer_type": datasets.Value("string"), "multiple_choice_answer": datasets.Value("string"),
-        "answers": datasets.List({"answer": datasets.Value("string"), "answer_confidence": datasets.Value("string"),
-                                  "answer_id": datasets.Value("int32")}),
-        "labels": datasets.List(datasets.ClassLabel(names=vocab)), "scores": datasets.List(datasets.Value("float32")),
-    })
+    features = datasets.Features(
+        {
+            "question_id": datasets.Value("int64"),
+            "image_id": datasets.Value("int64"),
+            "question": datasets.Value("string"),
+            "question_type": datasets.Value("string"),
+            "answer_type": datasets.Value("string"),
+            "multiple_choice_answer": datasets.Value("string"),
+            "answers": datasets.List(
+                {
+                    "answer": datasets.Value("string"),
+                    "answer_confidence": datasets.Value("string"),
+                    "answer_id": datasets.Value("int32"),
+                }
+            ),
+            "labels": datasets.List(datasets.ClassLabel(names=vocab)),
+            "scores": datasets.List(datasets.Value("float32")),
+        }
+    )
     questions = datasets.Dataset.from_list(rows, features=features)
     tokenizer = HierarchicalVLTokenizer.from_texts(questions["question"])
 
@@ -185,20 +229,25 @@ def main() -> None:
     for workers in args.workers:
         results[workers] = time_fast(encoded, args.batch_size, workers, args.seconds, args.seed)
         r = results[workers]
-        print(f"fast store, num_workers={workers}: {r['examples_per_s']:,.0f} examples/s "
-              f"({r['batches_per_s']:.1f} batches/s of {r['shape']}; epochs: "
-              f"{', '.join(f'{x:,.0f}' for x in r['epoch_rates'])})")
+        print(
+            f"fast store, num_workers={workers}: {r['examples_per_s']:,.0f} examples/s "
+            f"({r['batches_per_s']:.1f} batches/s of {r['shape']}; epochs: "
+            f"{', '.join(f'{x:,.0f}' for x in r['epoch_rates'])})"
+        )
 
     # Reference: the same examples through `datasets`, one at a time (pre-tokenised ids stored in the dataset).
     t0 = time.perf_counter()
-    reference_questions = questions.add_column("input_ids", [encoded.token_ids[i, :encoded.lengths[i]].tolist()
-                                                             for i in range(len(encoded))])
+    reference_questions = questions.add_column(
+        "input_ids", [encoded.token_ids[i, : encoded.lengths[i]].tolist() for i in range(len(encoded))]
+    )
     reference_questions = reference_questions.add_column("image_row", encoded.image_index.tolist())
-    region_features = datasets.Features({
-        "image_id": datasets.Value("int64"),
-        "features": datasets.Array2D((args.regions, args.feature_dim), "float16"),
-        "boxes": datasets.Array2D((args.regions, 4), "float32"),
-    })
+    region_features = datasets.Features(
+        {
+            "image_id": datasets.Value("int64"),
+            "features": datasets.Array2D((args.regions, args.feature_dim), "float16"),
+            "boxes": datasets.Array2D((args.regions, 4), "float32"),
+        }
+    )
 
     def region_generator(path: str):
         source = RegionFeatureStore(path)
@@ -206,17 +255,24 @@ def main() -> None:
             item = source[source.image_ids[index]]
             yield {"image_id": index, "features": np.asarray(item["features"]), "boxes": item["boxes"]}
 
-    regions = datasets.Dataset.from_generator(region_generator, features=region_features,
-                                              gen_kwargs={"path": str(store.path)},
-                                              cache_dir=str(workdir / "hf_cache")).with_format("numpy")
+    regions = datasets.Dataset.from_generator(
+        region_generator,
+        features=region_features,
+        gen_kwargs={"path": str(store.path)},
+        cache_dir=str(workdir / "hf_cache"),
+    ).with_format("numpy")
     print(f"reference Arrow files written in {time.perf_counter() - t0:.1f}s")
-    order = np.random.default_rng(args.seed).permutation(len(encoded))[:args.reference_examples]
-    time_reference(reference_questions, regions, order[:args.batch_size], args.batch_size, len(vocab))  # warm-up
+    order = np.random.default_rng(args.seed).permutation(len(encoded))[: args.reference_examples]
+    time_reference(reference_questions, regions, order[: args.batch_size], args.batch_size, len(vocab))  # warm-up
     reference = time_reference(reference_questions, regions, order, args.batch_size, len(vocab))
-    print(f"datasets per-example reference: {reference['examples_per_s']:,.0f} examples/s "
-          f"({reference['examples']} examples in {reference['seconds']:.1f}s)")
+    print(
+        f"datasets per-example reference: {reference['examples_per_s']:,.0f} examples/s "
+        f"({reference['examples']} examples in {reference['seconds']:.1f}s)"
+    )
     for workers, r in results.items():
-        print(f"ratio fast (num_workers={workers}) / reference: {r['examples_per_s'] / reference['examples_per_s']:.1f}x")
+        print(
+            f"ratio fast (num_workers={workers}) / reference: {r['examples_per_s'] / reference['examples_per_s']:.1f}x"
+        )
     best = max(results.values(), key=lambda r: r["examples_per_s"])["examples_per_s"]
     print(f"best: {best:,.0f} examples/s (target 20,000); load average now {os.getloadavg()[0]:.2f}")
     workdir_context.cleanup()

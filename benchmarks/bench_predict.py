@@ -136,16 +136,26 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(figures))
         return figures
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-          f"{torch.__version__}, {figures['torch_threads']} threads, device {device}")
-    print(f"model: {preset} VQA head, {figures['parameters']:,} parameters, {figures['answers']} answers; "
-          f"{args.regions} regions x {feature_dim}, {figures['question_words']}-word question")
-    print(f"single prediction (helper): median {figures['single_latency_ms']:.2f} ms over {args.repeats} "
-          f"(after {args.warmup} warm-up)")
-    print(f"bare model forward:         median {figures['bare_forward_ms']:.2f} ms; helper / bare = "
-          f"{figures['helper_overhead_ratio']:.3f}")
-    print(f"batched predictions:        batch {args.batch_size}: {figures['batch_latency_ms']:.1f} ms per batch, "
-          f"{figures['throughput_per_s']:.1f} predictions/s")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, {figures['torch_threads']} threads, device {device}"
+    )
+    print(
+        f"model: {preset} VQA head, {figures['parameters']:,} parameters, {figures['answers']} answers; "
+        f"{args.regions} regions x {feature_dim}, {figures['question_words']}-word question"
+    )
+    print(
+        f"single prediction (helper): median {figures['single_latency_ms']:.2f} ms over {args.repeats} "
+        f"(after {args.warmup} warm-up)"
+    )
+    print(
+        f"bare model forward:         median {figures['bare_forward_ms']:.2f} ms; helper / bare = "
+        f"{figures['helper_overhead_ratio']:.3f}"
+    )
+    print(
+        f"batched predictions:        batch {args.batch_size}: {figures['batch_latency_ms']:.1f} ms per batch, "
+        f"{figures['throughput_per_s']:.1f} predictions/s"
+    )
     return figures
 
 

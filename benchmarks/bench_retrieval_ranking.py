@@ -54,7 +54,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--regions", type=int, default=36)
     parser.add_argument("--words", type=int, default=14)
     parser.add_argument("--batch-size", type=int, default=160, help="pairs per forward pass (both variants)")
-    parser.add_argument("--reference-images", type=int, default=None, help="score only this many images' rows with the reference")
+    parser.add_argument(
+        "--reference-images",
+        type=int,
+        default=None,
+        help="score only this many images' rows with the reference",
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="precision of the fast path")
@@ -134,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
     scorer = RetrievalScorer(
-        model, batch_size=args.batch_size, dtype=dtype, device=device, images_per_block=n_img, captions_per_block=n_cap
+        model,
+        batch_size=args.batch_size,
+        dtype=dtype,
+        device=device,
+        images_per_block=n_img,
+        captions_per_block=n_cap,
     )
     layer = config.layer_for("retrieval")
     print(
@@ -170,13 +180,22 @@ def main(argv: list[str] | None = None) -> int:
     fast_rate, pair_rate = max(fast_rates), max(pair_rates)
     per_item = min(encode_per_item)
     projections = {
-        "COCO 1K (25M pairs)": (COCO_1K_PAIRS / reference_rate, COCO_1K_PAIRS / pair_rate + COCO_ITEMS * per_item),
-        "COCO 5K (125M pairs)": (COCO_5K_PAIRS / reference_rate, COCO_5K_PAIRS / pair_rate + COCO_ITEMS * per_item),
+        "COCO 1K (25M pairs)": (
+            COCO_1K_PAIRS / reference_rate,
+            COCO_1K_PAIRS / pair_rate + COCO_ITEMS * per_item,
+        ),
+        "COCO 5K (125M pairs)": (
+            COCO_5K_PAIRS / reference_rate,
+            COCO_5K_PAIRS / pair_rate + COCO_ITEMS * per_item,
+        ),
     }
     lines = [
-        f"reference (model(...) per pair, fp32): {reference_rate:10.1f} pairs/s   rounds {[round(r, 1) for r in reference_rates]}",
-        f"RetrievalScorer ({args.dtype}), end to end: {fast_rate:10.1f} pairs/s   rounds {[round(r, 1) for r in fast_rates]}",
-        f"RetrievalScorer pair blocks only:       {pair_rate:10.1f} pairs/s   (+ {1000 * per_item:.2f} ms per item encoded)",
+        f"reference (model(...) per pair, fp32): {reference_rate:10.1f} pairs/s   "
+        f"rounds {[round(r, 1) for r in reference_rates]}",
+        f"RetrievalScorer ({args.dtype}), end to end: {fast_rate:10.1f} pairs/s   "
+        f"rounds {[round(r, 1) for r in fast_rates]}",
+        f"RetrievalScorer pair blocks only:       {pair_rate:10.1f} pairs/s   "
+        f"(+ {1000 * per_item:.2f} ms per item encoded)",
         f"speed-up end to end: {fast_rate / reference_rate:.1f}x   max |fast - reference| = {max_diff:.2e}, "
         f"same ranking: {same_ranking} (same top-1 caption for {100 * top1:.0f}% of images; "
         f"reference logits std {spread:.3f})",
@@ -187,17 +206,50 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print("\n".join(lines))
     if args.record is not None:
-        command = "python " + " ".join(shlex.quote(part) for part in ["benchmarks/bench_retrieval_ranking.py", *(sys.argv[1:] if argv is None else argv)])
-        _record(args.record, command, machine, args, config, ref_rows, reference_rate, fast_rate, pair_rate, per_item,
-                max_diff, same_ranking, top1, spread, projections)
+        command = "python " + " ".join(
+            shlex.quote(part)
+            for part in ["benchmarks/bench_retrieval_ranking.py", *(sys.argv[1:] if argv is None else argv)]
+        )
+        _record(
+            args.record,
+            command,
+            machine,
+            args,
+            config,
+            ref_rows,
+            reference_rate,
+            fast_rate,
+            pair_rate,
+            per_item,
+            max_diff,
+            same_ranking,
+            top1,
+            spread,
+            projections,
+        )
     if max_diff > tolerance:
         print(f"error: the fast scores differ from the reference by {max_diff:.2e} (tolerance {tolerance})")
         return 1
     return 0
 
 
-def _record(path, command, machine, args, config, ref_rows, reference_rate, fast_rate, pair_rate, per_item,
-            max_diff, same_ranking, top1, spread, projections) -> None:
+def _record(
+    path,
+    command,
+    machine,
+    args,
+    config,
+    ref_rows,
+    reference_rate,
+    fast_rate,
+    pair_rate,
+    per_item,
+    max_diff,
+    same_ranking,
+    top1,
+    spread,
+    projections,
+) -> None:
     date = time.strftime("%a %b %d %H:%M:%S %Z %Y")
     rows = [
         f"\n## Exact retrieval ranking: pair scoring at the paper's size ({args.device}, fast path {args.dtype})\n",
@@ -213,7 +265,8 @@ def _record(path, command, machine, args, config, ref_rows, reference_rate, fast
         "|---|---:|",
         f"| reference: `model(...)` per pair batch, fp32, all recomputed | {reference_rate:.1f} |",
         f"| `RetrievalScorer` {args.dtype}, end to end | {fast_rate:.1f} |",
-        f"| `RetrievalScorer` {args.dtype}, pair blocks only ({1000 * per_item:.2f} ms per item encoded) | {pair_rate:.1f} |",
+        f"| `RetrievalScorer` {args.dtype}, pair blocks only ({1000 * per_item:.2f} ms per item encoded) "
+        f"| {pair_rate:.1f} |",
         "",
         f"Speed-up end to end: **{fast_rate / reference_rate:.1f}x**; max |fast - reference| = {max_diff:.1e}, "
         f"same ranking: {same_ranking} (same top-1 caption for {100 * top1:.0f}% of images; the reference logits "

@@ -30,7 +30,15 @@ from hierarchical_vl import HierarchicalVLConfig, HierarchicalVLForMultiTask  # 
 from hierarchical_vl.training.arguments import load_training_arguments  # noqa: E402
 from hierarchical_vl.training.run import prepare_data  # noqa: E402
 
-BATCH_KEYS = ("input_ids", "attention_mask", "region_features", "region_mask", "phrase_spans", "phrase_mask", "labels")
+BATCH_KEYS = (
+    "input_ids",
+    "attention_mask",
+    "region_features",
+    "region_mask",
+    "phrase_spans",
+    "phrase_mask",
+    "labels",
+)
 
 
 def _timer(model, task, batches, device, bf16):
@@ -75,7 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as directory:
         generate_demo_corpus(directory, num_images=args.images, seed=0, min_regions=36, max_regions=36)
         training = load_training_arguments(
-            "demo", [f"data.root={directory}", "data.min_answer_frequency=0", "progress=false", "data.max_regions=36"]
+            "demo",
+            [
+                f"data.root={directory}",
+                "data.min_answer_frequency=0",
+                "progress=false",
+                "data.max_regions=36",
+            ],
         )
         prepared = prepare_data(training)
         config = HierarchicalVLConfig.from_preset(
@@ -87,9 +101,11 @@ def main(argv: list[str] | None = None) -> None:
         layers = reference.hierarchical_vl.encoder.layers
         for index in range(len(layers)):
             layers[index] = ReferenceDenseCoAttentionLayer(layers[index])
-        print(f"model: preset={args.preset} d={config.hidden_size} layers={config.num_layers} task layers "
-              f"{config.task_layers}; batch {args.batch_size}, 36 regions x 2048 (float16 store), device {device}, "
-              f"bf16={args.bf16}, torch threads {torch.get_num_threads()}")
+        print(
+            f"model: preset={args.preset} d={config.hidden_size} layers={config.num_layers} task layers "
+            f"{config.task_layers}; batch {args.batch_size}, 36 regions x 2048 (float16 store), device {device}, "
+            f"bf16={args.bf16}, torch threads {torch.get_num_threads()}"
+        )
         print(f"{'task':<10} {'rows/batch':>10} {'reference':>12} {'package':>12} {'speed-up':>9} {'data ms':>9}")
         for task in args.tasks.split(","):
             dataset, collator = prepared.train[task], prepared.collators[task]

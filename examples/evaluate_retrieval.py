@@ -48,8 +48,14 @@ from hierarchical_vl.metrics import retrieval_recall
 def _demo_checkpoint(directory: Path, num_images: int) -> tuple[Path, Path]:
     """A demo corpus and a fresh ``tiny`` retrieval model whose vocabulary is the corpus's words."""
     config = HierarchicalVLConfig.from_preset("tiny")
-    paths = generate_demo_corpus(directory / "corpus", num_images=num_images, seed=0,
-                                 feature_dim=config.region_feature_dim, min_regions=10, max_regions=36)
+    paths = generate_demo_corpus(
+        directory / "corpus",
+        num_images=num_images,
+        seed=0,
+        feature_dim=config.region_feature_dim,
+        min_regions=10,
+        max_regions=36,
+    )
     captions = [s["raw"] for image in iter_json_array(paths.karpathy_captions, "images") for s in image["sentences"]]
     tokenizer = HierarchicalVLTokenizer.from_texts(captions)
     torch.manual_seed(0)
@@ -68,8 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-images", type=int, default=60)
     parser.add_argument("--split", default="test")
     parser.add_argument("--shortlist", type=int, default=None, metavar="K")
-    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="dual-encoder",
-                        help="cheap scores of the shortlist (first-layer: slower, closer to the exact ranking)")
+    parser.add_argument(
+        "--first-stage",
+        choices=FIRST_STAGES,
+        default="dual-encoder",
+        help="cheap scores of the shortlist (first-layer: slower, closer to the exact ranking)",
+    )
     parser.add_argument("--cache-dir", type=Path, default=None, help="resumable score blocks")
     parser.add_argument("--batch-size", type=int, default=512, help="pairs per forward pass")
     parser.add_argument("--device", default="cpu")
@@ -83,31 +93,47 @@ def main(argv: list[str] | None = None) -> int:
 
     model = load_checkpoint(args.checkpoint)
     tokenizer = load_processor(args.checkpoint, model.config).tokenizer
-    data = load_evaluation_data(CorpusLayout(root=args.data_dir), ["retrieval"], args.split, tokenizer,
-                                config=model.config, progress=False)
+    data = load_evaluation_data(
+        CorpusLayout(root=args.data_dir),
+        ["retrieval"],
+        args.split,
+        tokenizer,
+        config=model.config,
+        progress=False,
+    )
     captions = data.retrieval
     text = text_tensors(captions, np.arange(len(captions)))  # input_ids, attention_mask (C, N)
     images, _ = region_tensors(captions.store, captions.images_store_index, model.config.max_regions)  # (I, T, F)
 
-    scorer = RetrievalScorer(model, batch_size=args.batch_size, device=args.device,
-                             dtype=torch.bfloat16 if args.dtype == "bf16" else None)
+    scorer = RetrievalScorer(
+        model,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=torch.bfloat16 if args.dtype == "bf16" else None,
+    )
     exact = scorer.score_matrix(text, images, cache_dir=args.cache_dir)  # (I, C)
     stats = scorer.last_stats
-    print(f"exact: {stats.num_images} x {stats.num_captions} pairs, {stats.pairs_scored} scored now "
-          f"({stats.blocks_loaded} blocks from the cache), {stats.pairs_per_second:,.0f} pairs/s")
+    print(
+        f"exact: {stats.num_images} x {stats.num_captions} pairs, {stats.pairs_scored} scored now "
+        f"({stats.blocks_loaded} blocks from the cache), {stats.pairs_per_second:,.0f} pairs/s"
+    )
     metrics = {"retrieval/num_images": stats.num_images, "retrieval/num_captions": stats.num_captions}
     metrics.update({f"retrieval/{k}": v for k, v in retrieval_recall(exact, captions.caption_image).items()})
 
     if args.shortlist is not None:
         start = time.perf_counter()
         two_stage = scorer.score_matrix(text, images, shortlist=args.shortlist, first_stage=args.first_stage)
-        print(f"two-stage ({args.first_stage}, K={args.shortlist}): {scorer.last_stats.pairs_scored} pairs scored exactly in "
-              f"{time.perf_counter() - start:.1f}s")
+        print(
+            f"two-stage ({args.first_stage}, K={args.shortlist}): {scorer.last_stats.pairs_scored} pairs scored "
+            "exactly in "
+            f"{time.perf_counter() - start:.1f}s"
+        )
         metrics["retrieval/shortlist_k"] = args.shortlist
         metrics.update({f"retrieval/exact/{k}": v for k, v in retrieval_recall(exact, captions.caption_image).items()})
         metrics.update({f"retrieval/{k}": v for k, v in retrieval_recall(two_stage, captions.caption_image).items()})
-        metrics.update({f"retrieval/shortlist/{k}": round(100 * v, 2)
-                        for k, v in shortlist_agreement(two_stage, exact).items()})
+        metrics.update(
+            {f"retrieval/shortlist/{k}": round(100 * v, 2) for k, v in shortlist_agreement(two_stage, exact).items()}
+        )
     print(format_results_table(metrics, data.splits))
     if args.output is not None:
         args.output.write_text(json.dumps(metrics, indent=2) + "\n")

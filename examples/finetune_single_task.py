@@ -37,13 +37,20 @@ def main(argv: list[str] | None = None) -> None:
     training.init_from = args.checkpoint
     training.optimizer.lr = args.lr
     training.tasks = {args.task: TaskArguments(args.iterations, max(1, args.iterations // 2), args.batch_size)}
-    training.curriculum = [StageArguments(tasks=[args.task], cycle_length=min(50, args.iterations), name=f"finetune-{args.task}")]
+    training.curriculum = [
+        StageArguments(tasks=[args.task], cycle_length=min(50, args.iterations), name=f"finetune-{args.task}")
+    ]
     training.validate()
     tokenizer = HierarchicalVLProcessor.from_pretrained(args.checkpoint).tokenizer
     prepared = prepare_data(training, tokenizer=tokenizer)
     result = train_from_arguments(training, prepared)
     scores = {k: v for k, v in result.evaluations[-1].items() if k not in ("update", "stage")}
-    print(json.dumps({"task": args.task, "updates": result.updates, "scores": scores, "output_dir": args.output_dir}, indent=2))
+    print(
+        json.dumps(
+            {"task": args.task, "updates": result.updates, "scores": scores, "output_dir": args.output_dir},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     vqa = tasks.add_parser("vqa", parents=[common], help="answer a question about an image")
     vqa.add_argument("--question", required=True)
 
-    retrieval = tasks.add_parser("retrieval", parents=[common], help="rank captions for an image or images for a caption")
+    retrieval = tasks.add_parser(
+        "retrieval", parents=[common], help="rank captions for an image or images for a caption"
+    )
     retrieval.add_argument("--captions", nargs="+", help="captions to rank for --image-id")
     retrieval.add_argument("--caption", help="caption to rank --image-ids for")
     retrieval.add_argument("--image-ids", nargs="+", default=[], help="images to rank for --caption")

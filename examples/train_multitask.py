@@ -24,9 +24,18 @@ def main(argv: list[str] | None = None) -> None:
     training = load_training_arguments(args.config, args.overrides)
     print("curriculum: " + " -> ".join("+".join(stage.tasks) for stage in training.curriculum))
     result = train_from_arguments(training)
-    print(json.dumps({"updates": result.updates, "stages": result.stage_updates, "evaluations": result.evaluations,
-                      "data_wait_seconds": round(result.data_wait_seconds, 2), "output_dir": training.output_dir},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "updates": result.updates,
+                "stages": result.stage_updates,
+                "evaluations": result.evaluations,
+                "data_wait_seconds": round(result.data_wait_seconds, 2),
+                "output_dir": training.output_dir,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

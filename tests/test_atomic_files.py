@@ -105,8 +105,10 @@ def test_publish_replaces_a_directory_and_can_refuse_to(tmp_path):
     assert (destination / "x").read_text() == "2" and _names(tmp_path) == ["step-1"]
 
 
-@pytest.mark.parametrize(("mask", "file_mode", "directory_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
-                                                                   (0o002, 0o664, 0o775)])
+@pytest.mark.parametrize(
+    ("mask", "file_mode", "directory_mode"),
+    [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],
+)
 def test_permissions_follow_the_umask(tmp_path, umask, mask, file_mode, directory_mode):
     umask(mask)
     write_text_atomic(tmp_path / "file.txt", "x")

@@ -18,7 +18,7 @@ def test_model_report_of_the_tiny_preset():
     assert lines[0].startswith("model preset 'tiny': d=16, 3 co-attention layers, 4 heads, task layers")
     assert lines[1] == "parameters per component:"
     total = next(line for line in lines if line.strip().startswith("total"))
-    components = lines[2:lines.index(total)]
+    components = lines[2 : lines.index(total)]
     assert len(components) == 1 + 1 + 1 + 3 + 3  # words, BiLSTM, image, 3 layers, 3 decoders
     assert all(int(line.split()[-1].replace(",", "")) > 0 for line in components)
     assert "outputs on generated inputs:" in lines
@@ -35,8 +35,12 @@ def test_hvl_demo_model_only_prints_the_report(capsys):
 
 
 def test_comparison_table():
-    table = format_comparison_table({"single-task": {"vqa/overall": 41.456, "grounding/r1": 20.0},
-                                     "multi-task": {"vqa/overall": 43.0, "retrieval/rsum": 101.25}})
+    table = format_comparison_table(
+        {
+            "single-task": {"vqa/overall": 41.456, "grounding/r1": 20.0},
+            "multi-task": {"vqa/overall": 43.0, "retrieval/rsum": 101.25},
+        }
+    )
     lines = table.splitlines()
     assert lines[0].split() == ["single-task", "multi-task"]
     assert lines[1].split() == ["VQA", "accuracy", "41.46", "43.00"]
@@ -52,8 +56,12 @@ def test_the_demo_is_one_command_module_and_training_imports_neither_it_nor_the_
             if isinstance(node, ast.ImportFrom):
                 module = "." * node.level + (node.module or "")
                 assert not module.lstrip(".").startswith(("pipelines", "demo", "hierarchical_vl.pipelines")), (
-                    f"{path.name} imports {module}")
-    code = ("import sys, hierarchical_vl.demo; "
-            "print(sorted(m for m in sys.modules if m.startswith(('hierarchical_vl.training', 'hierarchical_vl.evaluation'))))")
+                    f"{path.name} imports {module}"
+                )
+    code = (
+        "import sys, hierarchical_vl.demo; "
+        "print(sorted(m for m in sys.modules"
+        " if m.startswith(('hierarchical_vl.training', 'hierarchical_vl.evaluation'))))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert result.stdout.strip() == "[]"  # training and evaluation are imported only when the full demo runs

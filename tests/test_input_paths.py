@@ -23,8 +23,15 @@ FEATURE_DIM = 20
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("input_paths")
-    paths = generate_demo_corpus(root / "corpus", num_images=12, seed=5, feature_dim=FEATURE_DIM, min_regions=4,
-                                 max_regions=12, questions_per_image=3)
+    paths = generate_demo_corpus(
+        root / "corpus",
+        num_images=12,
+        seed=5,
+        feature_dim=FEATURE_DIM,
+        min_regions=4,
+        max_regions=12,
+        questions_per_image=3,
+    )
     layout = CorpusLayout(root=paths.root)
     answers = build_vqa_answer_vocab(paths.vqa_annotations["train2014"], min_count=1)
     rows = {task: layout.read_split(task, "train", answer_vocab=answers) for task in TASK_SPECS}
@@ -33,8 +40,14 @@ def corpus(tmp_path_factory):
     # Caps below the corpus's longest texts and most regions, so that both paths must cut the same way; boxes are
     # embedded, so that region_boxes is a model input too.
     config = HierarchicalVLConfig.from_preset(
-        "tiny", vocab_size=len(tokenizer), region_feature_dim=FEATURE_DIM, use_box_embedding=True,
-        id2label=dict(enumerate(answers)), max_regions=7, max_question_words=5, max_caption_words=12,
+        "tiny",
+        vocab_size=len(tokenizer),
+        region_feature_dim=FEATURE_DIM,
+        use_box_embedding=True,
+        id2label=dict(enumerate(answers)),
+        max_regions=7,
+        max_question_words=5,
+        max_caption_words=12,
     )
     store = open_region_store(paths.features_tsv, root / "store", progress=False)
     return {"rows": rows, "tokenizer": tokenizer, "config": config, "store": store}
@@ -80,8 +93,9 @@ def test_vqa_questions(corpus):
     index = [0, 4, 9, 13]
     collated = spec.make_collator(dataset, config, include_metadata=False)(index)
     assert "metadata" not in collated and collated["input_ids"].shape[1] <= config.max_question_words
-    processed = _processor_inputs(corpus, "vqa", [dataset.texts[i] for i in index],
-                                  [dataset.image_ids[i] for i in index])
+    processed = _processor_inputs(
+        corpus, "vqa", [dataset.texts[i] for i in index], [dataset.image_ids[i] for i in index]
+    )
     _assert_same_inputs("vqa", collated, processed, config)
 
 
@@ -93,8 +107,9 @@ def test_caption_image_pairs(corpus):
     images = np.array([dataset.caption_image[0], dataset.caption_image[12], dataset.caption_image[12], 1])
     collated = spec.make_collator(dataset, config, include_metadata=False).pairs(captions, images)
     assert collated["labels"].tolist()[:2] == [1.0, 0.0]
-    processed = _processor_inputs(corpus, "retrieval", [dataset.texts[i] for i in captions],
-                                  [dataset.images[i] for i in images])
+    processed = _processor_inputs(
+        corpus, "retrieval", [dataset.texts[i] for i in captions], [dataset.images[i] for i in images]
+    )
     _assert_same_inputs("retrieval", collated, processed, config)
 
 
@@ -108,10 +123,10 @@ def test_grounding_sentences_with_phrases(corpus):
     eligible = {}
     for index in range(len(dataset)):
         row = row_of[(str(dataset.image_ids[index]), int(dataset.sentence_indices[index]))]
-        grounded = [(p["char_start"], p["char_end"]) for p in row["phrases"]
-                    if p["box_status"] == "box" and p["boxes"]]
-        _, offsets = tokenize_texts(corpus["tokenizer"], [row["sentence"]], config.max_caption_words,
-                                    return_offsets=True)
+        grounded = [(p["char_start"], p["char_end"]) for p in row["phrases"] if p["box_status"] == "box" and p["boxes"]]
+        _, offsets = tokenize_texts(
+            corpus["tokenizer"], [row["sentence"]], config.max_caption_words, return_offsets=True
+        )
         if None not in char_spans_to_token_spans(offsets[0], grounded):
             eligible[index] = grounded
     # Three sentences, and one with another number of phrases (so that phrase padding is compared too).
@@ -120,6 +135,11 @@ def test_grounding_sentences_with_phrases(corpus):
     spans = [eligible[i] for i in chosen]
     assert len(chosen) == 4 and len({len(s) for s in spans}) > 1
     collated = spec.make_collator(dataset, config, include_metadata=False)(chosen)
-    processed = _processor_inputs(corpus, "grounding", [dataset.texts[i] for i in chosen],
-                                  [dataset.image_ids[i] for i in chosen], phrase_char_spans=spans)
+    processed = _processor_inputs(
+        corpus,
+        "grounding",
+        [dataset.texts[i] for i in chosen],
+        [dataset.image_ids[i] for i in chosen],
+        phrase_char_spans=spans,
+    )
     _assert_same_inputs("grounding", collated, processed, config)

@@ -43,8 +43,11 @@ def checkpoints(tmp_path_factory):
     tokenizer = HierarchicalVLTokenizer.from_texts(["a red cube", "what colour is the cube ?"])
     config = HierarchicalVLConfig.from_preset("tiny", vocab_size=len(tokenizer), max_question_words=9)
     paths = {}
-    for name, cls in (("multitask", HierarchicalVLForMultiTask), ("retrieval", HierarchicalVLForImageTextRetrieval),
-                      ("encoder", HierarchicalVLModel)):
+    for name, cls in (
+        ("multitask", HierarchicalVLForMultiTask),
+        ("retrieval", HierarchicalVLForImageTextRetrieval),
+        ("encoder", HierarchicalVLModel),
+    ):
         torch.manual_seed(0)
         paths[name] = root / name
         cls(config).save_pretrained(paths[name])

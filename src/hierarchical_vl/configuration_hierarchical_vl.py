@@ -109,9 +109,7 @@ class HierarchicalVLConfig(PretrainedConfig):
         self.num_null_tokens = num_null_tokens
         self.hidden_dropout = hidden_dropout
         self.summary_glimpses = summary_glimpses
-        self.task_layers = (
-            dict(task_layers) if task_layers is not None else {"grounding": 2, "retrieval": 3, "vqa": 5}
-        )
+        self.task_layers = dict(task_layers) if task_layers is not None else {"grounding": 2, "retrieval": 3, "vqa": 5}
         self.max_regions = max_regions
         self.max_question_words = max_question_words
         self.max_caption_words = max_caption_words
@@ -147,9 +145,7 @@ class HierarchicalVLConfig(PretrainedConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"HierarchicalVLConfig.{name} must be a positive integer, got {value!r}")
         if not isinstance(self.num_null_tokens, int) or self.num_null_tokens < 0:
-            raise ValueError(
-                f"HierarchicalVLConfig.num_null_tokens must be >= 0, got {self.num_null_tokens!r}"
-            )
+            raise ValueError(f"HierarchicalVLConfig.num_null_tokens must be >= 0, got {self.num_null_tokens!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"HierarchicalVLConfig.hidden_size ({self.hidden_size}) must be divisible by "
@@ -176,9 +172,7 @@ class HierarchicalVLConfig(PretrainedConfig):
     def layer_for(self, task: str) -> int:
         """The encoder depth at which ``task``'s decoder reads."""
         if task not in self.task_layers:
-            raise ValueError(
-                f"Task {task!r} is not configured; configured tasks are {sorted(self.task_layers)}"
-            )
+            raise ValueError(f"Task {task!r} is not configured; configured tasks are {sorted(self.task_layers)}")
         return self.task_layers[task]
 
     @classmethod

@@ -55,12 +55,16 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
     config = HierarchicalVLConfig.from_preset(preset)
     start = time.perf_counter()
     model = HierarchicalVLForMultiTask(config).eval()
-    lines = [f"model preset '{preset}': d={config.hidden_size}, {config.num_layers} co-attention layers, "
-             f"{config.num_attention_heads} heads, task layers {config.task_layers} "
-             f"(built in {time.perf_counter() - start:.1f}s)"]
+    lines = [
+        f"model preset '{preset}': d={config.hidden_size}, {config.num_layers} co-attention layers, "
+        f"{config.num_attention_heads} heads, task layers {config.task_layers} "
+        f"(built in {time.perf_counter() - start:.1f}s)"
+    ]
     encoder = model.hierarchical_vl
     components = {
-        "word embeddings (frozen)" if config.freeze_word_embeddings else "word embeddings": encoder.text_embeddings.word_embeddings,
+        "word embeddings (frozen)"
+        if config.freeze_word_embeddings
+        else "word embeddings": encoder.text_embeddings.word_embeddings,
         "BiLSTM + projection": [encoder.text_embeddings.lstm, encoder.text_embeddings.projection],
         "image encoder": encoder.image_embeddings,
         **{f"co-attention layer {i + 1}": layer for i, layer in enumerate(encoder.encoder.layers)},
@@ -70,7 +74,10 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
     for name, parts in components.items():
         parts = parts if isinstance(parts, list) else [parts]
         lines.append(f"  {name:<28} {sum(_count(p) for p in parts):>12,}")
-    lines.append(f"  {'total':<28} {_count(model):>12,}  (trainable {sum(p.numel() for p in model.parameters() if p.requires_grad):,})")
+    lines.append(
+        f"  {'total':<28} {_count(model):>12,}  "
+        f"(trainable {sum(p.numel() for p in model.parameters() if p.requires_grad):,})"
+    )
 
     generator = torch.Generator().manual_seed(seed)
     n, t = config.max_question_words, 36
@@ -98,8 +105,13 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
         reloaded = HierarchicalVLForMultiTask.from_pretrained(directory).eval()
         with torch.no_grad():
             difference = max(
-                (reloaded(**inputs, **({"phrase_spans": spans} if task == "grounding" else {}), task=task).logits
-                 - outputs[task]).abs().max().item()
+                (
+                    reloaded(**inputs, **({"phrase_spans": spans} if task == "grounding" else {}), task=task).logits
+                    - outputs[task]
+                )
+                .abs()
+                .max()
+                .item()
                 for task in model.tasks
             )
         weights_equal = all(
@@ -152,7 +164,9 @@ def _single_task_arguments(base: TrainingArguments, task: str, output_dir: Path)
     args = copy.deepcopy(base)
     args.output_dir = str(output_dir)
     args.tasks = {task: base.tasks[task]}
-    args.curriculum = [StageArguments(tasks=[task], cycle_length=base.curriculum[0].cycle_length, name=f"single-{task}")]
+    args.curriculum = [
+        StageArguments(tasks=[task], cycle_length=base.curriculum[0].cycle_length, name=f"single-{task}")
+    ]
     args.validate()
     return args
 
@@ -163,7 +177,10 @@ def _updates_per_task(args: TrainingArguments) -> dict[str, int]:
 
     counts: dict[str, int] = {}
     for stage in args.curriculum:
-        timings = [TaskTiming(t, args.tasks[t].iterations, args.tasks[t].lr_step, args.tasks[t].batch_size) for t in stage.tasks]
+        timings = [
+            TaskTiming(t, args.tasks[t].iterations, args.tasks[t].lr_step, args.tasks[t].batch_size)
+            for t in stage.tasks
+        ]
         for task in TaskSwitchingSchedule(timings, stage.cycle_length).sequence():
             counts[task] = counts.get(task, 0) + 1
     return counts
@@ -180,8 +197,11 @@ def _queries(checkpoint: Path, prepared: PreparedData) -> list[str]:
     question, image_id = vqa_data.texts[0], vqa_data.image_ids[0].item()
     answers = vqa.predict(question, image_id, top_k=3)
     truth = vqa_data.answer_table[vqa_data.answer_codes[0][0]]
-    lines.append(f"VQA   image {image_id}: {question!r} -> " + ", ".join(f"{a['answer']} ({a['score']:.2f})" for a in answers)
-                 + f"   [annotators: {truth!r}]")
+    lines.append(
+        f"VQA   image {image_id}: {question!r} -> "
+        + ", ".join(f"{a['answer']} ({a['score']:.2f})" for a in answers)
+        + f"   [annotators: {truth!r}]"
+    )
 
     captions = prepared.eval["retrieval"]
     retrieval = RetrievalPredictor.from_pretrained(checkpoint, feature_store=store)
@@ -202,7 +222,9 @@ def _queries(checkpoint: Path, prepared: PreparedData) -> list[str]:
     lines.append(f"VG    image {image_id}: {sentence!r}")
     for item in grounded:
         best = item["boxes"][0] if item["boxes"] else None
-        where = f"region {best['region']} box {[round(v) for v in best['box']]} ({best['score']:.2f})" if best else "no box"
+        where = (
+            f"region {best['region']} box {[round(v) for v in best['box']]} ({best['score']:.2f})" if best else "no box"
+        )
         lines.append(f"      {item['phrase']!r} -> {where}")
     lines.append("      (* marks the image's own captions)")
     return lines
@@ -234,8 +256,10 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
     )
     prepared = prepare_data(base)
     print(
-        "training examples: " + ", ".join(f"{task} {len(data)}" for task, data in prepared.train.items())
-        + "; evaluation: " + ", ".join(f"{task} {len(data)}" for task, data in prepared.eval.items())
+        "training examples: "
+        + ", ".join(f"{task} {len(data)}" for task, data in prepared.train.items())
+        + "; evaluation: "
+        + ", ".join(f"{task} {len(data)}" for task, data in prepared.eval.items())
         + f"; vocabulary {len(prepared.tokenizer)} words, {len(prepared.answer_vocab)} answers"
     )
     evaluate = make_evaluate_fn(prepared, base.eval_batch_size)
@@ -267,19 +291,25 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
         single_updates.update(_updates_per_task(_single_task_arguments(base, task, output_dir / f"single_{task}")))
     multi_updates = _updates_per_task(base)
     print(
-        "updates per task: single-task " + ", ".join(f"{t} {single_updates[t]}" for t in tasks)
-        + "; multi-task (all curriculum stages) " + ", ".join(f"{t} {multi_updates[t]}" for t in tasks)
+        "updates per task: single-task "
+        + ", ".join(f"{t} {single_updates[t]}" for t in tasks)
+        + "; multi-task (all curriculum stages) "
+        + ", ".join(f"{t} {multi_updates[t]}" for t in tasks)
     )
     checkpoint = Path(base.output_dir)
     reloaded = HierarchicalVLForMultiTask.from_pretrained(checkpoint)
-    print(f"\nmulti-task checkpoint saved to {checkpoint} ({reloaded.num_parameters():,} parameters, "
-          f"task layers {reloaded.config.task_layers})")
+    print(
+        f"\nmulti-task checkpoint saved to {checkpoint} ({reloaded.num_parameters():,} parameters, "
+        f"task layers {reloaded.config.task_layers})"
+    )
     print("\nOne query per task with the saved checkpoint:")
     queries = _queries(checkpoint, prepared)
     print("\n".join(queries))
     elapsed = time.perf_counter() - started
-    write_text_atomic(output_dir / "report.json",
-                      json.dumps({"results": columns, "queries": queries, "seconds": elapsed}, indent=2))
+    write_text_atomic(
+        output_dir / "report.json",
+        json.dumps({"results": columns, "queries": queries, "seconds": elapsed}, indent=2),
+    )
     print(f"\ndemo finished in {elapsed:.0f}s; report in {output_dir / 'report.json'}")
     return 0
 
@@ -302,7 +332,9 @@ def add_commands(subparsers: Any) -> None:
     parser.add_argument("--images", type=int, default=None, help="images in the demo corpus (default: the demo's)")
     parser.add_argument("--model-only", action="store_true", help="only build, run, save and reload the model")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch intra-op threads for training (the demo model is small: one thread is as fast and immune to "
         "other load on the machine)",
     )

@@ -197,15 +197,22 @@ def _architecture_rows(model: Any, config: HierarchicalVLConfig, tasks: list[str
     ]
     if "vqa" in tasks:
         rows.append(("Answer pool", f"{config.num_answers:,} answers"))
-    rows.append(("Input caps", f"{config.max_question_words} question words, {config.max_caption_words} caption "
-                 f"words, {config.max_regions} regions"))
+    rows.append(
+        (
+            "Input caps",
+            f"{config.max_question_words} question words, {config.max_caption_words} caption "
+            f"words, {config.max_regions} regions",
+        )
+    )
     return "\n".join(f"| {name} | {value} |" for name, value in rows)
 
 
 def _task_layer_rows(config: HierarchicalVLConfig, tasks: list[str]) -> tuple[str, str]:
     if not tasks:
-        intro = (f"This checkpoint is the shared encoder without task decoders; its configuration places them as "
-                 f"below ({_PAPER_LAYERS}).")
+        intro = (
+            f"This checkpoint is the shared encoder without task decoders; its configuration places them as "
+            f"below ({_PAPER_LAYERS})."
+        )
         tasks = [task for task in TASK_SPECS if task in config.task_layers]
     else:
         intro = f"The decoders of this checkpoint read these encoder layers ({_PAPER_LAYERS})."
@@ -241,9 +248,7 @@ def _result_rows(results: Any) -> list[tuple[str, str, str, str, str]]:
             if not isinstance(row, Mapping) or "metric" not in row or "value" not in row:
                 raise ValueError("each results row must be a mapping with at least 'metric' and 'value'")
             task = row.get("task", "")
-            rows.append(
-                (_task_title(task), row.get("dataset", ""), row.get("split", ""), row["metric"], row["value"])
-            )
+            rows.append((_task_title(task), row.get("dataset", ""), row.get("split", ""), row["metric"], row["value"]))
     else:
         raise ValueError("results must be {task: {metric: value}} or a list of rows")
     return [
@@ -295,9 +300,7 @@ def _limitations(config: HierarchicalVLConfig, tasks: list[str]) -> str:
     return "\n".join(f"- {item}" for item in items)
 
 
-def render_model_card(
-    model: Any, card_data: Mapping[str, Any] | None = None, repo_id: str | None = None
-) -> str:
+def render_model_card(model: Any, card_data: Mapping[str, Any] | None = None, repo_id: str | None = None) -> str:
     """The ``README.md`` of a checkpoint: YAML metadata, architecture, task layers, training data and procedure,
     evaluation, intended use and limitations.
 
@@ -390,17 +393,11 @@ def save_for_hub(
     write_text_atomic(directory / "README.md", render_model_card(model, card_data, repo_id))
     after = _snapshot(directory)
     # New or rewritten files; the required ones are always rewritten (even where timestamps are coarse).
-    written = sorted(
-        name for name, stamp in after.items() if before.get(name) != stamp or name in REQUIRED_FILES
-    )
+    written = sorted(name for name, stamp in after.items() if before.get(name) != stamp or name in REQUIRED_FILES)
     sharded = "model.safetensors.index.json" in written
     if sharded and before.get("model.safetensors") == after.get("model.safetensors"):
         written.remove("model.safetensors")  # a stale single file next to a new sharded save
-    missing = [
-        name
-        for name in REQUIRED_FILES
-        if name not in written and not (sharded and name == "model.safetensors")
-    ]
+    missing = [name for name in REQUIRED_FILES if name not in written and not (sharded and name == "model.safetensors")]
     if missing:
         raise RuntimeError(f"the save in {directory} is incomplete: {missing} were not written")
     return written

@@ -69,9 +69,7 @@ class HierarchicalVLLanguageEncoder(nn.Module):
         self.initial_hidden = nn.Parameter(torch.zeros(state_shape))  # (2L, H) learned h0
         self.initial_cell = nn.Parameter(torch.zeros(state_shape))  # (2L, H) learned c0
         self.dropout = nn.Dropout(config.hidden_dropout)
-        self.projection = nn.Linear(
-            config.word_embedding_dim + 2 * config.lstm_hidden_size, config.hidden_size
-        )
+        self.projection = nn.Linear(config.word_embedding_dim + 2 * config.lstm_hidden_size, config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch_size, num_words = input_ids.shape
@@ -98,15 +96,11 @@ class HierarchicalVLImageEncoder(nn.Module):
         self.projection = nn.Linear(config.region_feature_dim, config.hidden_size)
         self.box_projection = nn.Linear(5, config.hidden_size) if config.use_box_embedding else None
 
-    def forward(
-        self, region_features: torch.Tensor, region_boxes: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, region_features: torch.Tensor, region_boxes: torch.Tensor | None = None) -> torch.Tensor:
         features = self.projection(region_features.to(self.projection.weight.dtype))  # (B, T, d)
         if self.box_projection is not None:
             if region_boxes is None:
-                raise ValueError(
-                    "this model uses box embeddings (config.use_box_embedding): pass region_boxes"
-                )
+                raise ValueError("this model uses box embeddings (config.use_box_embedding): pass region_boxes")
             boxes = region_boxes.to(features.dtype)  # (B, T, 4) in [0, 1]
             area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])).unsqueeze(-1)
             features = features + self.box_projection(torch.cat([boxes, area], dim=-1))
@@ -151,7 +145,11 @@ class CoAttentionTerms:
             return None if tensor is None else tensor[:, : extra + length][rows]
 
         return CoAttentionTerms(
-            take(self.features), take(self.mask), take(self.projection), take(self.own), take(self.cross, num_null or 0)
+            take(self.features),
+            take(self.mask),
+            take(self.projection),
+            take(self.own),
+            take(self.cross, num_null or 0),
         )
 
     @classmethod
@@ -159,7 +157,9 @@ class CoAttentionTerms:
         """Row-wise concatenation of terms computed in batches."""
         return cls(
             **{
-                field.name: None if getattr(parts[0], field.name) is None else torch.cat([getattr(p, field.name) for p in parts])
+                field.name: None
+                if getattr(parts[0], field.name) is None
+                else torch.cat([getattr(p, field.name) for p in parts])
                 for field in fields(cls)
             }
         )
@@ -207,7 +207,13 @@ class DenseCoAttentionLayer(nn.Module):
         return torch.cat([null.to(features.dtype).unsqueeze(0).expand(features.shape[0], -1, -1), features], dim=1)
 
     def modality_terms(
-        self, modality: str, features: torch.Tensor, mask: torch.Tensor, *, own: bool = False, cross: bool = False
+        self,
+        modality: str,
+        features: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        own: bool = False,
+        cross: bool = False,
     ) -> CoAttentionTerms:
         """The terms of one modality (``"text"``: `(B, N, d)` words, ``"image"``: `(B, T, d)` regions).
 
@@ -227,9 +233,7 @@ class DenseCoAttentionLayer(nn.Module):
             terms.cross = F.linear(self._extend(null, features), other_fusion.weight[:, d:])  # (B, K+L, d)
         return terms
 
-    def attention_maps(
-        self, text: CoAttentionTerms, image: CoAttentionTerms
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def attention_maps(self, text: CoAttentionTerms, image: CoAttentionTerms) -> tuple[torch.Tensor, torch.Tensor]:
         """Head-averaged attention ``(word_to_region (B, N, K+T), region_to_word (B, T, K+N))``.
 
         Each real word attends over the image null tokens and the valid regions, each real region over the text null
@@ -420,7 +424,12 @@ class HierarchicalVLVQADecoder(nn.Module):
         if labels is not None:
             _check_labels("VQA", labels, logits, "(batch, answers)")
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="sum") / len(logits)
-        return {"loss": loss, "logits": logits, "text_attention": text_weights, "image_attention": image_weights}
+        return {
+            "loss": loss,
+            "logits": logits,
+            "text_attention": text_weights,
+            "image_attention": image_weights,
+        }
 
 
 class HierarchicalVLRetrievalDecoder(nn.Module):
@@ -454,7 +463,12 @@ class HierarchicalVLRetrievalDecoder(nn.Module):
         if labels is not None:
             _check_labels("retrieval", labels, logits, "(pairs,)")
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())
-        return {"loss": loss, "logits": logits, "text_attention": text_weights, "image_attention": image_weights}
+        return {
+            "loss": loss,
+            "logits": logits,
+            "text_attention": text_weights,
+            "image_attention": image_weights,
+        }
 
 
 class HierarchicalVLGroundingDecoder(nn.Module):

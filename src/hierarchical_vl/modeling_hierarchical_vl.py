@@ -245,14 +245,24 @@ class HierarchicalVLPreTrainedModel(PreTrainedModel):
             inputs["input_ids"], inputs["attention_mask"], inputs["region_features"], inputs["region_mask"]
         )
         encoded = encoder.encode(
-            inputs["input_ids"], inputs["region_features"], text_mask, image_mask, inputs["region_boxes"],
+            inputs["input_ids"],
+            inputs["region_features"],
+            text_mask,
+            image_mask,
+            inputs["region_boxes"],
             num_layers=config.layer_for(task),
             output_attentions=output_attentions if output_attentions is not None else config.output_attentions,
-            output_hidden_states=output_hidden_states if output_hidden_states is not None else config.output_hidden_states,
+            output_hidden_states=output_hidden_states
+            if output_hidden_states is not None
+            else config.output_hidden_states,
         )
         decoded = decoder(
-            encoded.text_last_hidden_state, encoded.image_last_hidden_state, text_mask, image_mask,
-            labels=labels, **{name: inputs[name] for name in decoder.extra_inputs},
+            encoded.text_last_hidden_state,
+            encoded.image_last_hidden_state,
+            text_mask,
+            image_mask,
+            labels=labels,
+            **{name: inputs[name] for name in decoder.extra_inputs},
         )
         output = output_class(
             **decoded,
@@ -391,8 +401,15 @@ class HierarchicalVLModel(HierarchicalVLPreTrainedModel):
         config = self.config
         text_mask, image_mask = self.check_inputs(input_ids, attention_mask, region_features, region_mask)
         output = self.encode(
-            input_ids, region_features, text_mask, image_mask, region_boxes, num_layers,
-            output_hidden_states=output_hidden_states if output_hidden_states is not None else config.output_hidden_states,
+            input_ids,
+            region_features,
+            text_mask,
+            image_mask,
+            region_boxes,
+            num_layers,
+            output_hidden_states=output_hidden_states
+            if output_hidden_states is not None
+            else config.output_hidden_states,
             output_attentions=output_attentions if output_attentions is not None else config.output_attentions,
         )
         return output if (return_dict if return_dict is not None else config.return_dict) else output.to_tuple()
@@ -413,7 +430,10 @@ class _PairScoringMixin:
 
     @torch.no_grad()
     def encode_captions(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, batch_size: int = 256,
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        batch_size: int = 256,
         dtype: torch.dtype | None = None,
     ) -> CoAttentionTerms:
         """Caption terms `(C, ...)`: features before co-attention and the first layer's per-caption terms.
@@ -431,8 +451,12 @@ class _PairScoringMixin:
 
     @torch.no_grad()
     def encode_images(
-        self, region_features: torch.Tensor, region_mask: torch.Tensor | None = None,
-        region_boxes: torch.Tensor | None = None, batch_size: int = 256, dtype: torch.dtype | None = None,
+        self,
+        region_features: torch.Tensor,
+        region_mask: torch.Tensor | None = None,
+        region_boxes: torch.Tensor | None = None,
+        batch_size: int = 256,
+        dtype: torch.dtype | None = None,
     ) -> CoAttentionTerms:
         """Image terms `(I, ...)`: features before co-attention and the first layer's per-image terms."""
         mask = (region_features.new_ones(region_features.shape[:2]) if region_mask is None else region_mask).bool()
@@ -502,7 +526,9 @@ class _PairScoringMixin:
         """
         captions = self.encode_captions(text_inputs["input_ids"], text_inputs.get("attention_mask"), batch_size)
         images = self.encode_images(
-            image_inputs["region_features"], image_inputs.get("region_mask"), image_inputs.get("region_boxes"),
+            image_inputs["region_features"],
+            image_inputs.get("region_mask"),
+            image_inputs.get("region_boxes"),
             batch_size,
         )
         return self.score_encoded_pairs(captions, images, text_index, image_index, batch_size)
@@ -539,8 +565,13 @@ class _SingleTaskHead(HierarchicalVLPreTrainedModel):
         return_dict: bool | None = None,
     ) -> HierarchicalVLVQAOutput | HierarchicalVLRetrievalOutput | tuple:
         """The task's logits (and, with ``labels``, its loss); see the head's class docstring for the shapes."""
-        inputs = {"input_ids": input_ids, "region_features": region_features, "attention_mask": attention_mask,
-                  "region_mask": region_mask, "region_boxes": region_boxes}
+        inputs = {
+            "input_ids": input_ids,
+            "region_features": region_features,
+            "attention_mask": attention_mask,
+            "region_mask": region_mask,
+            "region_boxes": region_boxes,
+        }
         return self._run_task(self.task, inputs, labels, output_attentions, output_hidden_states, return_dict)
 
 
@@ -587,9 +618,15 @@ class HierarchicalVLForVisualGrounding(_SingleTaskHead):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> HierarchicalVLGroundingOutput | tuple:
-        inputs = {"input_ids": input_ids, "region_features": region_features, "attention_mask": attention_mask,
-                  "region_mask": region_mask, "region_boxes": region_boxes, "phrase_spans": phrase_spans,
-                  "phrase_mask": phrase_mask}
+        inputs = {
+            "input_ids": input_ids,
+            "region_features": region_features,
+            "attention_mask": attention_mask,
+            "region_mask": region_mask,
+            "region_boxes": region_boxes,
+            "phrase_spans": phrase_spans,
+            "phrase_mask": phrase_mask,
+        }
         return self._run_task("grounding", inputs, labels, output_attentions, output_hidden_states, return_dict)
 
 
@@ -633,8 +670,14 @@ class HierarchicalVLForMultiTask(_PairScoringMixin, HierarchicalVLPreTrainedMode
         unused = [name for name, value in given.items() if value is not None and name not in extra]
         if unused:
             raise ValueError(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not an input of {task!r}")
-        inputs = {"input_ids": input_ids, "region_features": region_features, "attention_mask": attention_mask,
-                  "region_mask": region_mask, "region_boxes": region_boxes, **given}
+        inputs = {
+            "input_ids": input_ids,
+            "region_features": region_features,
+            "attention_mask": attention_mask,
+            "region_mask": region_mask,
+            "region_boxes": region_boxes,
+            **given,
+        }
         return self._run_task(task, inputs, labels, output_attentions, output_hidden_states, return_dict)
 
     def forward_task(self, task: str, **inputs):

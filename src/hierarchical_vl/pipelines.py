@@ -129,9 +129,7 @@ def _phrase_char_spans(caption: str, phrases: Sequence[str | tuple[int, int]]) -
         else:
             start, end = (int(value) for value in phrase)
             if not 0 <= start < end <= len(caption):
-                raise ValueError(
-                    f"phrase span ({start}, {end}) is not inside the caption of {len(caption)} characters"
-                )
+                raise ValueError(f"phrase span ({start}, {end}) is not inside the caption of {len(caption)} characters")
         if not caption[start:end].strip():
             raise ValueError(f"phrase span ({start}, {end}) covers no word of the caption")
         spans.append((start, end))

@@ -121,8 +121,10 @@ def pad_regions(
         raise ValueError(
             f"region features must all be (regions, width) arrays of one width, got widths {sorted(widths)}"
         )
-    counts = np.asarray([array.shape[0] if max_regions is None else min(array.shape[0], max_regions)
-                         for array in arrays], dtype=np.int64)  # (B,)
+    counts = np.asarray(
+        [array.shape[0] if max_regions is None else min(array.shape[0], max_regions) for array in arrays],
+        dtype=np.int64,
+    )  # (B,)
     num_regions = int(counts.max()) if counts.size else 0
     padded = np.zeros((len(arrays), num_regions, widths.pop() if widths else 0), dtype=np.float32)  # (B, T, F)
     for row, (array, count) in enumerate(zip(arrays, counts)):

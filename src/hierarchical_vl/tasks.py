@@ -126,8 +126,9 @@ class TaskSpec:
             config: The model configuration.
             **options: Further arguments of the dataset class.
         """
-        return self.dataset_class.from_config(rows, store, getattr(tokenizer, "tokenizer", tokenizer), config,
-                                              **options)
+        return self.dataset_class.from_config(
+            rows, store, getattr(tokenizer, "tokenizer", tokenizer), config, **options
+        )
 
     def make_collator(self, dataset: Any, config: Any, **options: Any) -> Any:
         """The task's collator over ``dataset`` with the region cap of ``config``.

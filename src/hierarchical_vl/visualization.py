@@ -67,9 +67,7 @@ def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _layout(
-    words: Sequence[str], width: int, font, first_line: int = 0
-) -> tuple[list[tuple[int, int, int]], int]:
+def _layout(words: Sequence[str], width: int, font, first_line: int = 0) -> tuple[list[tuple[int, int, int]], int]:
     """Flow ``words`` into lines ``width`` pixels wide: ``(line, x, text width)`` of each word, and lines used."""
     placed, line, x = [], first_line, BAND_PADDING
     for word in words:
@@ -138,9 +136,7 @@ def _base_image(
     return Image.new("RGB", (width, height), CANVAS_COLOUR), np.ones(4)
 
 
-def _draw_boxes(
-    draw: ImageDraw.ImageDraw, boxes: np.ndarray, weights: np.ndarray, width: int, height: int
-) -> None:
+def _draw_boxes(draw: ImageDraw.ImageDraw, boxes: np.ndarray, weights: np.ndarray, width: int, height: int) -> None:
     """Boxes `(K, 4)` in picture pixels, best first; line width proportional to weight, the first highlighted."""
     top = float(weights[0]) if len(weights) and weights[0] > 0 else 1.0
     for rank in range(len(boxes) - 1, -1, -1):  # the best box last, on top
@@ -149,9 +145,7 @@ def _draw_boxes(
         y1, y2 = sorted((min(max(y1, 0), height - 1), min(max(y2, 0), height - 1)))
         line = MAX_LINE_WIDTH if rank == 0 else max(1, int(round(MAX_LINE_WIDTH * float(weights[rank]) / top)))
         colour = HIGHLIGHT_COLOUR if rank == 0 else REGION_COLOUR
-        draw.rectangle(
-            [int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))], outline=colour, width=line
-        )
+        draw.rectangle([int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2))], outline=colour, width=line)
 
 
 def _draw_band(

@@ -25,7 +25,10 @@ DEMO_FEATURE_DIM = 32
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpusPaths:
     """A 24-image demo corpus with 32-d features, written in all five feature formats."""
     return generate_demo_corpus(
-        tmp_path_factory.mktemp("demo"), num_images=DEMO_IMAGES, seed=DEMO_SEED, feature_dim=DEMO_FEATURE_DIM,
+        tmp_path_factory.mktemp("demo"),
+        num_images=DEMO_IMAGES,
+        seed=DEMO_SEED,
+        feature_dim=DEMO_FEATURE_DIM,
         feature_formats=FEATURE_FORMATS,
     )
 

@@ -39,20 +39,46 @@ def _write_vqa(tmp_path, shuffle_questions: bool = False):
     for qid in range(1, 27):
         mca = "2" if qid <= 9 else "yes" if qid <= 18 else "blue"
         questions.append({"image_id": 100 + qid, "question": f"question {qid}?", "question_id": qid})
-        annotations.append({"question_id": qid, "image_id": 100 + qid, "question_type": "what",
-                            "answer_type": "other", "multiple_choice_answer": mca, "answers": _answers((mca, 10))})
+        annotations.append(
+            {
+                "question_id": qid,
+                "image_id": 100 + qid,
+                "question_type": "what",
+                "answer_type": "other",
+                "multiple_choice_answer": mca,
+                "answers": _answers((mca, 10)),
+            }
+        )
     questions.append({"image_id": 7, "question": "How many dogs are there?", "question_id": 500})
-    annotations.append({"question_id": 500, "image_id": 7, "question_type": "how many", "answer_type": "number",
-                        "multiple_choice_answer": "2", "answers": _answers(("2", 3), ("yes", 6), ("blue", 1))})
+    annotations.append(
+        {
+            "question_id": 500,
+            "image_id": 7,
+            "question_type": "how many",
+            "answer_type": "number",
+            "multiple_choice_answer": "2",
+            "answers": _answers(("2", 3), ("yes", 6), ("blue", 1)),
+        }
+    )
     if shuffle_questions:
         questions = questions[::-1]
-    (tmp_path / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(json.dumps(
-        {"info": {}, "task_type": "Open-Ended", "data_type": "mscoco", "data_subtype": "train2014",
-         "questions": questions}))
-    (tmp_path / "v2_mscoco_train2014_annotations.json").write_text(json.dumps(
-        {"info": {}, "data_subtype": "train2014", "annotations": annotations}))
-    (tmp_path / "v2_OpenEnded_mscoco_test2015_questions.json").write_text(json.dumps(
-        {"questions": [{"image_id": 9, "question": "What is it?", "question_id": 9000}]}))
+    (tmp_path / "v2_OpenEnded_mscoco_train2014_questions.json").write_text(
+        json.dumps(
+            {
+                "info": {},
+                "task_type": "Open-Ended",
+                "data_type": "mscoco",
+                "data_subtype": "train2014",
+                "questions": questions,
+            }
+        )
+    )
+    (tmp_path / "v2_mscoco_train2014_annotations.json").write_text(
+        json.dumps({"info": {}, "data_subtype": "train2014", "annotations": annotations})
+    )
+    (tmp_path / "v2_OpenEnded_mscoco_test2015_questions.json").write_text(
+        json.dumps({"questions": [{"image_id": 9, "question": "What is it?", "question_id": 9000}]})
+    )
     return tmp_path
 
 
@@ -73,10 +99,16 @@ def test_vqa_vocabulary_soft_scores_and_types(tmp_path, hf_cache, shuffle_questi
     assert scores["2"] == pytest.approx(0.9)  # 3 annotators said "2"
     assert scores["yes"] == pytest.approx(1.0)  # 6 annotators
     assert "blue" not in scores  # out of the vocabulary
-    assert (row["question"], row["question_type"], row["answer_type"]) == ("How many dogs are there?", "how many",
-                                                                          "number")
-    assert len(row["answers"]) == 10 and row["answers"][0] == {"answer": "2", "answer_confidence": "yes",
-                                                               "answer_id": 1}
+    assert (row["question"], row["question_type"], row["answer_type"]) == (
+        "How many dogs are there?",
+        "how many",
+        "number",
+    )
+    assert len(row["answers"]) == 10 and row["answers"][0] == {
+        "answer": "2",
+        "answer_confidence": "yes",
+        "answer_id": 1,
+    }
     test_row = vqa["test"][0]
     assert test_row["question_id"] == 9000 and test_row["answers"] == [] and test_row["labels"] == []
 
@@ -93,7 +125,15 @@ def test_vqa_vocabulary_is_saved_with_the_dataset(demo_datasets, tmp_path):
     train.save_to_disk(tmp_path / "vqa_train")
     assert vqa_answer_vocab(datasets.load_from_disk(tmp_path / "vqa_train")) == vqa_answer_vocab(train)
     assert isinstance(train.features["labels"].feature, datasets.ClassLabel)
-    for column in ("question_id", "image_id", "question", "question_type", "answer_type", "answers", "scores"):
+    for column in (
+        "question_id",
+        "image_id",
+        "question",
+        "question_type",
+        "answer_type",
+        "answers",
+        "scores",
+    ):
         assert column in train.features
 
 
@@ -122,13 +162,19 @@ def test_streaming_equals_map_style(demo, demo_datasets, name):
 
 
 def _karpathy_entry(imgid: int, split: str, coco: bool = True) -> dict:
-    sentences = [{"tokens": ["a", "dog"], "raw": f"A dog {imgid}-{k}.", "imgid": imgid, "sentid": imgid * 5 + k}
-                 for k in range(5)]
-    entry = {"filename": f"{1000 + imgid}.jpg", "imgid": imgid, "split": split, "sentences": sentences,
-             "sentids": [s["sentid"] for s in sentences]}
+    sentences = [
+        {"tokens": ["a", "dog"], "raw": f"A dog {imgid}-{k}.", "imgid": imgid, "sentid": imgid * 5 + k}
+        for k in range(5)
+    ]
+    entry = {
+        "filename": f"{1000 + imgid}.jpg",
+        "imgid": imgid,
+        "split": split,
+        "sentences": sentences,
+        "sentids": [s["sentid"] for s in sentences],
+    }
     if coco:
-        entry.update({"cocoid": 50 + imgid, "filepath": "val2014",
-                      "filename": f"COCO_val2014_{50 + imgid:012d}.jpg"})
+        entry.update({"cocoid": 50 + imgid, "filepath": "val2014", "filename": f"COCO_val2014_{50 + imgid:012d}.jpg"})
     return entry
 
 
@@ -141,8 +187,14 @@ def test_karpathy_restval_joins_train_and_ids(tmp_path, hf_cache):
     assert sorted(set(captions["train"]["karpathy_split"])) == ["restval", "train"]
     assert captions["test"].num_rows == 10 and captions["val"][0]["caption"] == "A dog 2-0."
     flickr = tmp_path / "dataset_flickr30k.json"
-    flickr.write_text(json.dumps({"images": [_karpathy_entry(i, s, coco=False) for i, s in enumerate(splits)],
-                                  "dataset": "flickr30k"}))
+    flickr.write_text(
+        json.dumps(
+            {
+                "images": [_karpathy_entry(i, s, coco=False) for i, s in enumerate(splits)],
+                "dataset": "flickr30k",
+            }
+        )
+    )
     assert set(load_karpathy_captions(flickr, split="test", cache_dir=hf_cache)["image_id"]) == {1003, 1004}
 
 
@@ -171,14 +223,15 @@ def test_demo_captions_distinguish_images(demo_datasets):
 
 def test_entities_sentence_spans():
     sentence, phrases = parse_entities_sentence(
-        "[/EN#18/people A man] with [/EN#19/clothing/other pierced ears] is wearing [/EN#20/clothing glasses] .")
+        "[/EN#18/people A man] with [/EN#19/clothing/other pierced ears] is wearing [/EN#20/clothing glasses] ."
+    )
     assert sentence == "A man with pierced ears is wearing glasses ."
     assert [(p.phrase, p.phrase_id, p.phrase_types, p.first_word_index, p.last_word_index) for p in phrases] == [
         ("A man", "18", ["people"], 0, 1),
         ("pierced ears", "19", ["clothing", "other"], 3, 4),
         ("glasses", "20", ["clothing"], 7, 7),
     ]
-    assert [sentence[p.char_start:p.char_end] for p in phrases] == ["A man", "pierced ears", "glasses"]
+    assert [sentence[p.char_start : p.char_end] for p in phrases] == ["A man", "pierced ears", "glasses"]
 
 
 def test_entities_malformed_sentence_names_file_and_line():
@@ -212,21 +265,32 @@ def test_entities_voc_boxes_are_converted_and_phrases_without_boxes_counted(tmp_
     annotation = parse_entities_annotation(_write_entities(tmp_path / "e", []) / "Annotations" / "77.xml")
     assert annotation.boxes["9"] == [[10.0, 20.0, 110.0, 120.0]]  # VOC 1-based (11, 21, 111, 121) minus 1
     assert annotation.boxes["5"] == [[10.0, 20.0, 110.0, 120.0], [0.0, 0.0, 49.0, 59.0]]  # two boxes
-    root = _write_entities(tmp_path / "f", [
-        "[/EN#5/people Two men] stand on [/EN#6/scene the beach] near [/EN#7/other a shadow] .",
-        "[/EN#9/people A man] looks at [/EN#0/notvisual something] and [/EN#8/other a kite] .",
-    ])
+    root = _write_entities(
+        tmp_path / "f",
+        [
+            "[/EN#5/people Two men] stand on [/EN#6/scene the beach] near [/EN#7/other a shadow] .",
+            "[/EN#9/people A man] looks at [/EN#0/notvisual something] and [/EN#8/other a kite] .",
+        ],
+    )
     rows = list(load_flickr30k_entities(root, split="test", cache_dir=hf_cache))
-    assert [r["sentence"] for r in rows] == ["Two men stand on the beach near a shadow .",
-                                             "A man looks at something and a kite ."]
+    assert [r["sentence"] for r in rows] == [
+        "Two men stand on the beach near a shadow .",
+        "A man looks at something and a kite .",
+    ]
     first = rows[0]["phrases"]
     assert [p["box_status"] for p in first] == ["box", "scene", "nobndbox"]
     assert first[0]["boxes"] == [[10.0, 20.0, 110.0, 120.0], [0.0, 0.0, 49.0, 59.0]]
     assert first[1]["boxes"] == [] and first[2]["boxes"] == []
     assert [p["box_status"] for p in rows[1]["phrases"]] == ["box", "notvisual", "missing"]
     assert (rows[0]["width"], rows[0]["height"]) == (500, 375)
-    assert entities_phrase_counts(rows) == {"sentences": 2, "box": 2, "scene": 1, "nobndbox": 1, "notvisual": 1,
-                                            "missing": 1}
+    assert entities_phrase_counts(rows) == {
+        "sentences": 2,
+        "box": 2,
+        "scene": 1,
+        "nobndbox": 1,
+        "notvisual": 1,
+        "missing": 1,
+    }
 
 
 def test_demo_entities_exercise_every_exclusion(demo_datasets):
@@ -242,9 +306,12 @@ def test_demo_entities_exercise_every_exclusion(demo_datasets):
 
 
 def test_json_array_streaming_across_chunk_boundaries(tmp_path):
-    payload = {"info": {"note": "questions [not this]", "n": [1, 2, 3]}, "count": 123456,
-               "questions": [{"question_id": i, "question": "é" * (i % 7), "x": 1.5e-3 * i} for i in range(200)],
-               "after": True}
+    payload = {
+        "info": {"note": "questions [not this]", "n": [1, 2, 3]},
+        "count": 123456,
+        "questions": [{"question_id": i, "question": "é" * (i % 7), "x": 1.5e-3 * i} for i in range(200)],
+        "after": True,
+    }
     path = tmp_path / "q.json"
     path.write_text(json.dumps(payload, indent=1))
     for chunk_size in (1, 7, 64, 1 << 20):

@@ -21,7 +21,15 @@ from hierarchical_vl.data import (
     vqa_soft_score,
 )
 
-MODEL_KEYS = {"input_ids", "attention_mask", "region_features", "region_mask", "region_boxes", "labels", "metadata"}
+MODEL_KEYS = {
+    "input_ids",
+    "attention_mask",
+    "region_features",
+    "region_mask",
+    "region_boxes",
+    "labels",
+    "metadata",
+}
 
 
 def _check_common(batch, store, image_ids):
@@ -61,14 +69,21 @@ def test_vqa_collator_soft_labels_and_inputs(demo_datasets, demo_store, tokenize
 
 def test_vqa_known_soft_score_from_rows(demo_store, tokenizer):
     image_id = demo_store.image_ids[0]
-    rows = [{"question_id": 1, "image_id": int(image_id), "question": "what color is the cube?",
-             "answer_type": "other", "labels": [0, 2], "scores": [0.9, 0.3],
-             "answers": [{"answer": a} for a in ["red"] * 3 + ["blue"] + ["pink"] * 6]}]
+    rows = [
+        {
+            "question_id": 1,
+            "image_id": int(image_id),
+            "question": "what color is the cube?",
+            "answer_type": "other",
+            "labels": [0, 2],
+            "scores": [0.9, 0.3],
+            "answers": [{"answer": a} for a in ["red"] * 3 + ["blue"] + ["pink"] * 6],
+        }
+    ]
     encoded = EncodedVQADataset(rows, demo_store, tokenizer, answer_vocab=["red", "green", "blue"])
     batch = VQACollator(encoded)([0])
     assert batch["labels"].tolist() == [[pytest.approx(0.9), 0.0, pytest.approx(0.3)]]
-    assert batch["input_ids"][0].tolist() == tokenizer("what color is the cube?",
-                                                       add_special_tokens=False)["input_ids"]
+    assert batch["input_ids"][0].tolist() == tokenizer("what color is the cube?", add_special_tokens=False)["input_ids"]
 
 
 def test_vqa_test_split_has_no_labels(demo_datasets, demo_store, tokenizer):
@@ -80,9 +95,16 @@ def test_vqa_test_split_has_no_labels(demo_datasets, demo_store, tokenizer):
 
 
 def test_missing_images_raise_or_are_dropped(demo_store, tokenizer):
-    rows = [{"question_id": 1, "image_id": int(demo_store.image_ids[0]), "question": "what?", "labels": [],
-             "scores": []},
-            {"question_id": 2, "image_id": 987654321, "question": "where?", "labels": [], "scores": []}]
+    rows = [
+        {
+            "question_id": 1,
+            "image_id": int(demo_store.image_ids[0]),
+            "question": "what?",
+            "labels": [],
+            "scores": [],
+        },
+        {"question_id": 2, "image_id": 987654321, "question": "where?", "labels": [], "scores": []},
+    ]
     with pytest.raises(KeyError, match="1 of 2 examples have images that are not in the region store"):
         EncodedVQADataset(rows, demo_store, tokenizer, answer_vocab=["yes"])
     kept = EncodedVQADataset(rows, demo_store, tokenizer, answer_vocab=["yes"], missing_images="drop")
@@ -117,10 +139,15 @@ def test_retrieval_collator_builds_positives_and_negatives(demo_datasets, demo_s
 
 def _grounding_fixture(tmp_path):
     """One image, four regions with known IoU against the phrases' ground-truth boxes."""
-    regions = np.array([[0, 0, 100, 100],  # IoU 1.0 with the man
-                        [0, 0, 100, 50],  # IoU 0.50 -> positive
-                        [0, 0, 100, 49],  # IoU 0.49 -> negative
-                        [200, 200, 300, 300]], dtype=np.float32)  # the kite
+    regions = np.array(
+        [
+            [0, 0, 100, 100],  # IoU 1.0 with the man
+            [0, 0, 100, 50],  # IoU 0.50 -> positive
+            [0, 0, 100, 49],  # IoU 0.49 -> negative
+            [200, 200, 300, 300],
+        ],
+        dtype=np.float32,
+    )  # the kite
     with RegionFeatureStoreWriter(tmp_path / "store") as writer:
         writer.add(77, regions, np.arange(16, dtype=np.float32).reshape(4, 4), 400, 300)
     root = tmp_path / "entities"
@@ -128,13 +155,15 @@ def _grounding_fixture(tmp_path):
     (root / "Annotations").mkdir()
     (root / "Sentences" / "77.txt").write_text(
         "[/EN#1/people A man] with [/EN#3/bodyparts pierced ears] looks at [/EN#2/other a kite] .\n"
-        "[/EN#4/scene The sky] is blue .\n")
+        "[/EN#4/scene The sky] is blue .\n"
+    )
     (root / "Annotations" / "77.xml").write_text(
         "<annotation><size><width>400</width><height>300</height></size>"
         "<object><name>1</name><name>3</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>101</xmax><ymax>101</ymax>"
         "</bndbox></object>"
         "<object><name>2</name><bndbox><xmin>201</xmin><ymin>201</ymin><xmax>301</xmax><ymax>301</ymax></bndbox>"
-        "</object><object><name>4</name><nobndbox>1</nobndbox><scene>1</scene></object></annotation>")
+        "</object><object><name>4</name><nobndbox>1</nobndbox><scene>1</scene></object></annotation>"
+    )
     (root / "train.txt").write_text("77\n")
     return RegionFeatureStore(tmp_path / "store"), root
 
@@ -173,12 +202,18 @@ def test_grounding_collator_on_demo_corpus(demo_datasets, demo_store, tokenizer)
         ids = batch["input_ids"][row].tolist()
         for column, phrase in enumerate(phrases):
             start, end = batch["phrase_spans"][row, column].tolist()
-            assert ids[start:end + 1] == tokenizer(phrase, add_special_tokens=False)["input_ids"]
+            assert ids[start : end + 1] == tokenizer(phrase, add_special_tokens=False)["input_ids"]
 
 
 def test_dataloader_with_workers(demo_datasets, demo_store, tokenizer):
     train = EncodedVQADataset(demo_datasets["vqa"]["train"], demo_store, tokenizer)
-    loader = DataLoader(train, batch_size=32, shuffle=True, collate_fn=VQACollator(train), num_workers=2,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        train,
+        batch_size=32,
+        shuffle=True,
+        collate_fn=VQACollator(train),
+        num_workers=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = [qid for batch in loader for qid in batch["metadata"]["question_id"]]
     assert sorted(seen) == sorted(train.question_ids.tolist())

@@ -19,10 +19,14 @@ def test_demo_clean_configuration_passes(demo, demo_datasets):
     clean = json.loads(demo.manifest.read_text())["clean_run"]
     names = {"vqa": {"train2014": "train", "val2014": "val"}}
     splits = run_splits(
-        train={task: {s: demo_datasets[_dataset(task)][names.get(task, {}).get(s, s)] for s in chosen}
-               for task, chosen in clean["train"].items()},
-        evaluate={task: {s: demo_datasets[_dataset(task)][names.get(task, {}).get(s, s)] for s in chosen}
-                  for task, chosen in clean["eval"].items()},
+        train={
+            task: {s: demo_datasets[_dataset(task)][names.get(task, {}).get(s, s)] for s in chosen}
+            for task, chosen in clean["train"].items()
+        },
+        evaluate={
+            task: {s: demo_datasets[_dataset(task)][names.get(task, {}).get(s, s)] for s in chosen}
+            for task, chosen in clean["eval"].items()
+        },
     )
     report = check_contamination(splits)
     assert report.clean and not report and report.image_ids == []
@@ -54,12 +58,16 @@ def test_training_vqa_on_val_contaminates_retrieval_test(demo_datasets):
 
 
 def test_ids_in_any_form():
-    splits = [SplitImages.from_ids("vqa", "train", "train", [1, 2, "0003"]),
-              SplitImages.from_ids("grounding", "test", "eval", ["3", 4]),
-              SplitImages.from_rows("retrieval", "test", "eval", [{"image_id": 2}, {"image_id": 9}])]
+    splits = [
+        SplitImages.from_ids("vqa", "train", "train", [1, 2, "0003"]),
+        SplitImages.from_ids("grounding", "test", "eval", ["3", 4]),
+        SplitImages.from_rows("retrieval", "test", "eval", [{"image_id": 2}, {"image_id": 9}]),
+    ]
     report = find_contamination(splits)
     assert report.image_ids == ["2", "3"]
     assert [(o.train, o.eval, o.image_ids) for o in report.overlaps] == [
-        ("vqa/train", "grounding/test", ("3",)), ("vqa/train", "retrieval/test", ("2",))]
+        ("vqa/train", "grounding/test", ("3",)),
+        ("vqa/train", "retrieval/test", ("2",)),
+    ]
     with pytest.raises(ValueError, match="role"):
         SplitImages.from_ids("vqa", "train", "training", [1])

@@ -33,18 +33,26 @@ def test_real_layouts_and_sizes(demo):
     questions = json.loads(demo.vqa_questions["train2014"].read_text())
     annotations = json.loads(demo.vqa_annotations["train2014"].read_text())
     assert questions["data_subtype"] == "train2014" and questions["task_type"] == "Open-Ended"
-    assert [q["question_id"] for q in questions["questions"]] == [a["question_id"]
-                                                                  for a in annotations["annotations"]]
+    assert [q["question_id"] for q in questions["questions"]] == [a["question_id"] for a in annotations["annotations"]]
     assert all(len(a["answers"]) == 10 for a in annotations["annotations"])
     assert "test2015" in demo.vqa_questions and "test2015" not in demo.vqa_annotations
     karpathy = json.loads(demo.karpathy_captions.read_text())
     assert {i["split"] for i in karpathy["images"]} == {"train", "restval", "val", "test"}
     assert all(len(i["sentences"]) == 5 and "cocoid" in i for i in karpathy["images"])
     entities = demo.entities_root
-    assert {p.name for p in entities.iterdir()} == {"Sentences", "Annotations", "train.txt", "val.txt", "test.txt"}
+    assert {p.name for p in entities.iterdir()} == {
+        "Sentences",
+        "Annotations",
+        "train.txt",
+        "val.txt",
+        "test.txt",
+    }
     ids = {str(i["cocoid"]) for i in karpathy["images"]}
-    assert ids == set(_read_split_list(entities / "train.txt") + _read_split_list(entities / "val.txt")
-                      + _read_split_list(entities / "test.txt"))
+    assert ids == set(
+        _read_split_list(entities / "train.txt")
+        + _read_split_list(entities / "val.txt")
+        + _read_split_list(entities / "test.txt")
+    )
     assert len(list(open_region_feature_reader(demo.features_tsv))) == DEMO_IMAGES
 
 
@@ -90,8 +98,25 @@ def test_region_features_encode_object_attributes(tmp_path):
 
 
 def test_demo_command(tmp_path, capsys):
-    assert hvl(["data", "demo", str(tmp_path / "corpus"), "--images", "10", "--seed", "2", "--feature-dim", "8",
-                "--feature-formats", "tsv", "hdf5"]) == 0
+    assert (
+        hvl(
+            [
+                "data",
+                "demo",
+                str(tmp_path / "corpus"),
+                "--images",
+                "10",
+                "--seed",
+                "2",
+                "--feature-dim",
+                "8",
+                "--feature-formats",
+                "tsv",
+                "hdf5",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wrote the demo corpus (10 images, seed 2)" in out
     assert (tmp_path / "corpus" / "features" / "region_features.h5").exists()

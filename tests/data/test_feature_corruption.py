@@ -51,12 +51,19 @@ INF_FEATURES[2, 0] = np.inf
 
 # name -> (bad line placed as line 2, expected words of the problem)
 TSV_CORRUPTIONS = {
-    "bad base64": (b"\t".join([b"2", b"100", b"80", b"3", b"@@not-base64@@", _b64(FEATURES)]) + b"\n",
-                   "bad base64 in column 'boxes'"),
+    "bad base64": (
+        b"\t".join([b"2", b"100", b"80", b"3", b"@@not-base64@@", _b64(FEATURES)]) + b"\n",
+        "bad base64 in column 'boxes'",
+    ),
     "num_boxes disagrees": (_line("2", 4, BOXES, FEATURES), "num_boxes=4 disagrees with the boxes array"),
-    "num_boxes disagrees with features": (_line("2", 3, BOXES, np.ones(25, np.float32)),
-                                          "num_boxes=3 disagrees with the features array"),
-    "wrong feature width": (_line("2", 3, BOXES, np.ones((3, 7), np.float32)), "wrong feature width 7, expected 8"),
+    "num_boxes disagrees with features": (
+        _line("2", 3, BOXES, np.ones(25, np.float32)),
+        "num_boxes=3 disagrees with the features array",
+    ),
+    "wrong feature width": (
+        _line("2", 3, BOXES, np.ones((3, 7), np.float32)),
+        "wrong feature width 7, expected 8",
+    ),
     "nan": (_line("2", 3, BOXES, NAN_FEATURES), "features contain NaN or inf"),
     "inf": (_line("2", 3, BOXES, INF_FEATURES), "features contain NaN or inf"),
     "duplicate image id": (_good_line("1", seed=5), "duplicate image id '1' (first seen at line 1)"),
@@ -87,8 +94,9 @@ def test_truncated_last_line(tmp_path):
 
 def test_skip_mode_lists_every_bad_record_and_keeps_the_rest(tmp_path, capsys):
     path = tmp_path / "features.tsv"
-    lines = [_good_line("1")] + [line for line, _ in TSV_CORRUPTIONS.values()] + [_good_line("99"),
-                                                                                  _good_line("100")[:-21]]
+    lines = (
+        [_good_line("1")] + [line for line, _ in TSV_CORRUPTIONS.values()] + [_good_line("99"), _good_line("100")[:-21]]
+    )
     path.write_bytes(b"".join(lines))
     report = convert_region_features(path, tmp_path / "store", skip_bad=True, progress=False)
     assert report.num_images == 2  # lines 1 and 99
@@ -148,8 +156,14 @@ def test_hdf5_corruption_names_the_entry(tmp_path):
 
 def test_npz_corruption_names_the_file(tmp_path):
     directory = write_npz_directory(tmp_path / "npz", [_record("1"), _record("2")])
-    np.savez(directory / "2.npz", x=np.ones((3, 8), np.float32), bbox=np.ones((2, 4), np.float32), num_bbox=3,
-             image_w=100, image_h=80)
+    np.savez(
+        directory / "2.npz",
+        x=np.ones((3, 8), np.float32),
+        bbox=np.ones((2, 4), np.float32),
+        num_bbox=3,
+        image_w=100,
+        image_h=80,
+    )
     with pytest.raises(RegionFeatureError, match=r"file '2\.npz' \(image '2'\): num_boxes=3 disagrees with the boxes"):
         list(open_region_feature_reader(directory))
     (directory / "3.npz").write_bytes(b"not a zip file")

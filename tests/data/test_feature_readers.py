@@ -34,7 +34,9 @@ def _known_records() -> list[RegionFeatureRecord]:
         boxes[:, 2:] += boxes[:, :2]
         if image_id == "42":
             boxes[1] = KNOWN_BOX
-        records.append(RegionFeatureRecord(image_id, 640.0, 480.0, boxes, rng.normal(size=(count, 8)).astype(np.float32)))
+        records.append(
+            RegionFeatureRecord(image_id, 640.0, 480.0, boxes, rng.normal(size=(count, 8)).astype(np.float32))
+        )
     return records
 
 
@@ -90,12 +92,38 @@ def test_lxmert_columns_put_height_before_width_and_keep_objects(tmp_path):
 
     boxes = np.array([[1, 2, 30, 40], [5, 6, 70, 80]], dtype=np.float32)
     features = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)
-    fields = ["COCO_val2014_000000000042", "480", "640", b64(np.array([3, 9], np.int64)),
-              b64(np.array([0.5, 0.25], np.float32)), b64(np.array([1, 2], np.int64)),
-              b64(np.array([0.1, 0.2], np.float32)), "2", b64(boxes), b64(features)]
+    fields = [
+        "COCO_val2014_000000000042",
+        "480",
+        "640",
+        b64(np.array([3, 9], np.int64)),
+        b64(np.array([0.5, 0.25], np.float32)),
+        b64(np.array([1, 2], np.int64)),
+        b64(np.array([0.1, 0.2], np.float32)),
+        "2",
+        b64(boxes),
+        b64(features),
+    ]
     path = tmp_path / "lxmert.tsv"
-    path.write_text("\t".join(["img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf",
-                               "num_boxes", "boxes", "features"]) + "\n" + "\t".join(fields) + "\n")
+    path.write_text(
+        "\t".join(
+            [
+                "img_id",
+                "img_h",
+                "img_w",
+                "objects_id",
+                "objects_conf",
+                "attrs_id",
+                "attrs_conf",
+                "num_boxes",
+                "boxes",
+                "features",
+            ]
+        )
+        + "\n"
+        + "\t".join(fields)
+        + "\n"
+    )
     assert detect_feature_format(path) == "lxmert-tsv"
     (record,) = open_region_feature_reader(path)
     assert record.image_id == "COCO_val2014_000000000042"
@@ -111,8 +139,11 @@ def test_tsv_tolerates_python3_bytes_repr_and_header(tmp_path):
     features = np.ones((1, 4), np.float32)
     wrapped = [f"b'{base64.b64encode(a.tobytes()).decode()}'" for a in (boxes, features)]
     path = tmp_path / "f.tsv"
-    path.write_text("image_id\timage_w\timage_h\tnum_boxes\tboxes\tfeatures\n"
-                    + "\t".join(["000123", "100", "50", "1", *wrapped]) + "\n")
+    path.write_text(
+        "image_id\timage_w\timage_h\tnum_boxes\tboxes\tfeatures\n"
+        + "\t".join(["000123", "100", "50", "1", *wrapped])
+        + "\n"
+    )
     (record,) = open_region_feature_reader(path)
     assert record.image_id == "123"  # canonical: no leading zeros
     np.testing.assert_array_equal(record.features, features)
@@ -139,8 +170,16 @@ def test_npy_with_info_files(tmp_path):
     directory.mkdir()
     features = np.ones((2, 3), np.float32)
     np.save(directory / "99.npy", features)
-    np.save(directory / "99_info.npy", {"bbox": np.array([[0, 0, 1, 1], [1, 1, 2, 2]], np.float32),
-                                        "image_width": 64, "image_height": 48, "num_boxes": 2}, allow_pickle=True)
+    np.save(
+        directory / "99_info.npy",
+        {
+            "bbox": np.array([[0, 0, 1, 1], [1, 1, 2, 2]], np.float32),
+            "image_width": 64,
+            "image_height": 48,
+            "num_boxes": 2,
+        },
+        allow_pickle=True,
+    )
     (record,) = open_region_feature_reader(directory)
     assert record.image_id == "99" and record.boxes[1].tolist() == [1, 1, 2, 2]
     assert (record.width, record.height) == (64.0, 48.0)
@@ -153,9 +192,19 @@ def test_lmdb_with_base64_values(tmp_path):
     features = np.full((1, 5), 0.5, np.float32)
     env = lmdb.open(str(path), map_size=1 << 20)
     with env.begin(write=True) as txn:
-        txn.put(b"17", pickle.dumps({"image_id": "17", "image_w": 100, "image_h": 80, "num_boxes": 1,
-                                     "boxes": base64.b64encode(boxes.tobytes()),
-                                     "features": base64.b64encode(features.tobytes())}))
+        txn.put(
+            b"17",
+            pickle.dumps(
+                {
+                    "image_id": "17",
+                    "image_w": 100,
+                    "image_h": 80,
+                    "num_boxes": 1,
+                    "boxes": base64.b64encode(boxes.tobytes()),
+                    "features": base64.b64encode(features.tobytes()),
+                }
+            ),
+        )
         txn.put(b"keys", pickle.dumps([b"17"]))
     env.close()
     (record,) = open_region_feature_reader(path, format="lmdb")

@@ -56,7 +56,7 @@ def test_region_rows_pad_with_zeros_and_boxes_are_normalised(demo_store):
     width = int(counts[large])
     assert features.shape == (3, width, demo_store.feature_dim) and features.dtype == np.float16
     assert mask.tolist()[0] == [1] * int(counts[small]) + [0] * (width - int(counts[small]))
-    assert not features[0, counts[small]:].any() and not boxes[0, counts[small]:].any()
+    assert not features[0, counts[small] :].any() and not boxes[0, counts[small] :].any()
     item = demo_store[demo_store.image_ids[large]]
     np.testing.assert_array_equal(features[1], item["features"])
     scale = np.array([item["width"], item["height"]] * 2, np.float32)
@@ -101,5 +101,18 @@ def test_convert_command(demo, tmp_path, capsys):
     assert len(RegionFeatureStore(destination)) == 24
     assert hvl(["features", "convert", str(demo.features_tsv), str(destination), "--no-progress"]) == 1
     assert "exists" in capsys.readouterr().err
-    assert hvl(["features", "convert", str(demo.features_tsv), str(destination), "--overwrite", "--format", "tsv",
-                "--no-progress"]) == 0
+    assert (
+        hvl(
+            [
+                "features",
+                "convert",
+                str(demo.features_tsv),
+                str(destination),
+                "--overwrite",
+                "--format",
+                "tsv",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )

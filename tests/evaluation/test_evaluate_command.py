@@ -44,7 +44,13 @@ def demo(tmp_path_factory):
     """A 30-image demo corpus with 20-d features, and fresh tiny checkpoints built from its text."""
     root = tmp_path_factory.mktemp("demo")
     paths = generate_demo_corpus(
-        root / "corpus", num_images=30, seed=0, feature_dim=20, min_regions=4, max_regions=12, questions_per_image=3
+        root / "corpus",
+        num_images=30,
+        seed=0,
+        feature_dim=20,
+        min_regions=4,
+        max_regions=12,
+        questions_per_image=3,
     )
     texts = [q["question"] for file in paths.vqa_questions.values() for q in iter_json_array(file, "questions")]
     texts += [s["raw"] for image in iter_json_array(paths.karpathy_captions, "images") for s in image["sentences"]]
@@ -57,7 +63,10 @@ def demo(tmp_path_factory):
         label2id={answer: index for index, answer in enumerate(answers)},
     )
     checkpoints = {}
-    for name, cls in (("multitask", HierarchicalVLForMultiTask), ("retrieval", HierarchicalVLForImageTextRetrieval)):
+    for name, cls in (
+        ("multitask", HierarchicalVLForMultiTask),
+        ("retrieval", HierarchicalVLForImageTextRetrieval),
+    ):
         torch.manual_seed(0)
         checkpoints[name] = root / name
         cls(config).save_pretrained(checkpoints[name])
@@ -73,8 +82,16 @@ def test_evaluate_all_tasks_prints_the_tables_and_writes_json(demo, tmp_path, ca
     output = tmp_path / "results.json"
     assert _evaluate(demo, "--task", "all", "--split", "val", "--output", str(output)) == 0
     printed = capsys.readouterr().out
-    for heading in ("VQA 2.0 (val", "Overall", "Yes/No", "Image-caption retrieval (val", "Image annotation",
-                    "Image retrieval", "Phrase grounding (val", "Upper bound"):
+    for heading in (
+        "VQA 2.0 (val",
+        "Overall",
+        "Yes/No",
+        "Image-caption retrieval (val",
+        "Image annotation",
+        "Image retrieval",
+        "Phrase grounding (val",
+        "Upper bound",
+    ):
         assert heading in printed
     result = json.loads(output.read_text())
     metrics = result["metrics"]
@@ -82,7 +99,9 @@ def test_evaluate_all_tasks_prints_the_tables_and_writes_json(demo, tmp_path, ca
     assert VQA_KEYS | RETRIEVAL_KEYS | GROUNDING_KEYS <= set(metrics)
     for key in VQA_KEYS | RETRIEVAL_KEYS | GROUNDING_KEYS:
         assert 0.0 <= metrics[key] <= 100.0, key
-    assert metrics["retrieval/i2t_medr"] >= 1 and metrics["retrieval/num_captions"] == 5 * metrics["retrieval/num_images"]
+    assert (
+        metrics["retrieval/i2t_medr"] >= 1 and metrics["retrieval/num_captions"] == 5 * metrics["retrieval/num_images"]
+    )
     predictions = read_vqa_submission(result["info"]["vqa_predictions"])
     assert len(predictions) == metrics["vqa/num_questions"] > 0
     assert not list(tmp_path.glob("*.tmp"))
@@ -90,16 +109,30 @@ def test_evaluate_all_tasks_prints_the_tables_and_writes_json(demo, tmp_path, ca
 
 def test_two_stage_retrieval_reports_agreement_and_resumes(demo, tmp_path, capsys):
     output, cache = tmp_path / "retrieval.json", tmp_path / "cache"
-    arguments = ("--task", "retrieval", "--split", "test", "--shortlist", "2", "--first-stage", "first-layer",
-                 "--shortlist-check",
-                 "--cache-dir", str(cache), "--output", str(output))
+    arguments = (
+        "--task",
+        "retrieval",
+        "--split",
+        "test",
+        "--shortlist",
+        "2",
+        "--first-stage",
+        "first-layer",
+        "--shortlist-check",
+        "--cache-dir",
+        str(cache),
+        "--output",
+        str(output),
+    )
     assert _evaluate(demo, *arguments) == 0
     first = json.loads(output.read_text())
     assert "shortlist vs exact ranking" in capsys.readouterr().out
     metrics = first["metrics"]
     agreement = {key for key in metrics if key.startswith("retrieval/shortlist/")}
-    assert agreement == {f"retrieval/shortlist/{name}" for name in
-                         ("i2t_top1", "t2i_top1", "i2t_top10_coverage", "t2i_top10_coverage", "pairs_scored")}
+    assert agreement == {
+        f"retrieval/shortlist/{name}"
+        for name in ("i2t_top1", "t2i_top1", "i2t_top10_coverage", "t2i_top10_coverage", "pairs_scored")
+    }
     assert all(0.0 <= metrics[key] <= 100.0 for key in agreement)
     assert {f"retrieval/exact/{key.split('/')[-1]}" for key in RETRIEVAL_KEYS} <= set(metrics)
     # A rerun reads every block back from the cache and reports the same numbers.
@@ -131,14 +164,22 @@ def test_library_functions_on_rows_and_fold_protocols(demo):
     model = HierarchicalVLForMultiTask.from_pretrained(demo["multitask"])
     tokenizer = demo["tokenizer"]
     data = load_evaluation_data(
-        CorpusLayout(root=demo["corpus"]), ["vqa", "retrieval", "grounding"], "test", tokenizer,
+        CorpusLayout(root=demo["corpus"]),
+        ["vqa", "retrieval", "grounding"],
+        "test",
+        tokenizer,
         answer_vocab=[model.config.id2label[i] for i in range(model.config.num_answers)],
-        splits={"vqa": "val"}, progress=False,
+        splits={"vqa": "val"},
+        progress=False,
     )
     assert model_tasks(model) == ["grounding", "retrieval", "vqa"]
     # VQA from rows + tokenizer + store equals VQA from the encoded dataset.
-    rows = load_vqa(demo["paths"].vqa_questions["val2014"].parent, split="val", streaming=True,
-                    answer_vocab=data.vqa.answer_vocab)
+    rows = load_vqa(
+        demo["paths"].vqa_questions["val2014"].parent,
+        split="val",
+        streaming=True,
+        answer_vocab=data.vqa.answer_vocab,
+    )
     from_rows = evaluate_vqa(model, rows, tokenizer=HierarchicalVLProcessor(tokenizer), store=data.store, batch_size=7)
     assert from_rows == evaluate_vqa(model, data.vqa, batch_size=64)
     legacy = evaluate_vqa(model, data.vqa, legacy=True)
@@ -161,8 +202,9 @@ def test_library_functions_on_rows_and_fold_protocols(demo):
     with pytest.raises(ValueError, match="multiple of"):
         evaluate_retrieval(model, data.retrieval, protocol="1k", fold_size=1000)
     model.train()
-    merged = evaluate_tasks(model, {"retrieval": data.retrieval, "vqa": data.vqa}, batch_size=16,
-                            retrieval={"shortlist": 2})
+    merged = evaluate_tasks(
+        model, {"retrieval": data.retrieval, "vqa": data.vqa}, batch_size=16, retrieval={"shortlist": 2}
+    )
     assert merged["retrieval/shortlist_k"] == 2 and "vqa/overall" in merged
     assert model.training  # evaluation runs in eval mode and gives the model back as it was
     assert merged["vqa/overall"] == from_rows["vqa/overall"]  # dropout was off

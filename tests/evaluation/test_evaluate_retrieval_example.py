@@ -14,8 +14,18 @@ def test_example_scores_a_demo_corpus(tmp_path, capsys):
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     output = tmp_path / "metrics.json"
-    arguments = ["--demo", str(tmp_path / "demo"), "--demo-images", "12", "--shortlist", "3",
-                 "--first-stage", "first-layer", "--output", str(output)]
+    arguments = [
+        "--demo",
+        str(tmp_path / "demo"),
+        "--demo-images",
+        "12",
+        "--shortlist",
+        "3",
+        "--first-stage",
+        "first-layer",
+        "--output",
+        str(output),
+    ]
     assert example.main(arguments) == 0
     printed = capsys.readouterr().out
     assert "Image-caption retrieval (test" in printed and "shortlist vs exact ranking" in printed

@@ -95,7 +95,10 @@ def test_block_layout_and_batch_size_do_not_change_scores(setup):
     model, text, images, expected = setup
     for batch_size, images_per_block, captions_per_block in [(1, 1, 1), (1000, 100, 100), (3, 2, 7)]:
         scorer = RetrievalScorer(
-            model, batch_size=batch_size, images_per_block=images_per_block, captions_per_block=captions_per_block
+            model,
+            batch_size=batch_size,
+            images_per_block=images_per_block,
+            captions_per_block=captions_per_block,
         )
         assert np.abs(scorer.score_matrix(text, images, progress=False) - expected).max() < 1e-5
 

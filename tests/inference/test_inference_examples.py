@@ -47,8 +47,20 @@ def test_predict_retrieval_with_attention_picture(checkpoints, one_image_npz, tm
     out = tmp_path / "retrieval"
     captions = ["a black cat sits on a red mat", "two dogs play with a ball", "a man rides a horse"]
     process = _run(
-        "predict.py", "retrieval", "--checkpoint", str(checkpoints["multitask"]), "--features", str(one_image_npz),
-        "--captions", *captions, "--top-k", "2", "--visualize-dir", str(out), "--output", str(out / "result.json"),
+        "predict.py",
+        "retrieval",
+        "--checkpoint",
+        str(checkpoints["multitask"]),
+        "--features",
+        str(one_image_npz),
+        "--captions",
+        *captions,
+        "--top-k",
+        "2",
+        "--visualize-dir",
+        str(out),
+        "--output",
+        str(out / "result.json"),
     )
     report = json.loads(process.stdout)
     assert report == json.loads((out / "result.json").read_text())
@@ -63,29 +75,57 @@ def test_predict_retrieval_with_attention_picture(checkpoints, one_image_npz, tm
 def test_predict_grounding_pictures(checkpoints, one_image_npz, tmp_path):
     out = tmp_path / "grounding"
     process = _run(
-        "predict.py", "grounding", "--checkpoint", str(checkpoints["grounding"]), "--features", str(one_image_npz),
-        "--caption", "a black cat sits on a red mat", "--phrases", "a black cat", "a red mat", "--top-k", "2",
-        "--visualize-dir", str(out),
+        "predict.py",
+        "grounding",
+        "--checkpoint",
+        str(checkpoints["grounding"]),
+        "--features",
+        str(one_image_npz),
+        "--caption",
+        "a black cat sits on a red mat",
+        "--phrases",
+        "a black cat",
+        "a red mat",
+        "--top-k",
+        "2",
+        "--visualize-dir",
+        str(out),
     )
     report = json.loads(process.stdout)
     assert [entry["phrase"] for entry in report["results"]] == ["a black cat", "a red mat"]
     assert all(len(entry["boxes"]) == 2 for entry in report["results"])
-    assert sorted(Path(p).name for p in report["pictures"]) == ["grounding_phrase0.png", "grounding_phrase1.png"]
+    assert sorted(Path(p).name for p in report["pictures"]) == [
+        "grounding_phrase0.png",
+        "grounding_phrase1.png",
+    ]
 
 
 def test_predict_on_the_demo_corpus(checkpoints, tmp_path):
     data = pytest.importorskip("hierarchical_vl.data")
     if not all(hasattr(data, name) for name in ("generate_demo_corpus", "open_region_feature_reader")):
         pytest.skip("hierarchical_vl.data does not export the demo corpus and the feature readers yet")
-    paths = data.generate_demo_corpus(tmp_path / "demo", num_images=10, seed=0, feature_dim=20, min_regions=4,
-                                      max_regions=8)
+    paths = data.generate_demo_corpus(
+        tmp_path / "demo", num_images=10, seed=0, feature_dim=20, min_regions=4, max_regions=8
+    )
     questions = json.loads(Path(paths.vqa_questions["train2014"]).read_text())["questions"]
     question = questions[0]
     image_id = str(question["image_id"])
     out = tmp_path / "vqa"
     process = _run(
-        "predict.py", "vqa", "--checkpoint", str(checkpoints["vqa"]), "--features", str(paths.features_tsv),
-        "--image-id", image_id, "--question", question["question"], "--top-k", "3", "--visualize-dir", str(out),
+        "predict.py",
+        "vqa",
+        "--checkpoint",
+        str(checkpoints["vqa"]),
+        "--features",
+        str(paths.features_tsv),
+        "--image-id",
+        image_id,
+        "--question",
+        question["question"],
+        "--top-k",
+        "3",
+        "--visualize-dir",
+        str(out),
     )
     report = json.loads(process.stdout)
     assert len(report["results"]) == 3 and all(item["answer"] in ANSWERS for item in report["results"])
@@ -138,11 +178,19 @@ class _HubHandler(BaseHTTPRequestHandler):
             self._reply(200, {"errors": [], "warnings": []})
         elif "/preupload/" in path:
             files = json.loads(body)["files"]
-            self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                        for f in files]})
+            self._reply(
+                200,
+                {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]},
+            )
         elif "/commit/" in path:
-            self._reply(200, {"commitUrl": f"{self.server.endpoint}/someone/hvl-example/commit/" + "b" * 40,
-                              "commitOid": "b" * 40, "pullRequestUrl": None})
+            self._reply(
+                200,
+                {
+                    "commitUrl": f"{self.server.endpoint}/someone/hvl-example/commit/" + "b" * 40,
+                    "commitOid": "b" * 40,
+                    "pullRequestUrl": None,
+                },
+            )
         else:
             self._reply(404, {"error": "not found"})
 
@@ -155,13 +203,31 @@ def test_push_to_hub_example_against_a_local_hub(checkpoints, tmp_path):
     endpoint = server.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     (tmp_path / "card.json").write_text(json.dumps({"datasets": ["HuggingFaceM4/VQAv2"]}))
     (tmp_path / "results.json").write_text(json.dumps({"vqa": {"accuracy": 55.5}}))
-    env = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf_home"),
-           "HF_TOKEN": "hf_example_token", "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env = {
+        "HF_HUB_OFFLINE": "0",
+        "HF_ENDPOINT": endpoint,
+        "HF_HOME": str(tmp_path / "hf_home"),
+        "HF_TOKEN": "hf_example_token",
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+    }
     try:
         process = _run(
-            "push_to_hub.py", "--checkpoint", str(checkpoints["vqa"]), "--repo-id", "someone/hvl-example",
-            "--private", "--save-dir", str(tmp_path / "save"), "--card-data", str(tmp_path / "card.json"),
-            "--results", str(tmp_path / "results.json"), "--endpoint", endpoint, env=env,
+            "push_to_hub.py",
+            "--checkpoint",
+            str(checkpoints["vqa"]),
+            "--repo-id",
+            "someone/hvl-example",
+            "--private",
+            "--save-dir",
+            str(tmp_path / "save"),
+            "--card-data",
+            str(tmp_path / "card.json"),
+            "--results",
+            str(tmp_path / "results.json"),
+            "--endpoint",
+            endpoint,
+            env=env,
         )
     finally:
         server.shutdown()
@@ -175,21 +241,47 @@ def test_push_to_hub_example_against_a_local_hub(checkpoints, tmp_path):
     commit = next(body for _, path, body in server.requests if "/commit/" in path)
     lines = [json.loads(line) for line in commit.decode().splitlines()]
     files = {line["value"]["path"]: line["value"] for line in lines[1:]}
-    assert {"model.safetensors", "config.json", "tokenizer.json", "processor_config.json", "README.md",
-            "configuration_hierarchical_vl.py", "modeling_hierarchical_vl.py"} <= set(files)
+    assert {
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "processor_config.json",
+        "README.md",
+        "configuration_hierarchical_vl.py",
+        "modeling_hierarchical_vl.py",
+    } <= set(files)
     card = base64.b64decode(files["README.md"]["content"]).decode()
     assert "| Visual question answering |  |  | accuracy | 55.50 |" in card
     assert (tmp_path / "save" / "README.md").read_text() == card
 
-    dry = _run("push_to_hub.py", "--checkpoint", str(checkpoints["grounding"]), "--repo-id", "someone/hvl-g",
-               "--save-dir", str(tmp_path / "dry"), "--dry-run")
+    dry = _run(
+        "push_to_hub.py",
+        "--checkpoint",
+        str(checkpoints["grounding"]),
+        "--repo-id",
+        "someone/hvl-g",
+        "--save-dir",
+        str(tmp_path / "dry"),
+        "--dry-run",
+    )
     assert "not uploaded" in dry.stdout and (tmp_path / "dry" / "README.md").is_file()
 
 
 def test_bench_predict_quick_smoke_run():
     process = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_predict.py"), "--quick", "--json", "--threads", "1"],
-        capture_output=True, text=True, timeout=180, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench_predict.py"),
+            "--quick",
+            "--json",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert process.returncode == 0, process.stderr[-3000:]
     figures = json.loads(process.stdout)

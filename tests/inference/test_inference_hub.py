@@ -59,8 +59,11 @@ class RecordingHub:
         if path.startswith(f"/api/models/{REPO_ID}/commit/"):
             return self.http.Response(
                 200,
-                json={"commitUrl": f"{ENDPOINT}/{REPO_ID}/commit/{'a' * 40}", "commitOid": "a" * 40,
-                      "pullRequestUrl": None},
+                json={
+                    "commitUrl": f"{ENDPOINT}/{REPO_ID}/commit/{'a' * 40}",
+                    "commitOid": "a" * 40,
+                    "pullRequestUrl": None,
+                },
             )
         return self.http.Response(404, json={"error": "not found"})
 
@@ -68,7 +71,7 @@ class RecordingHub:
         return [call for call in self.requests if fragment in call[1]]
 
     def committed_files(self) -> dict[str, bytes]:
-        (_, _, headers, body), = self.calls("/commit/")
+        ((_, _, headers, body),) = self.calls("/commit/")
         assert headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in body.decode().splitlines()]
         assert lines[0]["key"] == "header"
@@ -112,17 +115,25 @@ CARD = {
 
 def test_push_records_repo_creation_and_one_commit_with_every_file(mock_hub, multitask, processor, tmp_path):
     hub = mock_hub()
-    info = push_to_hub(multitask, processor, REPO_ID, save_directory=tmp_path / "save", card_data=CARD,
-                       private=True, token="hf_test_token", endpoint=ENDPOINT)
+    info = push_to_hub(
+        multitask,
+        processor,
+        REPO_ID,
+        save_directory=tmp_path / "save",
+        card_data=CARD,
+        private=True,
+        token="hf_test_token",
+        endpoint=ENDPOINT,
+    )
     assert info.commit_url == f"{ENDPOINT}/{REPO_ID}/commit/{'a' * 40}"
 
-    (_, _, headers, body), = hub.calls("/api/repos/create")
+    ((_, _, headers, body),) = hub.calls("/api/repos/create")
     created = json.loads(body)
     assert (created["organization"], created["name"]) == ("someone", "hvl-tiny")
     assert created.get("private") is True or created.get("visibility") == "private"
     assert headers["authorization"] == "Bearer hf_test_token"
 
-    preupload, = hub.calls("/preupload/")
+    (preupload,) = hub.calls("/preupload/")
     announced = {entry["path"] for entry in json.loads(preupload[3])["files"]}
     files = hub.committed_files()
     assert set(files) == announced
@@ -210,8 +221,15 @@ def test_model_card_sections_and_metadata(tiny_config, multitask):
     assert {"visual-question-answering", "image-text-retrieval", "visual-grounding"} <= set(metadata["tags"])
     assert set(metadata["metrics"]) == {"accuracy", "recall"}
     assert huggingface_hub.ModelCard(card).data.library_name == "hierarchical-vl"
-    for section in ("## Model architecture", "## Task layers", "## Training data", "## Training procedure",
-                    "## Evaluation", "## Intended use", "## Limitations"):
+    for section in (
+        "## Model architecture",
+        "## Task layers",
+        "## Training data",
+        "## Training procedure",
+        "## Evaluation",
+        "## Intended use",
+        "## Limitations",
+    ):
         assert section in card
     assert "L = 3, d = 16, 4 heads, 3 null tokens" in card
     assert "| Visual grounding | 1 |" in card and "| Image-caption retrieval | 2 |" in card
@@ -228,8 +246,20 @@ def test_model_card_defaults_per_model_class(tiny_config):
     assert "This checkpoint has not been evaluated." in vqa
     assert "| Image-caption retrieval |" not in vqa and "7 answers" in vqa
 
-    grounding = render_model_card(HierarchicalVLForVisualGrounding(tiny_config), {"results": [
-        {"task": "grounding", "dataset": "Flickr30k Entities", "split": "test", "metric": "R@1", "value": 70.5}]})
+    grounding = render_model_card(
+        HierarchicalVLForVisualGrounding(tiny_config),
+        {
+            "results": [
+                {
+                    "task": "grounding",
+                    "dataset": "Flickr30k Entities",
+                    "split": "test",
+                    "metric": "R@1",
+                    "value": 70.5,
+                }
+            ]
+        },
+    )
     assert _front_matter(grounding)["pipeline_tag"] == "zero-shot-object-detection"
     assert "| Visual grounding | Flickr30k Entities | test | R@1 | 70.50 |" in grounding
 

@@ -89,8 +89,15 @@ def test_vqa_inputs_in_every_form_agree(checkpoints, store):
     forms = [
         pipe({"question": QUESTION, "image": "img0"}, top_k=4),
         pipe({"question": QUESTION, "image": record}, top_k=4),
-        pipe({"question": QUESTION, "region_features": record["features"], "region_boxes": record["boxes"],
-              "image_size": (record["width"], record["height"])}, top_k=4),
+        pipe(
+            {
+                "question": QUESTION,
+                "region_features": record["features"],
+                "region_boxes": record["boxes"],
+                "image_size": (record["width"], record["height"]),
+            },
+            top_k=4,
+        ),
         pipe(question=QUESTION, image=ImageRegions(torch.as_tensor(record["features"])), top_k=4),
         VQAPredictor.from_pretrained(checkpoints["vqa"], feature_store=store).predict(QUESTION, "img0", top_k=4),
         VQAPredictor(pipe.model, pipe.processor).predict(QUESTION, record, top_k=4),
@@ -111,8 +118,9 @@ def test_vqa_lists_and_pipeline_batching(checkpoints, store):
             assert [a["answer"] for a in got] == [a["answer"] for a in want]
             np.testing.assert_allclose([a["score"] for a in got], [a["score"] for a in want], atol=1e-5)
     predictor = VQAPredictor(pipe.model, pipe.processor, store)
-    batch = predictor.predict_batch([item["question"] for item in inputs], [item["image_id"] for item in inputs],
-                                    top_k=2, batch_size=2)
+    batch = predictor.predict_batch(
+        [item["question"] for item in inputs], [item["image_id"] for item in inputs], top_k=2, batch_size=2
+    )
     for got, want in zip(batch, one_by_one):
         np.testing.assert_allclose([a["score"] for a in got], [a["score"] for a in want], atol=1e-5)
 
@@ -191,8 +199,12 @@ def test_grounding_best_box_is_argmax_of_logits(kind, checkpoints, processor, st
     model_class = HierarchicalVLForMultiTask if kind == "multitask" else HierarchicalVLForVisualGrounding
     model = model_class.from_pretrained(checkpoints[kind]).eval()
     record = store["img1"]
-    inputs = processor(text=caption, region_features=record["features"], phrase_char_spans=[[(0, 11), (20, 29)]],
-                       max_words=model.config.max_caption_words)
+    inputs = processor(
+        text=caption,
+        region_features=record["features"],
+        phrase_char_spans=[[(0, 11), (20, 29)]],
+        max_words=model.config.max_caption_words,
+    )
     with torch.no_grad():
         logits = (model(task="grounding", **inputs) if kind == "multitask" else model(**inputs)).logits[0]  # (H, T)
     assert [entry["phrase"] for entry in result] == phrases
@@ -324,7 +336,13 @@ def _count_forwards(model, monkeypatch) -> list[int]:
 
 def test_vqa_batches_are_one_forward_pass_each(checkpoints, store, monkeypatch):
     predictor = VQAPredictor.from_pretrained(checkpoints["vqa"], feature_store=store)
-    questions = [QUESTION, "how many dogs are on the sofa ?", "is there a red ball ?", QUESTION, "what color is it ?"]
+    questions = [
+        QUESTION,
+        "how many dogs are on the sofa ?",
+        "is there a red ball ?",
+        QUESTION,
+        "what color is it ?",
+    ]
     images = ["img0", "img3", "img2", "img1", store["img2"]]
     one_by_one = [predictor.predict(q, i, top_k=3, return_attention=True) for q, i in zip(questions, images)]
     sizes = _count_forwards(predictor.model, monkeypatch)
@@ -344,9 +362,16 @@ def test_vqa_batches_are_one_forward_pass_each(checkpoints, store, monkeypatch):
 def test_grounding_lists_are_batched_and_agree_with_one_at_a_time(checkpoints, store, monkeypatch):
     pipe = _pipe("grounding", checkpoints["grounding"], store)
     inputs = [
-        {"caption": "a black cat sits on a red mat", "phrases": ["a black cat", "a red mat"], "image_id": "img0"},
-        {"caption": "two dogs play with a ball in the park", "phrases": ["two dogs", "a ball", "the park"],
-         "image_id": "img3"},
+        {
+            "caption": "a black cat sits on a red mat",
+            "phrases": ["a black cat", "a red mat"],
+            "image_id": "img0",
+        },
+        {
+            "caption": "two dogs play with a ball in the park",
+            "phrases": ["two dogs", "a ball", "the park"],
+            "image_id": "img3",
+        },
         {"caption": "a man rides a horse", "phrases": [(0, 5)], "image_id": "img2"},
     ]
     one_by_one = [pipe(item, top_k=2) for item in inputs]
@@ -357,8 +382,9 @@ def test_grounding_lists_are_batched_and_agree_with_one_at_a_time(checkpoints, s
         assert [(e["phrase"], e["span"]) for e in got] == [(e["phrase"], e["span"]) for e in want]
         for got_entry, want_entry in zip(got, want):
             assert [b["region"] for b in got_entry["boxes"]] == [b["region"] for b in want_entry["boxes"]]
-            np.testing.assert_allclose([b["score"] for b in got_entry["boxes"]],
-                                       [b["score"] for b in want_entry["boxes"]], atol=1e-5)
+            np.testing.assert_allclose(
+                [b["score"] for b in got_entry["boxes"]], [b["score"] for b in want_entry["boxes"]], atol=1e-5
+            )
 
 
 def test_retrieval_pair_and_matrix_inputs(checkpoints, store):
@@ -385,8 +411,14 @@ def test_parameters_given_to_the_pipeline_or_the_call(checkpoints, store):
     assert pipe({"question": QUESTION, "image_id": "img0"}, feature_store=store) == expected
     short = pipe({"question": QUESTION, "image_id": "img0"}, feature_store=store, max_words=2, return_attention=True)
     assert short["attention"]["words"] == ["what", "color"]
-    capped = pipeline(PIPELINE_TASKS["vqa"], model=str(checkpoints["vqa"]), device="cpu", feature_store=store,
-                      max_words=2, top_k=1)
+    capped = pipeline(
+        PIPELINE_TASKS["vqa"],
+        model=str(checkpoints["vqa"]),
+        device="cpu",
+        feature_store=store,
+        max_words=2,
+        top_k=1,
+    )
     assert capped({"question": QUESTION, "image_id": "img0"}, return_attention=True) == dict(
         short, answers=short["answers"][:1]
     )

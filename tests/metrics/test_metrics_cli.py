@@ -113,9 +113,7 @@ def test_metrics_vqa_legacy(metrics_cli, vqa_files, tmp_path, capsys):
 
 
 def test_metrics_vqa_missing_prediction_is_an_error(metrics_cli, vqa_files, capsys):
-    vqa_files["predictions"].write_text(
-        json.dumps([{"question_id": 1000, "answer": "yes"}]), encoding="utf-8"
-    )
+    vqa_files["predictions"].write_text(json.dumps([{"question_id": 1000, "answer": "yes"}]), encoding="utf-8")
     assert metrics_cli(_args(vqa_files)) == 2
     assert "2 question(s) without a prediction" in capsys.readouterr().err
 

@@ -18,8 +18,8 @@ from hierarchical_vl.metrics import coco_1k_5fold, grounding_recall, retrieval_r
 _METRICS_DIR = Path(metrics.__file__).parent
 
 # Runs in a fresh interpreter with an empty Hugging Face cache and every offline switch on; it records whether
-# importing the metrics pulled in evaluate or datasets, loads the three modules through load_metric, feeds them once through compute() and once through several add_batch() calls,
-# and prints the results as JSON.
+# importing the metrics pulled in evaluate or datasets, loads the three modules through load_metric, feeds them
+# once through compute() and once through several add_batch() calls, and prints the results as JSON.
 _SCRIPT = """
 import json, sys
 from hierarchical_vl.metrics import load_metric
@@ -81,9 +81,7 @@ def _inputs() -> dict:
         boxes = np.concatenate([xy, xy + rng.integers(1, 30, size=(n, 2))], axis=1).astype(float)
         grounding["scores"].append(np.round(rng.random(n), 1).tolist())  # a few ties
         grounding["boxes"].append(boxes.tolist())
-        grounding["gts"].append(
-            [(boxes[rng.integers(n)] + rng.integers(0, 5, size=4) * [0, 0, 1, 1]).tolist()]
-        )
+        grounding["gts"].append([(boxes[rng.integers(n)] + rng.integers(0, 5, size=4) * [0, 0, 1, 1]).tolist()])
     return {
         "vqa_predictions": predictions,
         "vqa_answers": answers,

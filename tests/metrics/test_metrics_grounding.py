@@ -30,9 +30,7 @@ def test_box_iou_hand_values():
     assert box_iou(a, a)[0, 0] == 1.0
     assert box_iou(a, [20, 20, 30, 30])[0, 0] == 0.0
     assert box_iou(a, [10, 0, 20, 10])[0, 0] == 0.0  # touching edges share no area in continuous coordinates
-    assert box_iou(a, [10, 0, 20, 10], offset=1)[0, 0] == pytest.approx(
-        11 / (121 + 121 - 11)
-    )  # one pixel column
+    assert box_iou(a, [10, 0, 20, 10], offset=1)[0, 0] == pytest.approx(11 / (121 + 121 - 11))  # one pixel column
     assert box_iou([3, 3, 3, 3], [3, 3, 3, 3])[0, 0] == 0.0  # empty union
     assert box_iou([0, 0, 10, 10], [2, 2, 4, 4])[0, 0] == pytest.approx(4 / 100)
 
@@ -116,9 +114,7 @@ def test_padded_arrays_with_mask_match_lists():
         if len(b):
             padded_boxes[p, : len(b)] = b
         mask[p, : len(s)] = True
-    assert grounding_recall(padded_scores, padded_boxes, gts, region_mask=mask) == grounding_recall(
-        scores, boxes, gts
-    )
+    assert grounding_recall(padded_scores, padded_boxes, gts, region_mask=mask) == grounding_recall(scores, boxes, gts)
 
 
 def test_hand_worked_phrases():
@@ -140,16 +136,11 @@ def test_hand_worked_phrases():
     }
     # The threshold is inclusive: IoU exactly 0.5 counts.
     assert grounding_recall([[1.0]], [[[0, 0, 10, 10]]], [[[0, 0, 10, 5]]], ks=(1,))["r1"] == 100.0
-    assert (
-        grounding_recall([[1.0]], [[[0, 0, 10, 10]]], [[[0, 0, 10, 5]]], ks=(1,), iou_threshold=0.51)["r1"]
-        == 0.0
-    )
+    assert grounding_recall([[1.0]], [[[0, 0, 10, 10]]], [[[0, 0, 10, 5]]], ks=(1,), iou_threshold=0.51)["r1"] == 0.0
 
 
 def test_phrase_without_regions_is_a_miss():
-    result = grounding_recall(
-        [[], [1.0]], [np.zeros((0, 4)), [[0, 0, 1, 1]]], [[[0, 0, 1, 1]], [[0, 0, 1, 1]]]
-    )
+    result = grounding_recall([[], [1.0]], [np.zeros((0, 4)), [[0, 0, 1, 1]]], [[[0, 0, 1, 1]], [[0, 0, 1, 1]]])
     assert result == {"r1": 50.0, "r5": 50.0, "r10": 50.0, "upper_bound": 50.0, "num_phrases": 2}
 
 
@@ -173,8 +164,6 @@ def test_grounding_errors(scores, boxes, gts, message):
 
 def test_mask_shape_errors():
     with pytest.raises(ValueError, match="region_mask"):
-        grounding_recall(
-            np.zeros((2, 3)), np.zeros((2, 3, 4)), [[[0, 0, 1, 1]]] * 2, region_mask=np.ones((2, 2))
-        )
+        grounding_recall(np.zeros((2, 3)), np.zeros((2, 3, 4)), [[[0, 0, 1, 1]]] * 2, region_mask=np.ones((2, 2)))
     with pytest.raises(ValueError, match="ks"):
         grounding_recall([[1.0]], [[[0, 0, 1, 1]]], [[[0, 0, 1, 1]]], ks=(0,))

@@ -209,9 +209,7 @@ def test_vqa_accuracy_lists_and_dicts_agree_and_order_follows_references():
     refs = {3: _answers(3), 1: _answers(1), 2: _answers(2)}
     preds = {1: "2", 2: "2", 3: "2"}
     by_dict = vqa_accuracy(preds, refs, {1: "number", 2: "other", 3: "number"})
-    by_list = vqa_accuracy(
-        ["2", "2", "2"], [_answers(3), _answers(1), _answers(2)], ["number", "number", "other"]
-    )
+    by_list = vqa_accuracy(["2", "2", "2"], [_answers(3), _answers(1), _answers(2)], ["number", "number", "other"])
     assert by_dict == by_list
     assert by_dict["per_answer_type"] == {"number": 60.0, "other": 60.0}
 

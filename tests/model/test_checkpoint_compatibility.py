@@ -45,8 +45,12 @@ def _check(output, expected, task, layer):
     if f"{task}.text_attention" in expected:
         torch.testing.assert_close(output.text_attention, expected[f"{task}.text_attention"], rtol=0, atol=1e-6)
         torch.testing.assert_close(output.image_attention, expected[f"{task}.image_attention"], rtol=0, atol=1e-6)
-    torch.testing.assert_close(output.text_hidden_states[layer], expected[f"{task}.text_hidden_state"], rtol=0, atol=1e-6)
-    torch.testing.assert_close(output.image_hidden_states[layer], expected[f"{task}.image_hidden_state"], rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        output.text_hidden_states[layer], expected[f"{task}.text_hidden_state"], rtol=0, atol=1e-6
+    )
+    torch.testing.assert_close(
+        output.image_hidden_states[layer], expected[f"{task}.image_hidden_state"], rtol=0, atol=1e-6
+    )
     word_to_region, region_to_word = output.attentions[-1]
     torch.testing.assert_close(word_to_region, expected[f"{task}.word_to_region"], rtol=0, atol=1e-6)
     torch.testing.assert_close(region_to_word, expected[f"{task}.region_to_word"], rtol=0, atol=1e-6)
@@ -91,8 +95,10 @@ def test_old_checkpoint_encoder_and_pair_scores(expected):
     t, i = expected["input.text_index"], expected["input.image_index"]
     with torch.no_grad():
         direct = model(
-            input_ids=text["input_ids"][t], attention_mask=text["attention_mask"][t],
-            region_features=image["region_features"][i], region_mask=image["region_mask"][i],
+            input_ids=text["input_ids"][t],
+            attention_mask=text["attention_mask"][t],
+            region_features=image["region_features"][i],
+            region_mask=image["region_mask"][i],
         ).logits
     torch.testing.assert_close(logits, direct, rtol=0, atol=1e-5)
 
@@ -103,7 +109,11 @@ def test_old_processor_and_tokenizer_load():
     batch = processor(["what colour is the cube ?"], [torch.zeros(7, 20)])
     assert batch["input_ids"].shape == (1, 6)  # the old word cap is kept
     assert batch["region_features"].shape == (1, 5, 20)
-    assert processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())[:3] == ["what", "colour", "is"]
+    assert processor.tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())[:3] == [
+        "what",
+        "colour",
+        "is",
+    ]
 
 
 def test_old_training_arguments_load():

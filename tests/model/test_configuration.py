@@ -5,7 +5,12 @@ from hierarchical_vl import HierarchicalVLConfig, available_presets
 
 def test_defaults_are_the_papers_model():
     config = HierarchicalVLConfig()
-    assert (config.hidden_size, config.num_layers, config.num_attention_heads, config.num_null_tokens) == (1024, 5, 4, 3)
+    assert (config.hidden_size, config.num_layers, config.num_attention_heads, config.num_null_tokens) == (
+        1024,
+        5,
+        4,
+        3,
+    )
     assert (config.word_embedding_dim, config.lstm_hidden_size, config.lstm_num_layers) == (300, 450, 2)
     assert (config.hidden_dropout, config.lstm_dropout, config.summary_glimpses) == (0.3, 0.1, 4)
     assert config.task_layers == {"grounding": 2, "retrieval": 3, "vqa": 5}

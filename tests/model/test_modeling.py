@@ -20,7 +20,14 @@ from .model_tester import HierarchicalVLModelTester
 TASK_KEYS = {
     "vqa": ("input_ids", "attention_mask", "region_features", "region_mask"),
     "retrieval": ("input_ids", "attention_mask", "region_features", "region_mask"),
-    "grounding": ("input_ids", "attention_mask", "region_features", "region_mask", "phrase_spans", "phrase_mask"),
+    "grounding": (
+        "input_ids",
+        "attention_mask",
+        "region_features",
+        "region_mask",
+        "phrase_spans",
+        "phrase_mask",
+    ),
 }
 
 
@@ -160,7 +167,8 @@ def test_padding_changes_no_unpadded_output(config, inputs, task):
             out_padded.text_hidden_states[-1][example, :n_real], out.text_hidden_states[-1][example, :n_real]
         )
         torch.testing.assert_close(
-            out_padded.image_hidden_states[-1][example, :t_real], out.image_hidden_states[-1][example, :t_real]
+            out_padded.image_hidden_states[-1][example, :t_real],
+            out.image_hidden_states[-1][example, :t_real],
         )
 
 
@@ -241,8 +249,12 @@ def test_grounding_phrase_vector_is_mean_of_span(config, inputs):
     spans = torch.tensor([[[1, 3]]])
     with torch.no_grad():
         logits = decoder(
-            text, image, torch.ones(1, 4, dtype=torch.bool), torch.ones(1, 3, dtype=torch.bool),
-            phrase_spans=spans, phrase_mask=torch.ones(1, 1),
+            text,
+            image,
+            torch.ones(1, 4, dtype=torch.bool),
+            torch.ones(1, 3, dtype=torch.bool),
+            phrase_spans=spans,
+            phrase_mask=torch.ones(1, 1),
         )["logits"]
         phrase = text[0, 1:4].mean(0)
         expected = torch.stack([phrase @ decoder.bilinear.weight @ image[0, r] for r in range(3)])
@@ -336,7 +348,10 @@ def test_attention_maps_are_returned_per_layer(config, inputs):
     [
         (lambda x: x.update(region_features=torch.randn(3, 6, 7)), "width 7"),
         (lambda x: x.update(attention_mask=torch.zeros_like(x["attention_mask"])), "empty text"),
-        (lambda x: x.update(region_features=x["region_features"][:2], region_mask=x["region_mask"][:2]), "batch size"),
+        (
+            lambda x: x.update(region_features=x["region_features"][:2], region_mask=x["region_mask"][:2]),
+            "batch size",
+        ),
         (lambda x: x["region_mask"].__setitem__(1, 0), "no valid region"),
         (lambda x: x.update(attention_mask=x["attention_mask"][:, :3]), "does not match"),
         (lambda x: x["attention_mask"].__setitem__((0, 0), 0), "right-padded"),

@@ -223,7 +223,11 @@ def test_parameters_missing_from_a_checkpoint_are_initialised(tmp_path, cls, con
     model.save_pretrained(tmp_path)
     weights = load_file(tmp_path / "model.safetensors")
     dropped = [key for key in weights if "null_tokens" in key or "initial_" in key]
-    save_file({k: v for k, v in weights.items() if k not in dropped}, tmp_path / "model.safetensors", {"format": "pt"})
+    save_file(
+        {k: v for k, v in weights.items() if k not in dropped},
+        tmp_path / "model.safetensors",
+        {"format": "pt"},
+    )
     loaded = cls.from_pretrained(tmp_path)
     state = loaded.state_dict()
     for key in dropped:
@@ -289,16 +293,23 @@ def test_multitask_takes_the_task_as_a_keyword(config, inputs):
 def test_retrieval_methods_live_on_retrieval_heads_only():
     assert hasattr(HierarchicalVLForImageTextRetrieval, "score_pairs")
     assert hasattr(HierarchicalVLForMultiTask, "score_pairs")
-    for cls in (HierarchicalVLModel, HierarchicalVLForVisualQuestionAnswering, HierarchicalVLForVisualGrounding):
+    for cls in (
+        HierarchicalVLModel,
+        HierarchicalVLForVisualQuestionAnswering,
+        HierarchicalVLForVisualGrounding,
+    ):
         assert not hasattr(cls, "score_pairs") and not hasattr(cls, "encode_captions")
 
 
 def test_config_answers_the_common_names():
     config = HierarchicalVLConfig(num_labels=5)
     assert config.num_answers == config.num_labels == len(config.id2label) == 5
-    assert HierarchicalVLForVisualQuestionAnswering(
-        HierarchicalVLConfig.from_preset("tiny", num_labels=5)
-    ).vqa_decoder.classifier[-1].out_features == 5
+    assert (
+        HierarchicalVLForVisualQuestionAnswering(HierarchicalVLConfig.from_preset("tiny", num_labels=5))
+        .vqa_decoder.classifier[-1]
+        .out_features
+        == 5
+    )
     assert HierarchicalVLConfig().num_labels == 3129  # the paper's answer pool by default
     config = HierarchicalVLConfig.from_preset("tiny")
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (3, 16, 4)

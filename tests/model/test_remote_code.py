@@ -27,7 +27,9 @@ def test_auto_classes_know_the_model(tmp_path):
     )
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["auto_map"]["AutoModel"] == "modeling_hierarchical_vl.HierarchicalVLForMultiTask"
-    assert (tmp_path / "modeling_hierarchical_vl.py").exists() and (tmp_path / "configuration_hierarchical_vl.py").exists()
+    assert (tmp_path / "modeling_hierarchical_vl.py").exists() and (
+        tmp_path / "configuration_hierarchical_vl.py"
+    ).exists()
 
 
 def test_trust_remote_code_loads_without_the_package(tmp_path):

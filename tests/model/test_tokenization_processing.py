@@ -5,7 +5,11 @@ import torch
 from hierarchical_vl import HierarchicalVLProcessor, HierarchicalVLTokenizer, load_glove_embeddings
 from hierarchical_vl.processing_hierarchical_vl import char_spans_to_token_spans
 
-TEXTS = ["What color is the cube?", "A man in a red shirt rides a bike.", "Don't count 1,000 dogs, it's 3.5 m"]
+TEXTS = [
+    "What color is the cube?",
+    "A man in a red shirt rides a bike.",
+    "Don't count 1,000 dogs, it's 3.5 m",
+]
 
 
 @pytest.fixture
@@ -15,7 +19,16 @@ def tokenizer():
 
 def test_words_are_lowercased_and_split_like_treebank(tokenizer):
     assert tokenizer.words("Don't count 1,000 dogs, it's 3.5 m") == [
-        "do", "n't", "count", "1,000", "dogs", ",", "it", "'s", "3.5", "m",
+        "do",
+        "n't",
+        "count",
+        "1,000",
+        "dogs",
+        ",",
+        "it",
+        "'s",
+        "3.5",
+        "m",
     ]
     assert tokenizer.words("What color is the CUBE?") == ["what", "color", "is", "the", "cube", "?"]
 
@@ -42,8 +55,14 @@ def test_tokenizer_round_trip(tmp_path, tokenizer):
 def test_glove_loader_reads_text_format_and_reports_coverage(tmp_path, tokenizer):
     glove = tmp_path / "glove.txt"
     vocab = tokenizer.get_vocab()
-    lines = ["cube " + " ".join(["0.5"] * 4), "Red " + " ".join(["0.25"] * 4), "red " + " ".join(["1"] * 4),
-             "Man " + " ".join(["2"] * 4), "two words " + " ".join(["3"] * 4), "unused " + " ".join(["9"] * 4)]
+    lines = [
+        "cube " + " ".join(["0.5"] * 4),
+        "Red " + " ".join(["0.25"] * 4),
+        "red " + " ".join(["1"] * 4),
+        "Man " + " ".join(["2"] * 4),
+        "two words " + " ".join(["3"] * 4),
+        "unused " + " ".join(["9"] * 4),
+    ]
     glove.write_text("\n".join(lines) + "\n")
     matrix, coverage = load_glove_embeddings(glove, vocab, dim=4)
     assert matrix.shape == (len(vocab), 4)
@@ -61,7 +80,12 @@ def test_glove_loader_reads_text_format_and_reports_coverage(tmp_path, tokenizer
 
 def test_char_spans_to_token_spans():
     offsets = [(0, 1), (2, 5), (6, 8), (9, 10), (11, 14), (15, 20), (0, 0)]
-    assert char_spans_to_token_spans(offsets, [(0, 5), (9, 20), (11, 13), (30, 40)]) == [(0, 1), (3, 5), (4, 4), None]
+    assert char_spans_to_token_spans(offsets, [(0, 5), (9, 20), (11, 13), (30, 40)]) == [
+        (0, 1),
+        (3, 5),
+        (4, 4),
+        None,
+    ]
 
 
 def test_processor_pads_truncates_and_maps_phrases(tokenizer):
@@ -70,7 +94,10 @@ def test_processor_pads_truncates_and_maps_phrases(tokenizer):
     features = [np.arange(20, dtype=np.float32).reshape(5, 4), np.ones((2, 4), dtype=np.float16)]
     boxes = [np.tile([[0, 0, 10, 20]], (5, 1)), np.tile([[5, 5, 10, 10]], (2, 1))]
     batch = processor(
-        text, features, region_boxes=boxes, image_sizes=[(20, 40), (10, 10)],
+        text,
+        features,
+        region_boxes=boxes,
+        image_sizes=[(20, 40), (10, 10)],
         phrase_char_spans=[[(0, 5), (9, 20), (28, 34)], [(13, 22)]],
     )
     assert batch["input_ids"].shape == (2, 6) and batch["attention_mask"].tolist() == [[1] * 6, [1] * 6]
@@ -121,8 +148,9 @@ def test_shared_input_functions():
     for name in ("input_ids", "attention_mask"):
         assert torch.equal(from_lists[name], from_array[name]) and from_lists[name].dtype == torch.long
     assert from_lists["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-    features, boxes, counts = pad_regions([np.ones((3, 2)), np.ones((1, 2))], [[[0, 0, 8, 4]] * 3, [[2, 2, 4, 4]]],
-                                          max_regions=2)
+    features, boxes, counts = pad_regions(
+        [np.ones((3, 2)), np.ones((1, 2))], [[[0, 0, 8, 4]] * 3, [[2, 2, 4, 4]]], max_regions=2
+    )
     assert features.shape == (2, 2, 2) and counts.tolist() == [2, 1]
     inputs = region_inputs(features, counts, boxes, [(8, 4), (4, 8)])
     assert inputs["region_mask"].tolist() == [[1, 1], [1, 0]]

@@ -14,7 +14,9 @@ def test_presets_load_and_follow_the_paper():
     )
     run1 = load_training_arguments("paper_run1")
     assert [stage.tasks for stage in run1.curriculum] == [
-        ["grounding"], ["grounding", "retrieval"], ["grounding", "retrieval", "vqa"]
+        ["grounding"],
+        ["grounding", "retrieval"],
+        ["grounding", "retrieval", "vqa"],
     ]
     assert run1.optimizer.lr == 1e-3 and run1.optimizer.betas == (0.9, 0.99) and run1.optimizer.decay == 0.5
     assert run1.data.vqa_train_splits == ["train"] and not run1.data.allow_contamination
@@ -24,7 +26,13 @@ def test_presets_load_and_follow_the_paper():
 
 def test_overrides_reach_nested_fields(tmp_path):
     args = load_training_arguments(
-        "demo", ["tasks.vqa.batch_size=8", "curriculum.0.cycle_length=7", "data.vqa_train_splits=[train, val]", "seed=3"]
+        "demo",
+        [
+            "tasks.vqa.batch_size=8",
+            "curriculum.0.cycle_length=7",
+            "data.vqa_train_splits=[train, val]",
+            "seed=3",
+        ],
     )
     assert args.tasks["vqa"].batch_size == 8 and args.curriculum[0].cycle_length == 7
     assert args.data.vqa_train_splits == ["train", "val"] and args.seed == 3
@@ -79,8 +87,10 @@ def test_build_config_is_the_one_source_of_caps_and_layers():
 
     tokenizer = HierarchicalVLTokenizer.from_texts(["a red cube"])
     args = load_training_arguments("demo", ["model_overrides.task_layers.retrieval=4", "data.max_question_words=9"])
-    assert args.data.max_caption_words is None and args.data.input_caps() == {"max_regions": 36,
-                                                                              "max_question_words": 9}
+    assert args.data.max_caption_words is None and args.data.input_caps() == {
+        "max_regions": 36,
+        "max_question_words": 9,
+    }
     config = build_config(args, tokenizer, ["yes", "no"])
     assert (config.max_regions, config.max_question_words, config.max_caption_words) == (36, 9, 32)
     assert config.task_layers == {"grounding": 2, "retrieval": 4, "vqa": 5}

@@ -10,8 +10,16 @@ from .conftest import write_config
 
 def test_hvl_train_with_overrides(tiny_corpus, tmp_path, capsys):
     config = write_config(tmp_path / "config.yaml", tiny_corpus, tmp_path / "ignored")
-    code = main(["train", str(config), "tasks.vqa.iterations=6", "curriculum.1.cycle_length=4",
-                 "--output-dir", str(tmp_path / "out")])
+    code = main(
+        [
+            "train",
+            str(config),
+            "tasks.vqa.iterations=6",
+            "curriculum.1.cycle_length=4",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     # Stage 1: 8 grounding updates. Stage 2: 8 + 6 iterations, C = 4: round(4 * 8/14) = 2 grounding and
@@ -23,8 +31,23 @@ def test_hvl_train_with_overrides(tiny_corpus, tmp_path, capsys):
 
 def test_hvl_search_layers(tiny_corpus, tmp_path, capsys):
     config = write_config(tmp_path / "config.yaml", tiny_corpus, tmp_path / "out")
-    code = main(["search-layers", "--task", "grounding", "--layers", "1-3", "--iterations", "4", "--config",
-                 str(config), "--output-dir", str(tmp_path / "search"), "--output-json", str(tmp_path / "table.json")])
+    code = main(
+        [
+            "search-layers",
+            "--task",
+            "grounding",
+            "--layers",
+            "1-3",
+            "--iterations",
+            "4",
+            "--config",
+            str(config),
+            "--output-dir",
+            str(tmp_path / "search"),
+            "--output-json",
+            str(tmp_path / "table.json"),
+        ]
+    )
     assert code == 0
     table = json.loads((tmp_path / "table.json").read_text())
     assert sorted(table["rows"]) == ["1", "2", "3"] and table["metric"] == "grounding/r1"

@@ -43,7 +43,9 @@ def test_worked_example():
 
 def test_learning_rate_step_is_sum_of_task_steps_and_halves():
     schedule = TaskSwitchingSchedule(
-        _timings({"vqa": 600, "grounding": 400}, steps={"vqa": 300, "grounding": 200}), cycle_length=10, base_lr=1e-3
+        _timings({"vqa": 600, "grounding": 400}, steps={"vqa": 300, "grounding": 200}),
+        cycle_length=10,
+        base_lr=1e-3,
     )
     assert schedule.lr_step == 500
     assert schedule.learning_rate(0) == 1e-3 and schedule.learning_rate(499) == 1e-3

@@ -43,8 +43,9 @@ def _train_until_killed(args, prepared, update):
     """The steps of ``train_from_arguments`` with a callback that kills the run after ``update``."""
     model = build_model(args, prepared)
     kill = _KillAt(update)
-    trainer = MultiTaskTrainer(model, args, prepared.sources(), make_evaluate_fn(prepared, args.eval_batch_size),
-                               callbacks=[kill])
+    trainer = MultiTaskTrainer(
+        model, args, prepared.sources(), make_evaluate_fn(prepared, args.eval_batch_size), callbacks=[kill]
+    )
     with pytest.raises(_Killed, match=f"killed after update {update} "):
         trainer.train()
     return kill
@@ -104,9 +105,13 @@ def test_interrupted_run_resumes_to_identical_weights(uninterrupted, tiny_corpus
 
 
 def test_kill_at_a_checkpoint_update_leaves_no_checkpoint_for_it(tiny_corpus, tmp_path):
-    config = write_config(tmp_path / "config.yaml", tiny_corpus, tmp_path / "out",
-                          tasks={"grounding": {"iterations": 8, "lr_step": 4, "batch_size": 4}},
-                          curriculum=[{"name": "grounding", "tasks": ["grounding"], "cycle_length": 4}])
+    config = write_config(
+        tmp_path / "config.yaml",
+        tiny_corpus,
+        tmp_path / "out",
+        tasks={"grounding": {"iterations": 8, "lr_step": 4, "batch_size": 4}},
+        curriculum=[{"name": "grounding", "tasks": ["grounding"], "cycle_length": 4}],
+    )
     args = load_training_arguments(config)
     _train_until_killed(args, prepare_data(args), 5)  # save_every=5: the callback runs before the save
     assert CheckpointManager(tmp_path / "out" / "checkpoints").checkpoints() == []
@@ -139,16 +144,42 @@ def test_two_processes_train_like_one(tiny_corpus, tmp_path):
     no_dropout = {"region_feature_dim": 32, "hidden_dropout": 0.0, "lstm_dropout": 0.0}
     stages = [{"name": "vqa", "tasks": ["vqa"], "cycle_length": 5}]
     tasks = {"vqa": {"iterations": 10, "lr_step": 5, "batch_size": 8}}
-    single = write_config(tmp_path / "single.yaml", tiny_corpus, tmp_path / "single", model_overrides=no_dropout,
-                          curriculum=stages, tasks=tasks)
-    double = write_config(tmp_path / "double.yaml", tiny_corpus, tmp_path / "double", model_overrides=no_dropout,
-                          curriculum=stages, tasks=tasks)
+    single = write_config(
+        tmp_path / "single.yaml",
+        tiny_corpus,
+        tmp_path / "single",
+        model_overrides=no_dropout,
+        curriculum=stages,
+        tasks=tasks,
+    )
+    double = write_config(
+        tmp_path / "double.yaml",
+        tiny_corpus,
+        tmp_path / "double",
+        model_overrides=no_dropout,
+        curriculum=stages,
+        tasks=tasks,
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "true"}
     launcher = [sys.executable, "-m", "accelerate.commands.launch"]
     for command in (
         [*launcher, "--num_processes", "1", "-m", "hierarchical_vl.cli", "train", str(single)],
-        [*launcher, "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "-m", "hierarchical_vl.cli", "train", str(double)],
+        [
+            *launcher,
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "-m",
+            "hierarchical_vl.cli",
+            "train",
+            str(double),
+        ],
     ):
         result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
         assert result.returncode == 0, result.stderr[-4000:]

@@ -28,15 +28,17 @@ def _caption_features() -> Any:
     """The explicit ``datasets.Features`` of the caption rows."""
     datasets = _import_datasets()
 
-    return datasets.Features({
-        "image_id": datasets.Value("int64"),
-        "filename": datasets.Value("string"),
-        "filepath": datasets.Value("string"),
-        "karpathy_split": datasets.Value("string"),
-        "sentence_id": datasets.Value("int64"),
-        "caption": datasets.Value("string"),
-        "tokens": datasets.List(datasets.Value("string")),
-    })
+    return datasets.Features(
+        {
+            "image_id": datasets.Value("int64"),
+            "filename": datasets.Value("string"),
+            "filepath": datasets.Value("string"),
+            "karpathy_split": datasets.Value("string"),
+            "sentence_id": datasets.Value("int64"),
+            "caption": datasets.Value("string"),
+            "tokens": datasets.List(datasets.Value("string")),
+        }
+    )
 
 
 def _karpathy_image_id(entry: dict[str, Any]) -> int:
@@ -45,8 +47,9 @@ def _karpathy_image_id(entry: dict[str, Any]) -> int:
         return int(entry["cocoid"])
     match = _NUMBER_IN_NAME.search(entry.get("filename", ""))
     if match is None:
-        raise ValueError(f"cannot tell the image id of Karpathy entry {entry.get('filename')!r} (imgid "
-                         f"{entry.get('imgid')})")
+        raise ValueError(
+            f"cannot tell the image id of Karpathy entry {entry.get('filename')!r} (imgid {entry.get('imgid')})"
+        )
     return int(match.group(1))
 
 
@@ -92,8 +95,15 @@ def load_karpathy_captions(
         raise KeyError(f"no Karpathy split {split!r}; choose from {KARPATHY_SPLITS}")
     features = _caption_features()
     loaded = {
-        name: _from_generator(_generate_captions, {"path": str(path), "split": name}, features, streaming=streaming,
-                             cache_dir=cache_dir, split=name, fingerprint_parts=(path, name))
+        name: _from_generator(
+            _generate_captions,
+            {"path": str(path), "split": name},
+            features,
+            streaming=streaming,
+            cache_dir=cache_dir,
+            split=name,
+            fingerprint_parts=(path, name),
+        )
         for name in ([split] if split is not None else KARPATHY_SPLITS)
     }
     if split is not None:
@@ -115,4 +125,4 @@ def karpathy_test_folds(image_ids: Iterable[Any], fold_size: int = 1000) -> list
     ordered = list(dict.fromkeys(int(i) for i in image_ids))
     if len(ordered) < fold_size:
         return [ordered]
-    return [ordered[start:start + fold_size] for start in range(0, len(ordered) - fold_size + 1, fold_size)]
+    return [ordered[start : start + fold_size] for start in range(0, len(ordered) - fold_size + 1, fold_size)]

@@ -73,8 +73,12 @@ def region_tensors(
     """
     image_index = np.asarray(image_index, dtype=np.int64)
     rows, mask = store.region_rows(image_index, max_regions)  # (B, T)
-    tensors = region_inputs(store.read_rows(rows), mask.sum(axis=1), boxes=np.asarray(store.boxes[rows]),
-                            image_sizes=store.sizes[image_index])
+    tensors = region_inputs(
+        store.read_rows(rows),
+        mask.sum(axis=1),
+        boxes=np.asarray(store.boxes[rows]),
+        image_sizes=store.sizes[image_index],
+    )
     return tensors, rows
 
 
@@ -143,8 +147,15 @@ class RetrievalCollator:
         include_metadata: Add the ``"metadata"`` entry.
     """
 
-    def __init__(self, dataset: EncodedCaptionDataset, *, negatives_per_positive: int = 1,
-                 max_regions: int | None = None, seed: int = 0, include_metadata: bool = True):
+    def __init__(
+        self,
+        dataset: EncodedCaptionDataset,
+        *,
+        negatives_per_positive: int = 1,
+        max_regions: int | None = None,
+        seed: int = 0,
+        include_metadata: bool = True,
+    ):
         if negatives_per_positive < 0:
             raise ValueError("negatives_per_positive must be >= 0")
         self.dataset = dataset
@@ -167,8 +178,13 @@ class RetrievalCollator:
         kinds = ["positive"] * size + ["other_caption"] * (size * count) + ["other_image"] * (size * count)
         return self.pairs(index[caption_rows], own_image[image_rows], kinds=kinds)
 
-    def pairs(self, caption_indices: Sequence[int] | np.ndarray, image_positions: Sequence[int] | np.ndarray,
-              *, kinds: list[str] | None = None) -> dict[str, Any]:
+    def pairs(
+        self,
+        caption_indices: Sequence[int] | np.ndarray,
+        image_positions: Sequence[int] | np.ndarray,
+        *,
+        kinds: list[str] | None = None,
+    ) -> dict[str, Any]:
         """A batch of explicit (image, caption) pairs, e.g. for scoring every pair at evaluation.
 
         Args:
@@ -213,8 +229,14 @@ class GroundingCollator:
         include_metadata: Add the ``"metadata"`` entry.
     """
 
-    def __init__(self, dataset: EncodedGroundingDataset, *, max_regions: int | None = None,
-                 iou_threshold: float = 0.5, include_metadata: bool = True):
+    def __init__(
+        self,
+        dataset: EncodedGroundingDataset,
+        *,
+        max_regions: int | None = None,
+        iou_threshold: float = 0.5,
+        include_metadata: bool = True,
+    ):
         self.dataset = dataset
         self.max_regions = _region_cap(max_regions)
         self.iou_threshold = iou_threshold
@@ -260,8 +282,9 @@ class GroundingCollator:
                 "sentence": [ds.texts[i] for i in index],
                 "phrases": [[ds.phrase_texts[p] for p in ds.phrases(i)] for i in index],
                 "phrase_ids": [[ds.phrase_ids[p] for p in ds.phrases(i)] for i in index],
-                "gt_boxes": [[ds.gt_boxes[ds.box_offsets[p]:ds.box_offsets[p + 1]] for p in ds.phrases(i)]
-                             for i in index],
+                "gt_boxes": [
+                    [ds.gt_boxes[ds.box_offsets[p] : ds.box_offsets[p + 1]] for p in ds.phrases(i)] for i in index
+                ],
                 "region_boxes": [region_boxes[b, :n] for b, n in enumerate(region_counts)],
             }
         return batch

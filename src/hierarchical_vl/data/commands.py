@@ -16,8 +16,13 @@ def _convert(args: argparse.Namespace) -> int:
 
     try:
         report = convert_region_features(
-            args.sources, args.destination, format=args.format, feature_dim=args.feature_dim,
-            skip_bad=args.skip_bad, numeric_ids=args.numeric_ids, overwrite=args.overwrite,
+            args.sources,
+            args.destination,
+            format=args.format,
+            feature_dim=args.feature_dim,
+            skip_bad=args.skip_bad,
+            numeric_ids=args.numeric_ids,
+            overwrite=args.overwrite,
             progress=not args.no_progress,
         )
     except (RegionFeatureError, FileExistsError, FileNotFoundError, ValueError) as error:
@@ -31,8 +36,13 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo_corpus import generate_demo_corpus
 
     paths = generate_demo_corpus(
-        args.out_dir, num_images=args.images, seed=args.seed, feature_dim=args.feature_dim,
-        min_regions=args.min_regions, max_regions=args.max_regions, questions_per_image=args.questions_per_image,
+        args.out_dir,
+        num_images=args.images,
+        seed=args.seed,
+        feature_dim=args.feature_dim,
+        min_regions=args.min_regions,
+        max_regions=args.max_regions,
+        questions_per_image=args.questions_per_image,
         feature_formats=tuple(args.feature_formats),
     )
     print(f"wrote the demo corpus ({args.images} images, seed {args.seed}) to {paths.root}")
@@ -51,17 +61,22 @@ def add_commands(subparsers: Any) -> None:
     features = subparsers.add_parser("features", help="region-feature stores")
     feature_commands = features.add_subparsers(dest="features_command", required=True, metavar="COMMAND")
     convert = feature_commands.add_parser(
-        "convert", help=f"convert region features ({', '.join(FEATURE_FORMATS)}) into a fast store",
+        "convert",
+        help=f"convert region features ({', '.join(FEATURE_FORMATS)}) into a fast store",
         description="Convert one or more region-feature files into a float16 memory-mapped store. Bad records "
-                    "stop the conversion with the file, line or key and the problem, unless --skip-bad, which "
-                    "skips and lists them.")
+        "stop the conversion with the file, line or key and the problem, unless --skip-bad, which "
+        "skips and lists them.",
+    )
     convert.add_argument("sources", nargs="+", metavar="SRC", help="feature file(s) or directory, read in order")
     convert.add_argument("destination", metavar="DST", help="store directory to write")
     convert.add_argument("--format", default="auto", choices=("auto", *FEATURE_FORMATS))
     convert.add_argument("--skip-bad", action="store_true", help="skip bad records and list them")
     convert.add_argument("--feature-dim", type=int, default=None, help="expected feature width")
-    convert.add_argument("--numeric-ids", action="store_true",
-                         help="reduce ids to their trailing number (COCO_val2014_000000000042 -> 42)")
+    convert.add_argument(
+        "--numeric-ids",
+        action="store_true",
+        help="reduce ids to their trailing number (COCO_val2014_000000000042 -> 42)",
+    )
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
     convert.set_defaults(func=_convert)
@@ -69,9 +84,11 @@ def add_commands(subparsers: Any) -> None:
     data = subparsers.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     demo = data_commands.add_parser(
-        "demo", help="write the synthetic demo corpus in the real file formats",
+        "demo",
+        help="write the synthetic demo corpus in the real file formats",
         description="Write a small, learnable corpus: bottom-up TSV region features, VQA 2.0 question and "
-                    "annotation files, a Karpathy caption file and Flickr30k Entities, deterministic by seed.")
+        "annotation files, a Karpathy caption file and Flickr30k Entities, deterministic by seed.",
+    )
     demo.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the corpus into")
     demo.add_argument("--images", type=int, default=300, help="images in the corpus (default 300, at least 10)")
     demo.add_argument("--seed", type=int, default=0, help="seed of all content (default 0)")
@@ -79,7 +96,11 @@ def add_commands(subparsers: Any) -> None:
     demo.add_argument("--min-regions", type=int, default=10, help="fewest regions per image (default 10)")
     demo.add_argument("--max-regions", type=int, default=36, help="most regions per image (default 36)")
     demo.add_argument("--questions-per-image", type=int, default=8, help="VQA questions per image (default 8)")
-    demo.add_argument("--feature-formats", nargs="+", default=["tsv"],
-                      choices=FEATURE_FORMATS,
-                      help="region-feature formats to write (the TSV always)")
+    demo.add_argument(
+        "--feature-formats",
+        nargs="+",
+        default=["tsv"],
+        choices=FEATURE_FORMATS,
+        help="region-feature formats to write (the TSV always)",
+    )
     demo.set_defaults(func=_demo)

@@ -43,7 +43,8 @@ class SplitImages:
         task: Task name, e.g. ``"vqa"``.
         split: Split name, e.g. ``"val2014"`` or ``"test"``.
         role: ``"train"`` or ``"eval"``.
-        image_ids: The split's image ids, in canonical form ([`~hierarchical_vl.data.feature_readers.canonical_image_id`]).
+        image_ids: The split's image ids, in canonical form
+            ([`~hierarchical_vl.data.feature_readers.canonical_image_id`]).
     """
 
     task: str
@@ -135,9 +136,11 @@ class ContaminationError(RuntimeError):
 
     def __init__(self, report: ContaminationReport):
         self.report = report
-        super().__init__(report.format() + "\nRefusing to start: use splits without shared images (e.g. two runs "
-                         "as in the paper), or allow it explicitly (allow_contamination=True / "
-                         "--allow-contamination).")
+        super().__init__(
+            report.format() + "\nRefusing to start: use splits without shared images (e.g. two runs "
+            "as in the paper), or allow it explicitly (allow_contamination=True / "
+            "--allow-contamination)."
+        )
 
 
 def _sort_key(image_id: str) -> tuple[int, int | str]:
@@ -185,8 +188,7 @@ def check_contamination(splits: Sequence[SplitImages], *, allow: bool = False) -
     return report
 
 
-def run_splits(train: Mapping[str, Mapping[str, Any]], evaluate: Mapping[str, Mapping[str, Any]]) -> list[
-        SplitImages]:
+def run_splits(train: Mapping[str, Mapping[str, Any]], evaluate: Mapping[str, Mapping[str, Any]]) -> list[SplitImages]:
     """Builds the split list of a run from ``{task: {split: rows or image ids}}`` for training and evaluation.
 
     Example::
@@ -209,7 +211,8 @@ def run_splits(train: Mapping[str, Mapping[str, Any]], evaluate: Mapping[str, Ma
         for task, by_split in groups.items():
             for split, rows in by_split.items():
                 is_ids = isinstance(rows, (set, frozenset)) or (
-                    isinstance(rows, (list, tuple)) and not any(isinstance(r, Mapping) for r in rows[:1]))
+                    isinstance(rows, (list, tuple)) and not any(isinstance(r, Mapping) for r in rows[:1])
+                )
                 if is_ids:
                     out.append(SplitImages.from_ids(task, split, role, rows))
                 else:

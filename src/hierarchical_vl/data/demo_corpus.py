@@ -129,8 +129,13 @@ def _split_plan(num_images: int) -> list[tuple[str, str | None]]:
     test = max(2, round(0.17 * num_images))
     restval = max(1, round(0.11 * num_images))
     train = num_images - test2015 - val - test - restval
-    return ([("train2014", "train")] * train + [("val2014", "restval")] * restval + [("val2014", "val")] * val
-            + [("val2014", "test")] * test + [("test2015", None)] * test2015)
+    return (
+        [("train2014", "train")] * train
+        + [("val2014", "restval")] * restval
+        + [("val2014", "val")] * val
+        + [("val2014", "test")] * test
+        + [("test2015", None)] * test2015
+    )
 
 
 def _make_objects(rng: np.random.Generator, width: int, height: int) -> list[_DemoObject]:
@@ -150,14 +155,26 @@ def _make_objects(rng: np.random.Generator, width: int, height: int) -> list[_De
         else:
             continue
         placed.append(box)
-        objects.append(_DemoObject(
-            color=COLORS[int(rng.integers(len(COLORS)))], shape=SHAPES[int(rng.integers(len(SHAPES)))], size=size,
-            box=tuple(int(v) for v in box), position=_position_word(box, width)))
+        objects.append(
+            _DemoObject(
+                color=COLORS[int(rng.integers(len(COLORS)))],
+                shape=SHAPES[int(rng.integers(len(SHAPES)))],
+                size=size,
+                box=tuple(int(v) for v in box),
+                position=_position_word(box, width),
+            )
+        )
     return objects
 
 
-def _jitter(rng: np.random.Generator, box: np.ndarray, width: int, height: int, target: tuple[float, float],
-            scale: float) -> np.ndarray:
+def _jitter(
+    rng: np.random.Generator,
+    box: np.ndarray,
+    width: int,
+    height: int,
+    target: tuple[float, float],
+    scale: float,
+) -> np.ndarray:
     """A perturbed copy of ``box`` whose IoU with it falls in ``target`` (best effort)."""
     w, h = box[2] - box[0], box[3] - box[1]
     candidate = box
@@ -206,15 +223,18 @@ def _region_attributes(image: _DemoImage, boxes: np.ndarray) -> np.ndarray:
         offset = len(COLORS) + len(SHAPES) + len(SIZES) + 1
         attributes[k, offset + POSITIONS.index(_position_word(box, image.width))] = 1.0
         offset += len(POSITIONS)
-        attributes[k, offset:offset + 4] = [
-            (box[0] + box[2]) / 2 / image.width, (box[1] + box[3]) / 2 / image.height,
-            (box[2] - box[0]) / image.width, (box[3] - box[1]) / image.height,
+        attributes[k, offset : offset + 4] = [
+            (box[0] + box[2]) / 2 / image.width,
+            (box[1] + box[3]) / 2 / image.height,
+            (box[2] - box[0]) / image.width,
+            (box[3] - box[1]) / image.height,
         ]
     return attributes
 
 
-def _region_features(rng: np.random.Generator, attributes: np.ndarray, projection: np.ndarray,
-                     noise: float) -> np.ndarray:
+def _region_features(
+    rng: np.random.Generator, attributes: np.ndarray, projection: np.ndarray, noise: float
+) -> np.ndarray:
     """(K, F) float32 features: ReLU(attributes @ projection + noise)."""
     signal = attributes @ projection  # (K, F)
     return np.maximum(signal + rng.normal(0.0, noise, signal.shape), 0.0).astype(np.float32)
@@ -224,8 +244,12 @@ def _region_features(rng: np.random.Generator, attributes: np.ndarray, projectio
 # VQA
 # ---------------------------------------------------------------------------------------------------------------
 _ANSWER_POOLS = {
-    "color": COLORS, "shape": SHAPES, "size": SIZES, "position": POSITIONS,
-    "count": ("0", "1", "2", "3", "4", "5"), "exist": ("yes", "no"),
+    "color": COLORS,
+    "shape": SHAPES,
+    "size": SIZES,
+    "position": POSITIONS,
+    "count": ("0", "1", "2", "3", "4", "5"),
+    "exist": ("yes", "no"),
 }
 _RARE_ANSWERS = ("not sure", "cant tell", "reddish", "ball", "block", "many", "maybe")
 
@@ -296,11 +320,19 @@ def _vqa_records(rng: np.random.Generator, image: _DemoImage, per_image: int) ->
         answers = _annotator_answers(rng, kind, answer)
         counts = Counter(a["answer"] for a in answers)
         majority = max(counts.items(), key=lambda item: (item[1], item[0] == answer))[0]
-        records.append((
-            {"image_id": image.image_id, "question": question, "question_id": question_id},
-            {"question_type": question_type, "multiple_choice_answer": majority, "answers": answers,
-             "image_id": image.image_id, "answer_type": _answer_type(kind), "question_id": question_id},
-        ))
+        records.append(
+            (
+                {"image_id": image.image_id, "question": question, "question_id": question_id},
+                {
+                    "question_type": question_type,
+                    "multiple_choice_answer": majority,
+                    "answers": answers,
+                    "image_id": image.image_id,
+                    "answer_type": _answer_type(kind),
+                    "question_id": question_id,
+                },
+            )
+        )
     return records
 
 
@@ -310,8 +342,13 @@ def _vqa_records(rng: np.random.Generator, image: _DemoImage, per_image: int) ->
 _Segment = tuple[list[str], "tuple[int, str] | None"]  # words, and (chain id, type) when they form a phrase
 
 
-def _caption(rng: np.random.Generator, image: _DemoImage, scene_chain: int, nobox_chain: int,
-             group_chains: dict[str, int]) -> list[_Segment]:
+def _caption(
+    rng: np.random.Generator,
+    image: _DemoImage,
+    scene_chain: int,
+    nobox_chain: int,
+    group_chains: dict[str, int],
+) -> list[_Segment]:
     """One caption: 2-3 of the image's objects with attributes and positions, sometimes a group, a scene, a
     shadow without box or a non-visual phrase."""
     objects = image.objects
@@ -327,8 +364,9 @@ def _caption(rng: np.random.Generator, image: _DemoImage, scene_chain: int, nobo
         size = [obj.size] if rng.random() < 0.6 else []
         segments.append((["a", *size, obj.color, obj.shape], (obj.chain_id, "other")))
         if rng.random() < 0.7:
-            segments.append((["in", "the", "middle"] if obj.position == "middle" else ["on", "the", obj.position],
-                             None))
+            segments.append(
+                (["in", "the", "middle"] if obj.position == "middle" else ["on", "the", obj.position], None)
+            )
     groups = [shape for shape in group_chains if rng.random() < 0.5]
     if groups:
         number = sum(o.shape == groups[0] for o in objects)
@@ -349,26 +387,33 @@ def _render(segments: list[_Segment]) -> tuple[str, str, list[str]]:
     """Karpathy raw text, Flickr30k Entities sentence line and Karpathy tokens of a caption."""
     words = [w for segment_words, _ in segments for w in segment_words]
     raw = " ".join(words[:-1]).replace(" ,", ",") + "."
-    entity_line = " ".join(" ".join(ws) if entity is None else f"[/EN#{entity[0]}/{entity[1]} {' '.join(ws)}]"
-                           for ws, entity in segments)
+    entity_line = " ".join(
+        " ".join(ws) if entity is None else f"[/EN#{entity[0]}/{entity[1]} {' '.join(ws)}]" for ws, entity in segments
+    )
     return raw[0].upper() + raw[1:], entity_line, [w for w in words if w.isalnum()]
 
 
 def _annotation_xml(image: _DemoImage, scene_chain: int, nobox_chain: int, group_chains: dict[str, int]) -> str:
-    lines = ["<annotation>", f"  <filename>{image.image_id}.jpg</filename>",
-             f"  <size>\n    <width>{image.width}</width>\n    <height>{image.height}</height>\n"
-             "    <depth>3</depth>\n  </size>"]
+    lines = [
+        "<annotation>",
+        f"  <filename>{image.image_id}.jpg</filename>",
+        f"  <size>\n    <width>{image.width}</width>\n    <height>{image.height}</height>\n"
+        "    <depth>3</depth>\n  </size>",
+    ]
     for obj in image.objects:
         names = [obj.chain_id] + ([group_chains[obj.shape]] if group_chains.get(obj.shape) else [])
         x1, y1, x2, y2 = (v + 1 for v in obj.box)  # VOC coordinates are 1-based
         lines.append("  <object>")
         lines += [f"    <name>{name}</name>" for name in names]
-        lines.append(f"    <bndbox>\n      <xmin>{x1}</xmin>\n      <ymin>{y1}</ymin>\n      <xmax>{x2}</xmax>\n"
-                     f"      <ymax>{y2}</ymax>\n    </bndbox>")
+        lines.append(
+            f"    <bndbox>\n      <xmin>{x1}</xmin>\n      <ymin>{y1}</ymin>\n      <xmax>{x2}</xmax>\n"
+            f"      <ymax>{y2}</ymax>\n    </bndbox>"
+        )
         lines.append("  </object>")
     for chain, scene in ((scene_chain, 1), (nobox_chain, 0)):
-        lines.append(f"  <object>\n    <name>{chain}</name>\n    <nobndbox>1</nobndbox>\n    <scene>{scene}</scene>\n"
-                     "  </object>")
+        lines.append(
+            f"  <object>\n    <name>{chain}</name>\n    <nobndbox>1</nobndbox>\n    <scene>{scene}</scene>\n  </object>"
+        )
     lines.append("</annotation>")
     return "\n".join(lines) + "\n"
 
@@ -436,13 +481,16 @@ def generate_demo_corpus(
     for image in images:
         boxes = _make_regions(rng, image, min_regions, max_regions)
         features = _region_features(rng, _region_attributes(image, boxes), projection, feature_noise)
-        records.append(RegionFeatureRecord(str(image.image_id), float(image.width), float(image.height), boxes,
-                                           features))
+        records.append(
+            RegionFeatureRecord(str(image.image_id), float(image.width), float(image.height), boxes, features)
+        )
     features_tsv = write_bottom_up_tsv(root / "features" / "region_features.tsv", records)
-    writers = {"lxmert-tsv": ("region_features_lxmert.tsv", write_lxmert_tsv),
-               "hdf5": ("region_features.h5", write_hdf5),
-               "npz-dir": ("region_features_npz", write_npz_directory),
-               "lmdb": ("region_features.lmdb", write_lmdb)}
+    writers = {
+        "lxmert-tsv": ("region_features_lxmert.tsv", write_lxmert_tsv),
+        "hdf5": ("region_features.h5", write_hdf5),
+        "npz-dir": ("region_features_npz", write_npz_directory),
+        "lmdb": ("region_features.lmdb", write_lmdb),
+    }
     extra_features = {}
     for name in feature_formats:
         if name in writers:
@@ -459,11 +507,16 @@ def generate_demo_corpus(
             for question, annotation in _vqa_records(rng, image, questions_per_image):
                 questions.append(question)
                 annotations.append(annotation)
-        header = {"info": {"description": "hierarchical-vl demo corpus", "version": "2.0"},
-                  "license": {"name": "CC BY 4.0"}, "data_subtype": split}
+        header = {
+            "info": {"description": "hierarchical-vl demo corpus", "version": "2.0"},
+            "license": {"name": "CC BY 4.0"},
+            "data_subtype": split,
+        }
         vqa_questions[split] = root / "vqa" / f"v2_OpenEnded_mscoco_{split}_questions.json"
-        _write_json(vqa_questions[split], {**header, "task_type": "Open-Ended", "data_type": "mscoco",
-                                           "questions": questions})
+        _write_json(
+            vqa_questions[split],
+            {**header, "task_type": "Open-Ended", "data_type": "mscoco", "questions": questions},
+        )
         if split != "test2015":
             vqa_annotations[split] = root / "vqa" / f"v2_mscoco_{split}_annotations.json"
             _write_json(vqa_annotations[split], {**header, "annotations": annotations})
@@ -489,37 +542,64 @@ def generate_demo_corpus(
             entity_lines.append(entity_line)
             sentence_id += 1
         prefix = image.coco_split
-        karpathy_images.append({
-            "filepath": prefix, "sentids": [s["sentid"] for s in sentences],
-            "filename": f"COCO_{prefix}_{image.image_id:012d}.jpg", "imgid": index,
-            "split": image.karpathy_split, "sentences": sentences, "cocoid": image.image_id,
-        })
+        karpathy_images.append(
+            {
+                "filepath": prefix,
+                "sentids": [s["sentid"] for s in sentences],
+                "filename": f"COCO_{prefix}_{image.image_id:012d}.jpg",
+                "imgid": index,
+                "split": image.karpathy_split,
+                "sentences": sentences,
+                "cocoid": image.image_id,
+            }
+        )
         write_text_atomic(entities_root / "Sentences" / f"{image.image_id}.txt", "\n".join(entity_lines) + "\n")
-        write_text_atomic(entities_root / "Annotations" / f"{image.image_id}.xml",
-                    _annotation_xml(image, scene_chain, nobox_chain, group_chains))
-        split_lists["train" if image.karpathy_split == "restval" else image.karpathy_split].append(
-            str(image.image_id))
+        write_text_atomic(
+            entities_root / "Annotations" / f"{image.image_id}.xml",
+            _annotation_xml(image, scene_chain, nobox_chain, group_chains),
+        )
+        split_lists["train" if image.karpathy_split == "restval" else image.karpathy_split].append(str(image.image_id))
     karpathy_captions = root / "captions" / "dataset_coco.json"
     _write_json(karpathy_captions, {"images": karpathy_images, "dataset": "coco"})
     for split, names in split_lists.items():
         write_text_atomic(entities_root / f"{split}.txt", "\n".join(names) + "\n")
 
     manifest = root / "manifest.json"
-    paths = DemoCorpusPaths(root, manifest, features_tsv, vqa_questions, vqa_annotations, karpathy_captions,
-                            entities_root, extra_features)
-    _write_json(manifest, {
-        "generator": "hierarchical_vl.data.generate_demo_corpus",
-        "seed": seed, "num_images": num_images, "feature_dim": feature_dim,
-        "regions_per_image": [min_regions, max_regions], "questions_per_image": questions_per_image,
-        "feature_noise": feature_noise,
-        "attributes": {"colors": COLORS, "shapes": SHAPES, "sizes": SIZES, "positions": POSITIONS},
-        "image_splits": {
-            f"{coco}/{karpathy}": n
-            for (coco, karpathy), n in sorted(Counter((i.coco_split, str(i.karpathy_split)) for i in images).items())
+    paths = DemoCorpusPaths(
+        root,
+        manifest,
+        features_tsv,
+        vqa_questions,
+        vqa_annotations,
+        karpathy_captions,
+        entities_root,
+        extra_features,
+    )
+    _write_json(
+        manifest,
+        {
+            "generator": "hierarchical_vl.data.generate_demo_corpus",
+            "seed": seed,
+            "num_images": num_images,
+            "feature_dim": feature_dim,
+            "regions_per_image": [min_regions, max_regions],
+            "questions_per_image": questions_per_image,
+            "feature_noise": feature_noise,
+            "attributes": {"colors": COLORS, "shapes": SHAPES, "sizes": SIZES, "positions": POSITIONS},
+            "image_splits": {
+                f"{coco}/{karpathy}": n
+                for (coco, karpathy), n in sorted(
+                    Counter((i.coco_split, str(i.karpathy_split)) for i in images).items()
+                )
+            },
+            "clean_run": {
+                "train": {"vqa": ["train2014"], "retrieval": ["train"], "grounding": ["train"]},
+                "eval": {"vqa": ["val2014"], "retrieval": ["test"], "grounding": ["test"]},
+            },
+            "paths": {
+                key: str(value) if isinstance(value, Path) else {k: str(v) for k, v in value.items()}
+                for key, value in asdict(paths).items()
+            },
         },
-        "clean_run": {"train": {"vqa": ["train2014"], "retrieval": ["train"], "grounding": ["train"]},
-                      "eval": {"vqa": ["val2014"], "retrieval": ["test"], "grounding": ["test"]}},
-        "paths": {key: str(value) if isinstance(value, Path) else {k: str(v) for k, v in value.items()}
-                  for key, value in asdict(paths).items()},
-    })
+    )
     return paths

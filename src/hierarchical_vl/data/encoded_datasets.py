@@ -69,8 +69,9 @@ def _transpose(chunk: list[Mapping[str, Any]], columns: Sequence[str]) -> dict[s
     return out
 
 
-def _encode_texts(tokenizer: Any, texts: Sequence[str], max_length: int,
-                  return_offsets: bool = False) -> tuple[np.ndarray, np.ndarray, list | None]:
+def _encode_texts(
+    tokenizer: Any, texts: Sequence[str], max_length: int, return_offsets: bool = False
+) -> tuple[np.ndarray, np.ndarray, list | None]:
     """Tokenises texts into a padded array.
 
     Returns:
@@ -170,8 +171,12 @@ class EncodedDataset(torch.utils.data.Dataset):
     def example(self, index: int) -> dict[str, Any]:
         """A readable dict of one encoded example."""
         length = int(self.lengths[index])
-        return {"index": index, "image_id": self.image_ids[index].item(), "text": self.texts[index],
-                "input_ids": self.token_ids[index, :length].tolist()}
+        return {
+            "index": index,
+            "image_id": self.image_ids[index].item(),
+            "text": self.texts[index],
+            "input_ids": self.token_ids[index, :length].tolist(),
+        }
 
     def _resolve_images(self, image_ids: list[Any], missing_images: str) -> np.ndarray:
         """(M,) store indices of the examples' images, -1 for images not in the store (when dropping them)."""
@@ -181,8 +186,10 @@ class EncodedDataset(torch.utils.data.Dataset):
         absent = index < 0
         if absent.any():
             examples = [image_ids[i] for i in np.flatnonzero(absent)[:5]]
-            message = (f"{int(absent.sum())} of {len(image_ids)} examples have images that are not in the region "
-                       f"store {self.store.path}, e.g. images {examples}")
+            message = (
+                f"{int(absent.sum())} of {len(image_ids)} examples have images that are not in the region "
+                f"store {self.store.path}, e.g. images {examples}"
+            )
             if missing_images == "raise":
                 raise KeyError(message + "; pass missing_images='drop' to leave them out")
             logger.warning("%s; leaving them out", message)
@@ -193,8 +200,10 @@ class EncodedDataset(torch.utils.data.Dataset):
         """Keeps the examples in ``keep`` (failing on kept texts without tokens) and sets the arrays."""
         empty = (arrays["lengths"] == 0) & keep
         if empty.any():
-            raise ValueError(f"{int(empty.sum())} {what} have no token after tokenisation, e.g. "
-                             f"{[arrays['texts'][i] for i in np.flatnonzero(empty)[:5]]}")
+            raise ValueError(
+                f"{int(empty.sum())} {what} have no token after tokenisation, e.g. "
+                f"{[arrays['texts'][i] for i in np.flatnonzero(empty)[:5]]}"
+            )
         if not keep.all():
             arrays = _select(arrays, keep)
         for name, value in arrays.items():
@@ -280,8 +289,8 @@ class EncodedVQADataset(EncodedDataset):
         label_ids = np.full((count, max(width, 1)), -1, dtype=np.int32)  # (M, S)
         label_scores = np.zeros((count, max(width, 1)), dtype=np.float32)  # (M, S)
         for row, (labels, scores) in enumerate(zip(label_rows, score_rows)):
-            label_ids[row, :len(labels)] = labels
-            label_scores[row, :len(scores)] = scores
+            label_ids[row, : len(labels)] = labels
+            label_scores[row, : len(scores)] = scores
         if (label_ids >= len(self.answer_vocab)).any():
             raise ValueError(f"labels beyond the {len(self.answer_vocab)}-answer vocabulary")
         self.has_labels = any(answer_types) or width > 0
@@ -289,14 +298,20 @@ class EncodedVQADataset(EncodedDataset):
         answer_table: dict[str, int] = {}
         answer_codes = np.full((count, 10 if keep_answers else 0), -1, dtype=np.int32)  # (M, 10)
         for row, answers in enumerate(answer_rows):
-            answer_codes[row, :len(answers[:10])] = [answer_table.setdefault(a, len(answer_table))
-                                                     for a in answers[:10]]
+            answer_codes[row, : len(answers[:10])] = [
+                answer_table.setdefault(a, len(answer_table)) for a in answers[:10]
+            ]
         self.answer_table = list(answer_table)
         self.answer_type_table = sorted(set(answer_types))
         type_code = {t: i for i, t in enumerate(self.answer_type_table)}
         arrays = {
-            "question_ids": _id_array(question_ids), "image_ids": _id_array(image_ids), "texts": texts,
-            "token_ids": token_ids, "lengths": lengths, "label_ids": label_ids, "label_scores": label_scores,
+            "question_ids": _id_array(question_ids),
+            "image_ids": _id_array(image_ids),
+            "texts": texts,
+            "token_ids": token_ids,
+            "lengths": lengths,
+            "label_ids": label_ids,
+            "label_scores": label_scores,
             "answer_codes": answer_codes,
             "answer_type_codes": np.asarray([type_code[t] for t in answer_types], dtype=np.int16),
         }
@@ -316,11 +331,13 @@ class EncodedVQADataset(EncodedDataset):
     def example(self, index: int) -> dict[str, Any]:
         out = super().example(index)
         labels = self.label_ids[index]
-        out.update({
-            "question_id": int(self.question_ids[index]),
-            "labels": {self.answer_vocab[i]: float(s) for i, s in zip(labels, self.label_scores[index]) if i >= 0},
-            "answers": [self.answer_table[c] for c in self.answer_codes[index] if c >= 0],
-        })
+        out.update(
+            {
+                "question_id": int(self.question_ids[index]),
+                "labels": {self.answer_vocab[i]: float(s) for i, s in zip(labels, self.label_scores[index]) if i >= 0},
+                "answers": [self.answer_table[c] for c in self.answer_codes[index] if c >= 0],
+            }
+        )
         return out
 
 
@@ -367,8 +384,13 @@ class EncodedCaptionDataset(EncodedDataset):
             sentence_ids += batch.get("sentence_id") or list(range(start, len(texts)))
             token_chunks.append(_encode_texts(tokenizer, batch["caption"], max_caption_length)[:2])
         token_ids, lengths = _stack_tokens(token_chunks, max_caption_length)
-        arrays = {"image_ids": _id_array(image_ids), "texts": texts, "sentence_ids": _id_array(sentence_ids),
-                  "token_ids": token_ids, "lengths": lengths}
+        arrays = {
+            "image_ids": _id_array(image_ids),
+            "texts": texts,
+            "sentence_ids": _id_array(sentence_ids),
+            "token_ids": token_ids,
+            "lengths": lengths,
+        }
         image_index = self._resolve_images(image_ids, missing_images)
         self._set_arrays(arrays, image_index, image_index >= 0, "captions")
         image_index = self.image_index
@@ -435,8 +457,9 @@ class EncodedGroundingDataset(EncodedDataset):
         box_counts: list[int] = []  # per phrase
         boxes: list[list[float]] = []
         for batch in _iter_row_batches(rows, ["image_id", "sentence_index", "sentence", "phrases"]):
-            tokens, lengths, offsets = _encode_texts(tokenizer, batch["sentence"], max_sentence_length,
-                                                    return_offsets=True)
+            tokens, lengths, offsets = _encode_texts(
+                tokenizer, batch["sentence"], max_sentence_length, return_offsets=True
+            )
             token_chunks.append((tokens, lengths))
             image_ids += batch["image_id"]
             texts += batch["sentence"]
@@ -468,9 +491,13 @@ class EncodedGroundingDataset(EncodedDataset):
         has_phrases = phrase_counts_array > 0
         self.excluded["sentences without grounded phrases"] += int((~has_phrases).sum())
         keep = (image_index >= 0) & has_phrases  # (M,)
-        arrays = {"image_ids": _id_array(image_ids), "texts": texts,
-                  "sentence_indices": np.asarray(sentence_indices, dtype=np.int64),
-                  "token_ids": token_ids, "lengths": lengths}
+        arrays = {
+            "image_ids": _id_array(image_ids),
+            "texts": texts,
+            "sentence_indices": np.asarray(sentence_indices, dtype=np.int64),
+            "token_ids": token_ids,
+            "lengths": lengths,
+        }
         self._set_arrays(arrays, image_index, keep, "sentences")
 
         # The kept sentences' rows of the flat phrase and box tables.
@@ -493,9 +520,12 @@ class EncodedGroundingDataset(EncodedDataset):
     def example(self, index: int) -> dict[str, Any]:
         out = super().example(index)
         out["phrases"] = [
-            {"phrase": self.phrase_texts[p], "phrase_id": self.phrase_ids[p],
-             "token_span": tuple(int(v) for v in self.phrase_spans[p]),
-             "boxes": self.gt_boxes[self.box_offsets[p]:self.box_offsets[p + 1]].tolist()}
+            {
+                "phrase": self.phrase_texts[p],
+                "phrase_id": self.phrase_ids[p],
+                "token_span": tuple(int(v) for v in self.phrase_spans[p]),
+                "boxes": self.gt_boxes[self.box_offsets[p] : self.box_offsets[p + 1]].tolist(),
+            }
             for p in self.phrases(index)
         ]
         return out

@@ -52,7 +52,15 @@ __all__ = [
 
 _BOTTOM_UP_TSV_COLUMNS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
 _LXMERT_TSV_COLUMNS = (
-    "img_id", "img_h", "img_w", "objects_id", "objects_conf", "attrs_id", "attrs_conf", "num_boxes", "boxes",
+    "img_id",
+    "img_h",
+    "img_w",
+    "objects_id",
+    "objects_conf",
+    "attrs_id",
+    "attrs_conf",
+    "num_boxes",
+    "boxes",
     "features",
 )
 
@@ -217,8 +225,10 @@ class RegionFeatureReader(ABC):
                 record = self._parse(payload)
                 record = self._check(record)
                 if record.image_id in seen:
-                    raise _BadRecord(f"duplicate image id {record.image_id!r} (first seen at {seen[record.image_id]})",
-                                     record.image_id)
+                    raise _BadRecord(
+                        f"duplicate image id {record.image_id!r} (first seen at {seen[record.image_id]})",
+                        record.image_id,
+                    )
             except _BadRecord as bad:
                 where = location if bad.image_id is None else f"{location} (image {bad.image_id!r})"
                 if not self.skip_bad:
@@ -285,8 +295,9 @@ def _b64_array(field_value: bytes, dtype: type, name: str, image_id: str | None 
         raise _BadRecord(f"bad base64 in column {name!r}: {error}", image_id) from None
     itemsize = np.dtype(dtype).itemsize
     if len(raw) % itemsize:
-        raise _BadRecord(f"column {name!r} holds {len(raw)} bytes, not a whole number of {np.dtype(dtype).name}",
-                         image_id)
+        raise _BadRecord(
+            f"column {name!r} holds {len(raw)} bytes, not a whole number of {np.dtype(dtype).name}", image_id
+        )
     return np.frombuffer(raw, dtype=dtype)
 
 
@@ -322,8 +333,9 @@ class _TSVReader(RegionFeatureReader):
         fields, truncated = payload
         try:
             if len(fields) != len(self.columns):
-                raise _BadRecord(f"{len(fields)} tab-separated columns, expected {len(self.columns)} "
-                                 f"({', '.join(self.columns)})")
+                raise _BadRecord(
+                    f"{len(fields)} tab-separated columns, expected {len(self.columns)} ({', '.join(self.columns)})"
+                )
             return self._parse_fields(dict(zip(self.columns, fields)))
         except _BadRecord as bad:
             if truncated:
@@ -341,11 +353,16 @@ class _TSVReader(RegionFeatureReader):
         if num_boxes <= 0:
             raise _BadRecord(f"num_boxes is {num_boxes}", image_id)
         if boxes.size != num_boxes * 4:
-            raise _BadRecord(f"num_boxes={num_boxes} disagrees with the boxes array ({boxes.size} floats, "
-                             f"expected {num_boxes * 4})", image_id)
+            raise _BadRecord(
+                f"num_boxes={num_boxes} disagrees with the boxes array ({boxes.size} floats, expected {num_boxes * 4})",
+                image_id,
+            )
         if features.size % num_boxes:
-            raise _BadRecord(f"num_boxes={num_boxes} disagrees with the features array ({features.size} floats "
-                             f"is not a multiple of {num_boxes})", image_id)
+            raise _BadRecord(
+                f"num_boxes={num_boxes} disagrees with the features array ({features.size} floats "
+                f"is not a multiple of {num_boxes})",
+                image_id,
+            )
         return num_boxes, boxes.reshape(num_boxes, 4), features.reshape(num_boxes, -1)
 
 
@@ -378,12 +395,17 @@ class _LXMERTTSVReader(_TSVReader):
         width = float(_number(row["img_w"], "img_w"))
         num_boxes, boxes, features = self._boxes_and_features(row, image_id)
         extras = {}
-        for name, dtype in (("objects_id", np.int64), ("objects_conf", np.float32), ("attrs_id", np.int64),
-                            ("attrs_conf", np.float32)):
+        for name, dtype in (
+            ("objects_id", np.int64),
+            ("objects_conf", np.float32),
+            ("attrs_id", np.int64),
+            ("attrs_conf", np.float32),
+        ):
             values = _b64_array(row[name], dtype, name, image_id)
             if values.size != num_boxes:
-                raise _BadRecord(f"num_boxes={num_boxes} disagrees with the {name} array ({values.size} values)",
-                                 image_id)
+                raise _BadRecord(
+                    f"num_boxes={num_boxes} disagrees with the {name} array ({values.size} values)", image_id
+                )
             extras[name] = values
         return RegionFeatureRecord(image_id, width, height, boxes, features, extras)
 
@@ -400,8 +422,16 @@ def _first_key(mapping: Mapping[str, Any], keys: Sequence[str]) -> str | None:
 
 def _record_from_mapping(mapping: Mapping[str, Any], image_id: str) -> RegionFeatureRecord:
     """Builds a record from a dict with any of the common key spellings (arrays or base64 strings)."""
-    missing = [what for what, keys in (("features", _FEATURE_KEYS), ("boxes", _BOX_KEYS), ("width", _WIDTH_KEYS),
-                                       ("height", _HEIGHT_KEYS)) if _first_key(mapping, keys) is None]
+    missing = [
+        what
+        for what, keys in (
+            ("features", _FEATURE_KEYS),
+            ("boxes", _BOX_KEYS),
+            ("width", _WIDTH_KEYS),
+            ("height", _HEIGHT_KEYS),
+        )
+        if _first_key(mapping, keys) is None
+    ]
     if missing:
         raise _BadRecord(f"missing {', '.join(missing)} (keys present: {sorted(map(str, mapping))})", image_id)
     num_key = _first_key(mapping, _NUM_BOXES_KEYS)
@@ -422,16 +452,19 @@ def _record_from_mapping(mapping: Mapping[str, Any], image_id: str) -> RegionFea
         boxes = boxes.reshape(-1, 4)  # flat, e.g. decoded from base64
     count = num_boxes if num_boxes is not None else (boxes.shape[0] if boxes.ndim == 2 else None)
     if num_boxes is not None and boxes.size != num_boxes * 4:
-        raise _BadRecord(f"num_boxes={num_boxes} disagrees with the boxes array ({boxes.size} floats, "
-                         f"expected {num_boxes * 4})", image_id)
+        raise _BadRecord(
+            f"num_boxes={num_boxes} disagrees with the boxes array ({boxes.size} floats, expected {num_boxes * 4})",
+            image_id,
+        )
     if features.ndim == 1 and count:
         if features.size % count:
-            raise _BadRecord(f"{count} boxes disagree with the features array ({features.size} floats is not a "
-                             f"multiple of {count})", image_id)
+            raise _BadRecord(
+                f"{count} boxes disagree with the features array ({features.size} floats is not a multiple of {count})",
+                image_id,
+            )
         features = features.reshape(count, -1)
     if num_boxes is not None and features.shape[0] != num_boxes:
-        raise _BadRecord(f"num_boxes={num_boxes} disagrees with the features array (shape {features.shape})",
-                         image_id)
+        raise _BadRecord(f"num_boxes={num_boxes} disagrees with the features array (shape {features.shape})", image_id)
     width = float(np.asarray(mapping[_first_key(mapping, _WIDTH_KEYS)]).reshape(-1)[0])
     height = float(np.asarray(mapping[_first_key(mapping, _HEIGHT_KEYS)]).reshape(-1)[0])
     return RegionFeatureRecord(image_id, width, height, boxes, features)
@@ -450,7 +483,8 @@ class _NpzDirectoryReader(RegionFeatureReader):
         if not self.path.is_dir():
             raise NotADirectoryError(f"{self.path} is not a directory of .npz/.npy files")
         self._files = sorted(
-            p for p in self.path.iterdir()
+            p
+            for p in self.path.iterdir()
             if p.suffix == ".npz" or (p.suffix == ".npy" and not p.name.endswith("_info.npy"))
         )
 
@@ -489,8 +523,14 @@ class _LMDBReader(RegionFeatureReader):
     def __init__(self, path: str | os.PathLike, **kwargs: Any):
         super().__init__(path, **kwargs)
         lmdb = _import_optional("lmdb", "LMDB")
-        self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
-                              subdir=self.path.is_dir(), max_readers=64)
+        self._env = lmdb.open(
+            str(self.path),
+            readonly=True,
+            lock=False,
+            readahead=False,
+            subdir=self.path.is_dir(),
+            max_readers=64,
+        )
 
     @property
     def progress_total(self) -> int | None:
@@ -565,8 +605,11 @@ class _HDF5Reader(RegionFeatureReader):
         if len(set(lengths.values())) != 1:
             raise RegionFeatureError(self.path, "file", f"per-image datasets disagree in length: {lengths}")
         if self._boxes.shape[:-1] != self._features.shape[:-1]:
-            raise RegionFeatureError(self.path, "file", f"boxes {self._boxes.shape} and features "
-                                     f"{self._features.shape} disagree in their rows")
+            raise RegionFeatureError(
+                self.path,
+                "file",
+                f"boxes {self._boxes.shape} and features {self._features.shape} disagree in their rows",
+            )
 
     @property
     def progress_total(self) -> int | None:
@@ -586,12 +629,10 @@ class _HDF5Reader(RegionFeatureReader):
             start, end = (int(v) for v in self._rows_table[index])
             total = self._features.shape[0]
             if not 0 <= start < end <= total:
-                raise _BadRecord(f"row range [{start}, {end}) is empty or outside the {total} feature rows",
-                                 image_id)
+                raise _BadRecord(f"row range [{start}, {end}) is empty or outside the {total} feature rows", image_id)
             features = np.asarray(self._features[start:end], dtype=np.float32)
             boxes = np.asarray(self._boxes[start:end], dtype=np.float32)
-        return RegionFeatureRecord(image_id, float(self._widths[index]), float(self._heights[index]), boxes,
-                                   features)
+        return RegionFeatureRecord(image_id, float(self._widths[index]), float(self._heights[index]), boxes, features)
 
     def close(self) -> None:
         self._file.close()
@@ -603,8 +644,7 @@ def _import_optional(module: str, what: str) -> Any:
         return __import__(module)
     except ImportError:
         raise ImportError(
-            f"{what} region features need the optional package {module!r}: "
-            f"pip install 'hierarchical-vl[stores]'"
+            f"{what} region features need the optional package {module!r}: pip install 'hierarchical-vl[stores]'"
         ) from None
 
 

@@ -66,8 +66,9 @@ class RegionFeatureStore(Mapping[str, dict]):
             raise ValueError(f"{meta_file}: not a version-{_STORE_VERSION} {_STORE_FORMAT}")
         self.feature_dim = int(self.metadata["feature_dim"])
         num_rows = int(self.metadata["num_regions"]) + 1
-        self.features = np.memmap(self.path / _FEATURES_FILE, dtype=np.float16, mode="r",
-                                  shape=(num_rows, self.feature_dim))  # (R + 1, F)
+        self.features = np.memmap(
+            self.path / _FEATURES_FILE, dtype=np.float16, mode="r", shape=(num_rows, self.feature_dim)
+        )  # (R + 1, F)
         self.boxes = np.load(self.path / _BOXES_FILE, mmap_mode="r")  # (R + 1, 4)
         with np.load(self.path / _INDEX_FILE, allow_pickle=False) as index:
             self.image_ids: np.ndarray = index["image_ids"]  # (N,) str
@@ -90,8 +91,10 @@ class RegionFeatureStore(Mapping[str, dict]):
         return canonical_image_id(image_id) in self._position
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({str(self.path)!r}, images={len(self)}, regions={self.padding_row}, "
-                f"feature_dim={self.feature_dim})")
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, images={len(self)}, regions={self.padding_row}, "
+            f"feature_dim={self.feature_dim})"
+        )
 
     @property
     def max_regions(self) -> int:
@@ -123,12 +126,14 @@ class RegionFeatureStore(Mapping[str, dict]):
         if not isinstance(image_ids, (Sequence, np.ndarray)):
             image_ids = list(image_ids)
         position = self._position
-        result = np.fromiter((position.get(canonical_image_id(i), -1) for i in image_ids), dtype=np.int64,
-                             count=len(image_ids))
+        result = np.fromiter(
+            (position.get(canonical_image_id(i), -1) for i in image_ids), dtype=np.int64, count=len(image_ids)
+        )
         if missing == "raise" and (result < 0).any():
             absent = [image_ids[i] for i in np.flatnonzero(result < 0)[:5]]
-            raise KeyError(f"{int((result < 0).sum())} image ids are not in the region-feature store {self.path}, "
-                           f"e.g. {absent}")
+            raise KeyError(
+                f"{int((result < 0).sum())} image ids are not in the region-feature store {self.path}, e.g. {absent}"
+            )
         return result
 
     def __getitem__(self, image_id: Any) -> dict[str, Any]:
@@ -299,9 +304,12 @@ class RegionFeatureStoreWriter:
             self._features.close()  # flushed; publish() below fsyncs every file before the rename
             boxes = np.concatenate(self._boxes + [np.zeros((1, 4), np.float32)], axis=0)
             np.save(self._tmp / _BOXES_FILE, boxes)
-            np.savez(self._tmp / _INDEX_FILE, image_ids=np.asarray(self._ids, dtype=str),
-                     offsets=np.asarray(self._offsets, dtype=np.int64),
-                     sizes=np.asarray(self._sizes, dtype=np.float32).reshape(-1, 2))
+            np.savez(
+                self._tmp / _INDEX_FILE,
+                image_ids=np.asarray(self._ids, dtype=str),
+                offsets=np.asarray(self._offsets, dtype=np.int64),
+                sizes=np.asarray(self._sizes, dtype=np.float32).reshape(-1, 2),
+            )
             counts = np.diff(self._offsets)
             meta = {
                 "format": _STORE_FORMAT,
@@ -350,8 +358,10 @@ class ConversionReport:
     skipped: list[SkippedRecord] = field(default_factory=list)
 
     def summary(self) -> str:
-        lines = [f"wrote {self.num_images} images, {self.num_regions} regions of width {self.feature_dim} "
-                 f"to {self.path}", f"skipped {len(self.skipped)} records"]
+        lines = [
+            f"wrote {self.num_images} images, {self.num_regions} regions of width {self.feature_dim} to {self.path}",
+            f"skipped {len(self.skipped)} records",
+        ]
         lines += [f"  skipped {record}" for record in self.skipped]
         return "\n".join(lines)
 
@@ -391,17 +401,28 @@ def convert_region_features(
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [Path(s) for s in sources]
-    writer = RegionFeatureStoreWriter(destination, feature_dim=feature_dim, overwrite=overwrite,
-                                      metadata={"sources": [str(s) for s in sources]})
+    writer = RegionFeatureStoreWriter(
+        destination,
+        feature_dim=feature_dim,
+        overwrite=overwrite,
+        metadata={"sources": [str(s) for s in sources]},
+    )
     with writer:
         first_seen: dict[str, str] = {}
         for source in sources:
-            reader = open_region_feature_reader(source, format, feature_dim=writer.feature_dim, skip_bad=skip_bad,
-                                                numeric_ids=numeric_ids)
+            reader = open_region_feature_reader(
+                source, format, feature_dim=writer.feature_dim, skip_bad=skip_bad, numeric_ids=numeric_ids
+            )
             unit = reader.progress_unit
             try:
-                with tqdm(total=reader.progress_total, desc=f"converting {source.name}", unit=unit,
-                          unit_scale=unit == "B", disable=not progress, dynamic_ncols=True) as bar:
+                with tqdm(
+                    total=reader.progress_total,
+                    desc=f"converting {source.name}",
+                    unit=unit,
+                    unit_scale=unit == "B",
+                    disable=not progress,
+                    dynamic_ncols=True,
+                ) as bar:
                     reader.progress_callback = bar.update
                     for record in reader:
                         if record.image_id in first_seen:
@@ -419,5 +440,6 @@ def convert_region_features(
                 if close is not None:
                     close()
             writer.skipped.extend(reader.skipped)
-    return ConversionReport(writer.path, writer.num_images, writer.num_regions, int(writer.feature_dim),
-                            list(writer.skipped))
+    return ConversionReport(
+        writer.path, writer.num_images, writer.num_regions, int(writer.feature_dim), list(writer.skipped)
+    )

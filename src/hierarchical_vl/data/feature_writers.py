@@ -28,8 +28,12 @@ def _b64(array: np.ndarray, dtype: type) -> bytes:
 def _bottom_up_tsv_line(record: RegionFeatureRecord) -> bytes:
     """One line of the bottom-up-attention TSV (``image_id, image_w, image_h, num_boxes, boxes, features``)."""
     fields = [
-        record.image_id.encode(), _number(record.width), _number(record.height), str(record.num_boxes).encode(),
-        _b64(record.boxes, np.float32), _b64(record.features, np.float32),
+        record.image_id.encode(),
+        _number(record.width),
+        _number(record.height),
+        str(record.num_boxes).encode(),
+        _b64(record.boxes, np.float32),
+        _b64(record.features, np.float32),
     ]
     return b"\t".join(fields) + b"\n"
 
@@ -44,10 +48,16 @@ def _lxmert_tsv_line(record: RegionFeatureRecord) -> bytes:
         return _b64(extras.get(name, np.zeros(count, dtype)), dtype)
 
     fields = [
-        record.image_id.encode(), _number(record.height), _number(record.width),
-        extra("objects_id", np.int64), extra("objects_conf", np.float32),
-        extra("attrs_id", np.int64), extra("attrs_conf", np.float32),
-        str(count).encode(), _b64(record.boxes, np.float32), _b64(record.features, np.float32),
+        record.image_id.encode(),
+        _number(record.height),
+        _number(record.width),
+        extra("objects_id", np.int64),
+        extra("objects_conf", np.float32),
+        extra("attrs_id", np.int64),
+        extra("attrs_conf", np.float32),
+        str(count).encode(),
+        _b64(record.boxes, np.float32),
+        _b64(record.features, np.float32),
     ]
     return b"\t".join(fields) + b"\n"
 
@@ -130,9 +140,14 @@ def write_npz_directory(path: str | os.PathLike, records: Iterable[RegionFeature
     path = Path(path)
     with atomic_path(path, directory=True) as tmp:
         for record in records:
-            np.savez(tmp / f"{record.image_id}.npz", x=record.features.astype(np.float32),
-                     bbox=record.boxes.astype(np.float32), num_bbox=np.int64(record.num_boxes),
-                     image_w=np.float32(record.width), image_h=np.float32(record.height))
+            np.savez(
+                tmp / f"{record.image_id}.npz",
+                x=record.features.astype(np.float32),
+                bbox=record.boxes.astype(np.float32),
+                num_bbox=np.int64(record.num_boxes),
+                image_w=np.float32(record.width),
+                image_h=np.float32(record.height),
+            )
     return path
 
 
@@ -155,9 +170,14 @@ def write_lmdb(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) 
         env = lmdb.open(str(tmp), map_size=size, subdir=True)
         with env.begin(write=True) as txn:
             for record in records:
-                value = {"image_id": record.image_id, "image_w": record.width, "image_h": record.height,
-                         "num_boxes": record.num_boxes, "boxes": record.boxes.astype(np.float32),
-                         "features": record.features.astype(np.float32)}
+                value = {
+                    "image_id": record.image_id,
+                    "image_w": record.width,
+                    "image_h": record.height,
+                    "num_boxes": record.num_boxes,
+                    "boxes": record.boxes.astype(np.float32),
+                    "features": record.features.astype(np.float32),
+                }
                 txn.put(record.image_id.encode(), pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
             txn.put(b"keys", pickle.dumps([r.image_id.encode() for r in records]))
         env.close()

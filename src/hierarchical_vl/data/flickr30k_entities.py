@@ -71,8 +71,9 @@ class EntitiesAnnotation:
     nobox: set[str] = field(default_factory=set)
 
 
-def parse_entities_sentence(line: str, *, file: str = "<sentence>", line_number: int = 0) -> tuple[str, list[
-        EntitiesPhrase]]:
+def parse_entities_sentence(
+    line: str, *, file: str = "<sentence>", line_number: int = 0
+) -> tuple[str, list[EntitiesPhrase]]:
     """Parses one line of ``Sentences/<id>.txt``.
 
     ``[/EN#18/people A man] with [/EN#19/clothing pierced ears] .`` gives the sentence ``A man with pierced ears .``
@@ -108,8 +109,11 @@ def parse_entities_sentence(line: str, *, file: str = "<sentence>", line_number:
         closes = current is not None and token.endswith("]")
         words.append(token[:-1] if closes else token)
         if closes:
-            phrases.append(EntitiesPhrase("", current["phrase_id"], current["phrase_types"], current["first"],
-                                          len(words) - 1, 0, 0))
+            phrases.append(
+                EntitiesPhrase(
+                    "", current["phrase_id"], current["phrase_types"], current["first"], len(words) - 1, 0, 0
+                )
+            )
             current = None
     if current is not None:
         raise fail("phrase is not closed")
@@ -122,7 +126,7 @@ def parse_entities_sentence(line: str, *, file: str = "<sentence>", line_number:
             raise fail(f"empty phrase of chain {p.phrase_id}")
         p.char_start = starts[p.first_word_index]
         p.char_end = starts[p.last_word_index] + len(words[p.last_word_index])
-        p.phrase = " ".join(words[p.first_word_index:p.last_word_index + 1])
+        p.phrase = " ".join(words[p.first_word_index : p.last_word_index + 1])
     return " ".join(words), phrases
 
 
@@ -187,24 +191,28 @@ def _entities_features() -> Any:
     """The explicit ``datasets.Features`` of the Flickr30k Entities rows."""
     datasets = _import_datasets()
 
-    return datasets.Features({
-        "image_id": datasets.Value("int64"),
-        "sentence_index": datasets.Value("int32"),
-        "sentence": datasets.Value("string"),
-        "width": datasets.Value("int32"),
-        "height": datasets.Value("int32"),
-        "phrases": datasets.List({
-            "phrase": datasets.Value("string"),
-            "phrase_id": datasets.Value("string"),
-            "phrase_types": datasets.List(datasets.Value("string")),
-            "first_word_index": datasets.Value("int32"),
-            "last_word_index": datasets.Value("int32"),
-            "char_start": datasets.Value("int32"),
-            "char_end": datasets.Value("int32"),
-            "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
-            "box_status": datasets.Value("string"),
-        }),
-    })
+    return datasets.Features(
+        {
+            "image_id": datasets.Value("int64"),
+            "sentence_index": datasets.Value("int32"),
+            "sentence": datasets.Value("string"),
+            "width": datasets.Value("int32"),
+            "height": datasets.Value("int32"),
+            "phrases": datasets.List(
+                {
+                    "phrase": datasets.Value("string"),
+                    "phrase_id": datasets.Value("string"),
+                    "phrase_types": datasets.List(datasets.Value("string")),
+                    "first_word_index": datasets.Value("int32"),
+                    "last_word_index": datasets.Value("int32"),
+                    "char_start": datasets.Value("int32"),
+                    "char_end": datasets.Value("int32"),
+                    "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+                    "box_status": datasets.Value("string"),
+                }
+            ),
+        }
+    )
 
 
 def _read_split_list(path: str | os.PathLike) -> list[str]:
@@ -225,15 +233,27 @@ def _generate_entities(root: str, split: str) -> Iterator[dict[str, Any]]:
             rows = []
             for p in phrases:
                 status = _box_status(p, annotation)
-                rows.append({
-                    "phrase": p.phrase, "phrase_id": p.phrase_id, "phrase_types": p.phrase_types,
-                    "first_word_index": p.first_word_index, "last_word_index": p.last_word_index,
-                    "char_start": p.char_start, "char_end": p.char_end,
-                    "boxes": annotation.boxes.get(p.phrase_id, []) if status == "box" else [],
-                    "box_status": status,
-                })
-            yield {"image_id": int(image_name), "sentence_index": line_number - 1, "sentence": sentence,
-                   "width": annotation.width, "height": annotation.height, "phrases": rows}
+                rows.append(
+                    {
+                        "phrase": p.phrase,
+                        "phrase_id": p.phrase_id,
+                        "phrase_types": p.phrase_types,
+                        "first_word_index": p.first_word_index,
+                        "last_word_index": p.last_word_index,
+                        "char_start": p.char_start,
+                        "char_end": p.char_end,
+                        "boxes": annotation.boxes.get(p.phrase_id, []) if status == "box" else [],
+                        "box_status": status,
+                    }
+                )
+            yield {
+                "image_id": int(image_name),
+                "sentence_index": line_number - 1,
+                "sentence": sentence,
+                "width": annotation.width,
+                "height": annotation.height,
+                "phrases": rows,
+            }
 
 
 def load_flickr30k_entities(
@@ -266,9 +286,15 @@ def load_flickr30k_entities(
             raise FileNotFoundError(f"no split list {root / f'{name}.txt'}")
     features = _entities_features()
     loaded = {
-        name: _from_generator(_generate_entities, {"root": str(root), "split": name}, features, streaming=streaming,
-                             cache_dir=cache_dir, split=name,
-                             fingerprint_parts=(root / f"{name}.txt", root / "Sentences", root / "Annotations"))
+        name: _from_generator(
+            _generate_entities,
+            {"root": str(root), "split": name},
+            features,
+            streaming=streaming,
+            cache_dir=cache_dir,
+            split=name,
+            fingerprint_parts=(root / f"{name}.txt", root / "Sentences", root / "Annotations"),
+        )
         for name in names
     }
     if split is not None:

@@ -23,8 +23,10 @@ def _import_datasets() -> Any:
     try:
         import datasets
     except ImportError:
-        raise ImportError("the annotation loaders of hierarchical_vl.data need the 'datasets' package: "
-                          "pip install datasets (the region store, readers and collators work without it)") from None
+        raise ImportError(
+            "the annotation loaders of hierarchical_vl.data need the 'datasets' package: "
+            "pip install datasets (the region store, readers and collators work without it)"
+        ) from None
     return datasets
 
 
@@ -47,14 +49,30 @@ def _file_fingerprint(*parts: Any) -> str:
     return digest.hexdigest()[:32]
 
 
-def _from_generator(generator: Callable, gen_kwargs: dict[str, Any], features: Any, *, streaming: bool,
-                   cache_dir: str | os.PathLike | None, fingerprint_parts: Sequence[Any], split: str) -> Any:
+def _from_generator(
+    generator: Callable,
+    gen_kwargs: dict[str, Any],
+    features: Any,
+    *,
+    streaming: bool,
+    cache_dir: str | os.PathLike | None,
+    fingerprint_parts: Sequence[Any],
+    split: str,
+) -> Any:
     """Builds a map-style ``Dataset`` (cached, fingerprinted by the files' path, size and mtime) or, with
     ``streaming``, an ``IterableDataset`` from one generator, so both give the same records."""
     datasets = _import_datasets()
     split_name = datasets.NamedSplit(re.sub(r"[^\w]+", "_", split))
     if streaming:
-        return datasets.IterableDataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name)
+        return datasets.IterableDataset.from_generator(
+            generator, features=features, gen_kwargs=gen_kwargs, split=split_name
+        )
     fingerprint = _file_fingerprint(_LOADER_VERSION, generator, *fingerprint_parts)
-    return datasets.Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs, split=split_name,
-                                  cache_dir=None if cache_dir is None else str(cache_dir), fingerprint=fingerprint)
+    return datasets.Dataset.from_generator(
+        generator,
+        features=features,
+        gen_kwargs=gen_kwargs,
+        split=split_name,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        fingerprint=fingerprint,
+    )

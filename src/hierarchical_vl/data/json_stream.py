@@ -40,7 +40,7 @@ class _Scanner:
             self.eof = True
             return False
         self.consumed += self.position
-        self.buffer = self.buffer[self.position:] + chunk
+        self.buffer = self.buffer[self.position :] + chunk
         self.position = 0
         return True
 

@@ -104,26 +104,34 @@ def build_vqa_answer_vocab(
     for file in annotation_files:
         for annotation in iter_json_array(file, "annotations"):
             counts[normalize(annotation["multiple_choice_answer"])] += 1
-    return [answer for answer, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-            if count >= min_count]
+    return [
+        answer for answer, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if count >= min_count
+    ]
 
 
 def _vqa_features(answer_vocab: Sequence[str]) -> Any:
     """The explicit ``datasets.Features`` of the VQA rows, with the vocabulary as ``ClassLabel`` names."""
     datasets = _import_datasets()
 
-    return datasets.Features({
-        "question_id": datasets.Value("int64"),
-        "image_id": datasets.Value("int64"),
-        "question": datasets.Value("string"),
-        "question_type": datasets.Value("string"),
-        "answer_type": datasets.Value("string"),
-        "multiple_choice_answer": datasets.Value("string"),
-        "answers": datasets.List({"answer": datasets.Value("string"), "answer_confidence": datasets.Value("string"),
-                         "answer_id": datasets.Value("int32")}),
-        "labels": datasets.List(datasets.ClassLabel(names=list(answer_vocab))),
-        "scores": datasets.List(datasets.Value("float32")),
-    })
+    return datasets.Features(
+        {
+            "question_id": datasets.Value("int64"),
+            "image_id": datasets.Value("int64"),
+            "question": datasets.Value("string"),
+            "question_type": datasets.Value("string"),
+            "answer_type": datasets.Value("string"),
+            "multiple_choice_answer": datasets.Value("string"),
+            "answers": datasets.List(
+                {
+                    "answer": datasets.Value("string"),
+                    "answer_confidence": datasets.Value("string"),
+                    "answer_id": datasets.Value("int32"),
+                }
+            ),
+            "labels": datasets.List(datasets.ClassLabel(names=list(answer_vocab))),
+            "scores": datasets.List(datasets.Value("float32")),
+        }
+    )
 
 
 def vqa_answer_vocab(dataset: Any) -> list[str]:
@@ -131,16 +139,21 @@ def vqa_answer_vocab(dataset: Any) -> list[str]:
     return list(dataset.features["labels"].feature.names)
 
 
-def _soft_targets(answers: Sequence[str], index: Mapping[str, int],
-                  normalize: _AnswerNormalizer) -> tuple[list[int], list[float]]:
+def _soft_targets(
+    answers: Sequence[str], index: Mapping[str, int], normalize: _AnswerNormalizer
+) -> tuple[list[int], list[float]]:
     counts = Counter(normalize(a) for a in answers)
     pairs = sorted((index[a], vqa_soft_score(c)) for a, c in counts.items() if a in index)
     # Scores rounded to float32 here, so streaming rows equal the (float32) map-style rows exactly.
     return [p[0] for p in pairs], np.asarray([p[1] for p in pairs], dtype=np.float32).tolist()
 
 
-def _generate_vqa(questions_file: str, annotations_file: str | None, answer_vocab: Sequence[str],
-                  normalize: _AnswerNormalizer) -> Iterator[dict[str, Any]]:
+def _generate_vqa(
+    questions_file: str,
+    annotations_file: str | None,
+    answer_vocab: Sequence[str],
+    normalize: _AnswerNormalizer,
+) -> Iterator[dict[str, Any]]:
     """Joins questions and annotations by question id while streaming both files.
 
     The official files list both in the same order; questions met out of order wait in a dict, so other orders
@@ -150,9 +163,17 @@ def _generate_vqa(questions_file: str, annotations_file: str | None, answer_voca
     questions = iter_json_array(questions_file, "questions")
     if annotations_file is None:
         for q in questions:
-            yield {"question_id": q["question_id"], "image_id": q["image_id"], "question": q["question"],
-                   "question_type": "", "answer_type": "", "multiple_choice_answer": "", "answers": [],
-                   "labels": [], "scores": []}
+            yield {
+                "question_id": q["question_id"],
+                "image_id": q["image_id"],
+                "question": q["question"],
+                "question_type": "",
+                "answer_type": "",
+                "multiple_choice_answer": "",
+                "answers": [],
+                "labels": [],
+                "scores": [],
+            }
         return
     pending: dict[int, dict] = {}
     for a in iter_json_array(annotations_file, "annotations"):
@@ -162,15 +183,18 @@ def _generate_vqa(questions_file: str, annotations_file: str | None, answer_voca
             try:
                 candidate = next(questions)
             except StopIteration:
-                raise ValueError(f"{annotations_file}: question {question_id} has an annotation but is not in "
-                                 f"{questions_file}") from None
+                raise ValueError(
+                    f"{annotations_file}: question {question_id} has an annotation but is not in {questions_file}"
+                ) from None
             if candidate["question_id"] == question_id:
                 q = candidate
             else:
                 pending[candidate["question_id"]] = candidate
         if q["image_id"] != a["image_id"]:
-            raise ValueError(f"{annotations_file}: question {question_id} is on image {a['image_id']} but "
-                             f"{questions_file} says image {q['image_id']}")
+            raise ValueError(
+                f"{annotations_file}: question {question_id} is on image {a['image_id']} but "
+                f"{questions_file} says image {q['image_id']}"
+            )
         answers = a["answers"]
         labels, scores = _soft_targets([x["answer"] for x in answers], index, normalize)
         yield {
@@ -180,8 +204,14 @@ def _generate_vqa(questions_file: str, annotations_file: str | None, answer_voca
             "question_type": a.get("question_type", ""),
             "answer_type": a.get("answer_type", ""),
             "multiple_choice_answer": a.get("multiple_choice_answer", ""),
-            "answers": [{"answer": x["answer"], "answer_confidence": x.get("answer_confidence", ""),
-                         "answer_id": x.get("answer_id", i + 1)} for i, x in enumerate(answers)],
+            "answers": [
+                {
+                    "answer": x["answer"],
+                    "answer_confidence": x.get("answer_confidence", ""),
+                    "answer_id": x.get("answer_id", i + 1),
+                }
+                for i, x in enumerate(answers)
+            ],
             "labels": labels,
             "scores": scores,
         }
@@ -225,21 +255,32 @@ def load_vqa(
     if answer_vocab is None:
         sources = [files[s][1] for s in vocab_splits if s in files and files[s][1] is not None]
         if not sources:
-            raise ValueError(f"cannot build the answer vocabulary: no annotations for splits {list(vocab_splits)}; "
-                             "pass answer_vocab=")
+            raise ValueError(
+                f"cannot build the answer vocabulary: no annotations for splits {list(vocab_splits)}; "
+                "pass answer_vocab="
+            )
         answer_vocab = build_vqa_answer_vocab(sources, min_count=min_answer_count, normalize=normalize)
     answer_vocab = list(answer_vocab)
     features = _vqa_features(answer_vocab)
     loaded = {}
     for name in [split] if split is not None else list(files):
         questions, annotations = files[name]
-        gen_kwargs = {"questions_file": str(questions),
-                      "annotations_file": None if annotations is None else str(annotations),
-                      # a tuple: ``datasets`` would treat a list in gen_kwargs as shards
-                      "answer_vocab": tuple(answer_vocab), "normalize": normalize}
+        gen_kwargs = {
+            "questions_file": str(questions),
+            "annotations_file": None if annotations is None else str(annotations),
+            # a tuple: ``datasets`` would treat a list in gen_kwargs as shards
+            "answer_vocab": tuple(answer_vocab),
+            "normalize": normalize,
+        }
         loaded[name] = _from_generator(
-            _generate_vqa, gen_kwargs, features, streaming=streaming, cache_dir=cache_dir, split=name,
-            fingerprint_parts=(questions, annotations, answer_vocab, normalize))
+            _generate_vqa,
+            gen_kwargs,
+            features,
+            streaming=streaming,
+            cache_dir=cache_dir,
+            split=name,
+            fingerprint_parts=(questions, annotations, answer_vocab, normalize),
+        )
     if split is not None:
         return loaded[split]
     return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)

@@ -35,8 +35,14 @@ def _retrieval_options(args: argparse.Namespace, model: Any, device: torch.devic
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
     scorer = RetrievalScorer(model, batch_size=args.pair_batch_size, dtype=dtype, device=device)
-    return {"protocol": args.protocol, "shortlist": args.shortlist, "first_stage": args.first_stage,
-            "shortlist_check": args.shortlist_check, "cache_dir": args.cache_dir, "scorer": scorer}
+    return {
+        "protocol": args.protocol,
+        "shortlist": args.shortlist,
+        "first_stage": args.first_stage,
+        "shortlist_check": args.shortlist_check,
+        "cache_dir": args.cache_dir,
+        "scorer": scorer,
+    }
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -78,8 +84,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         store_path=args.features_store,
         progress=progress,
     )
-    print(f"loaded {', '.join(f'{t} ({data.splits[t]}, {len(data.for_task(t))} examples)' for t in tasks)} "
-          f"in {time.perf_counter() - start:.1f}s")
+    print(
+        f"loaded {', '.join(f'{t} ({data.splits[t]}, {len(data.for_task(t))} examples)' for t in tasks)} "
+        f"in {time.perf_counter() - start:.1f}s"
+    )
 
     metrics: dict[str, Any] = {}
     info: dict[str, Any] = {}
@@ -92,10 +100,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         else:
             options = {"batch_size": args.batch_size}
         start = time.perf_counter()
-        metrics.update(task_spec(task).evaluate_fn(
-            model, data.for_task(task), device=device, max_regions=args.max_regions or config.max_regions,
-            progress=progress, **options,
-        ))
+        metrics.update(
+            task_spec(task).evaluate_fn(
+                model,
+                data.for_task(task),
+                device=device,
+                max_regions=args.max_regions or config.max_regions,
+                progress=progress,
+                **options,
+            )
+        )
         if task == "vqa" and "vqa_predictions" in info:
             print(f"VQA predictions (official submission format): {info['vqa_predictions']}")
         if task == "retrieval":
@@ -107,14 +121,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     print()
     print(format_results_table(metrics, data.splits))
     if args.output is not None:
-        write_results_json(args.output, {
-            "checkpoint": str(args.checkpoint),
-            "data_dir": str(args.data_dir),
-            "splits": data.splits,
-            "legacy_vqa": args.legacy_vqa,
-            "metrics": metrics,
-            "info": info,
-        })
+        write_results_json(
+            args.output,
+            {
+                "checkpoint": str(args.checkpoint),
+                "data_dir": str(args.data_dir),
+                "splits": data.splits,
+                "legacy_vqa": args.legacy_vqa,
+                "metrics": metrics,
+                "info": info,
+            },
+        )
         print(f"\nwrote {args.output}")
     return 0
 
@@ -140,41 +157,82 @@ def add_commands(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="save_pretrained directory")
-    parser.add_argument("--task", choices=_TASK_CHOICES, default="all",
-                        help="task to evaluate; all = every task of the model the corpus has data for")
+    parser.add_argument(
+        "--task",
+        choices=_TASK_CHOICES,
+        default="all",
+        help="task to evaluate; all = every task of the model the corpus has data for",
+    )
     parser.add_argument("--data-dir", type=Path, required=True, help="corpus directory")
     parser.add_argument("--split", default="val", help="split of every task: val or test (default: val)")
     parser.add_argument("--vqa-split", default=None, help="VQA split overriding --split (val, test, test-dev)")
     parser.add_argument("--output", type=Path, default=None, help="write the results to this JSON file")
-    parser.add_argument("--vqa-predictions", type=Path, default=None,
-                        help="VQA predictions file in the official submission format (default: next to --output)")
-    parser.add_argument("--legacy-vqa", action="store_true",
-                        help="score VQA with the official code as it was before its 2021 fix (papers of 2015-2020)")
+    parser.add_argument(
+        "--vqa-predictions",
+        type=Path,
+        default=None,
+        help="VQA predictions file in the official submission format (default: next to --output)",
+    )
+    parser.add_argument(
+        "--legacy-vqa",
+        action="store_true",
+        help="score VQA with the official code as it was before its 2021 fix (papers of 2015-2020)",
+    )
     parser.add_argument("--batch-size", type=int, default=128, help="questions / sentences per forward pass")
     parser.add_argument("--pair-batch-size", type=int, default=512, help="image-caption pairs per forward pass")
-    parser.add_argument("--protocol", choices=RETRIEVAL_PROTOCOLS, default="full",
-                        help="retrieval: full = one ranking over the split (COCO 5K, Flickr30k 1K); 1k = mean over "
-                             "folds of 1000 images (COCO 1K); both")
-    parser.add_argument("--shortlist", type=int, default=None, metavar="K",
-                        help="two-stage retrieval: exact scores only for each query's top-K of a cheap first stage")
-    parser.add_argument("--first-stage", choices=FIRST_STAGES, default="dual-encoder",
-                        help="the shortlist's cheap scores: dual-encoder (one matrix product over all pairs) or "
-                             "first-layer (the first co-attention layer per pair: slower, much closer shortlists)")
-    parser.add_argument("--shortlist-check", action="store_true",
-                        help="with --shortlist, also compute the exact ranking and report how often they agree")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="save finished retrieval score blocks here; a rerun resumes from them")
+    parser.add_argument(
+        "--protocol",
+        choices=RETRIEVAL_PROTOCOLS,
+        default="full",
+        help="retrieval: full = one ranking over the split (COCO 5K, Flickr30k 1K); 1k = mean over "
+        "folds of 1000 images (COCO 1K); both",
+    )
+    parser.add_argument(
+        "--shortlist",
+        type=int,
+        default=None,
+        metavar="K",
+        help="two-stage retrieval: exact scores only for each query's top-K of a cheap first stage",
+    )
+    parser.add_argument(
+        "--first-stage",
+        choices=FIRST_STAGES,
+        default="dual-encoder",
+        help="the shortlist's cheap scores: dual-encoder (one matrix product over all pairs) or "
+        "first-layer (the first co-attention layer per pair: slower, much closer shortlists)",
+    )
+    parser.add_argument(
+        "--shortlist-check",
+        action="store_true",
+        help="with --shortlist, also compute the exact ranking and report how often they agree",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="save finished retrieval score blocks here; a rerun resumes from them",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                        help="precision of the retrieval pair scoring (bf16 autocast is meant for GPUs)")
+    parser.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="precision of the retrieval pair scoring (bf16 autocast is meant for GPUs)",
+    )
     parser.add_argument("--max-regions", type=int, default=None, help="regions per image (default: the model's)")
-    parser.add_argument("--features", default=None,
-                        help="region features under DIR (default features/region_features.tsv; a store directory "
-                             "is used as is, other formats are converted once)")
+    parser.add_argument(
+        "--features",
+        default=None,
+        help="region features under DIR (default features/region_features.tsv; a store directory "
+        "is used as is, other formats are converted once)",
+    )
     parser.add_argument("--features-store", default=None, help="where converted region features go")
     parser.add_argument("--vqa-dir", default=None, help="VQA 2.0 directory under DIR (default vqa)")
-    parser.add_argument("--captions-file", default=None,
-                        help="Karpathy split file under DIR (default captions/dataset_coco.json or dataset_flickr30k.json)")
+    parser.add_argument(
+        "--captions-file",
+        default=None,
+        help="Karpathy split file under DIR (default captions/dataset_coco.json or dataset_flickr30k.json)",
+    )
     parser.add_argument("--entities-dir", default=None, help="Flickr30k Entities directory under DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run)

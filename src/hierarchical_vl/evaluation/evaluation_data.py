@@ -139,8 +139,9 @@ class EvaluationData:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
-def open_region_store(features: str | os.PathLike, store_path: str | os.PathLike | None = None,
-                      progress: bool = True) -> RegionFeatureStore:
+def open_region_store(
+    features: str | os.PathLike, store_path: str | os.PathLike | None = None, progress: bool = True
+) -> RegionFeatureStore:
     """Open region features as a `RegionFeatureStore`, converting them once when they are in another format.
 
     Training and evaluation both open their features here.

@@ -41,10 +41,15 @@ def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None 
         lines.append(f"VQA 2.0 ({splits.get('vqa', '?')}, {metrics['vqa/num_questions']} questions)")
         if "vqa/overall" in metrics:
             types = [t for t in ANSWER_TYPES if f"vqa/{t}" in metrics]
-            types += sorted(k[4:] for k in metrics if k.startswith("vqa/") and k[4:] not in
-                            {*ANSWER_TYPES, "overall", "num_questions"})
+            types += sorted(
+                k[4:]
+                for k in metrics
+                if k.startswith("vqa/") and k[4:] not in {*ANSWER_TYPES, "overall", "num_questions"}
+            )
             lines.append("  " + f"{'Overall':>9}" + "".join(f"{_ANSWER_TYPE_HEADINGS.get(t, t):>9}" for t in types))
-            lines.append("  " + _cell(metrics["vqa/overall"], 9) + "".join(_cell(metrics[f"vqa/{t}"], 9) for t in types))
+            lines.append(
+                "  " + _cell(metrics["vqa/overall"], 9) + "".join(_cell(metrics[f"vqa/{t}"], 9) for t in types)
+            )
         else:
             lines.append("  no annotations for this split: predictions written for the evaluation server")
     if "retrieval/num_images" in metrics:
@@ -53,13 +58,21 @@ def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None 
         lines.append(
             f"Image-caption retrieval ({splits.get('retrieval', '?')}, {metrics['retrieval/num_images']} images, "
             f"{metrics['retrieval/num_captions']} captions"
-            + (f", two-stage: shortlists of {metrics['retrieval/shortlist_k']}" if "retrieval/shortlist_k" in metrics
-               else "")
+            + (
+                f", two-stage: shortlists of {metrics['retrieval/shortlist_k']}"
+                if "retrieval/shortlist_k" in metrics
+                else ""
+            )
             + ")"
         )
         lines.append(f"  {'':<22}{'Image annotation':^21}   {'Image retrieval':^21}{'':>9}   {'Med r':^12}")
-        lines.append(f"  {'':<22}" + "".join(f"{f'R@{k}':>7}" for k in _KS) + "   "
-                     + "".join(f"{f'R@{k}':>7}" for k in _KS) + f"{'rsum':>9}   {'i2t':>6}{'t2i':>6}")
+        lines.append(
+            f"  {'':<22}"
+            + "".join(f"{f'R@{k}':>7}" for k in _KS)
+            + "   "
+            + "".join(f"{f'R@{k}':>7}" for k in _KS)
+            + f"{'rsum':>9}   {'i2t':>6}{'t2i':>6}"
+        )
         n_images = metrics["retrieval/num_images"]
         lines += _retrieval_rows(metrics, "retrieval/", f"all {n_images} images")
         lines += _retrieval_rows(metrics, "retrieval/1k/", "1K (mean of folds)")
@@ -70,10 +83,15 @@ def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None 
     if "grounding/r1" in metrics:
         if lines:
             lines.append("")
-        lines.append(f"Phrase grounding ({splits.get('grounding', '?')}, {metrics.get('grounding/num_phrases')} phrases)")
+        lines.append(
+            f"Phrase grounding ({splits.get('grounding', '?')}, {metrics.get('grounding/num_phrases')} phrases)"
+        )
         lines.append("  " + "".join(f"{f'R@{k}':>7}" for k in _KS) + f"{'Upper bound':>14}")
-        lines.append("  " + "".join(_cell(metrics.get(f"grounding/r{k}")) for k in _KS)
-                     + _cell(metrics.get("grounding/upper_bound"), 14))
+        lines.append(
+            "  "
+            + "".join(_cell(metrics.get(f"grounding/r{k}")) for k in _KS)
+            + _cell(metrics.get("grounding/upper_bound"), 14)
+        )
     return "\n".join(lines)
 
 

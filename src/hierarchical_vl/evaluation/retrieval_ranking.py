@@ -203,7 +203,9 @@ def shortlist_agreement(two_stage: np.ndarray, exact: np.ndarray, top: int = 10)
     two_stage = np.asarray(two_stage, dtype=np.float32)
     exact = np.asarray(exact, dtype=np.float32)
     if two_stage.shape != exact.shape or two_stage.ndim != 2:
-        raise ValueError(f"score matrices must have one (n_images, n_captions) shape, got {two_stage.shape} and {exact.shape}")
+        raise ValueError(
+            f"score matrices must have one (n_images, n_captions) shape, got {two_stage.shape} and {exact.shape}"
+        )
     scored = np.isfinite(two_stage)
     result = {
         "i2t_top1": float(np.mean(two_stage.argmax(axis=1) == exact.argmax(axis=1))),
@@ -322,7 +324,13 @@ class RetrievalScorer:
             if cache_dir is not None:
                 given = shortlist_scores is not None
                 fingerprint = self._fingerprint(
-                    input_ids, text_mask, features, image_mask, boxes, shortlist, shortlist_scores,
+                    input_ids,
+                    text_mask,
+                    features,
+                    image_mask,
+                    boxes,
+                    shortlist,
+                    shortlist_scores,
                     None if shortlist is None else ("given" if given else first_stage),
                 )
                 cache = self._open_cache(Path(cache_dir), fingerprint, n_images, n_captions)
@@ -333,13 +341,19 @@ class RetrievalScorer:
             def encodings() -> dict[str, Any]:
                 if not encoded:
                     start = time.perf_counter()
-                    encoded["captions"], encoded["images"] = self._encode(input_ids, text_mask, features, image_mask, boxes)
+                    encoded["captions"], encoded["images"] = self._encode(
+                        input_ids, text_mask, features, image_mask, boxes
+                    )
                     encoded["pair_mask"] = None
                     if shortlist is not None:
                         cheap = shortlist_scores
                         if cheap is None:
                             cheap = self._first_stage_scores(
-                                first_stage, encoded["captions"], encoded["images"], image_blocks, caption_blocks
+                                first_stage,
+                                encoded["captions"],
+                                encoded["images"],
+                                image_blocks,
+                                caption_blocks,
                             )
                         encoded["pair_mask"] = shortlist_mask(cheap, shortlist)
                     stats.encode_seconds = time.perf_counter() - start
@@ -359,7 +373,10 @@ class RetrievalScorer:
                             work = encodings()
                             pair_mask = work["pair_mask"]
                             block, count = self._score_block(
-                                work["captions"], work["images"], image_rows, caption_rows,
+                                work["captions"],
+                                work["images"],
+                                image_rows,
+                                caption_rows,
                                 None if pair_mask is None else pair_mask[np.ix_(image_rows, caption_rows)],
                             )
                             stats.pairs_scored += count
@@ -381,7 +398,10 @@ class RetrievalScorer:
         return scores
 
     def first_stage_scores(
-        self, text_inputs: Mapping[str, Any], image_inputs: Mapping[str, Any], first_stage: str = "dual-encoder"
+        self,
+        text_inputs: Mapping[str, Any],
+        image_inputs: Mapping[str, Any],
+        first_stage: str = "dual-encoder",
     ) -> np.ndarray:
         """Cheap scores `(I, C)` of every pair, for a shortlist (higher = better).
 
@@ -420,8 +440,11 @@ class RetrievalScorer:
         model, step = self.model, self.encode_batch_size
         captions = model.encode_captions(input_ids.to(self.device), text_mask.to(self.device), step, self.dtype)
         images = model.encode_images(
-            features.to(self.device), image_mask.to(self.device), None if boxes is None else boxes.to(self.device),
-            step, self.dtype,
+            features.to(self.device),
+            image_mask.to(self.device),
+            None if boxes is None else boxes.to(self.device),
+            step,
+            self.dtype,
         )
         return captions, images
 
@@ -460,7 +483,9 @@ class RetrievalScorer:
     ) -> tuple[np.ndarray, int]:
         """Exact scores `(len(image_rows), len(caption_rows))` of one block (``-inf`` outside ``block_mask``)."""
         block = np.full((len(image_rows), len(caption_rows)), -np.inf, dtype=np.float32)
-        local_image, local_caption, t, i, n, r = self._block_pairs(captions, images, image_rows, caption_rows, block_mask)
+        local_image, local_caption, t, i, n, r = self._block_pairs(
+            captions, images, image_rows, caption_rows, block_mask
+        )
         if local_image.size == 0:
             return block, 0
         with self._autocast():
@@ -480,7 +505,10 @@ class RetrievalScorer:
         decoder = self.model.decoder("retrieval")
         step = self.encode_batch_size
         summaries = [
-            [network(terms.features[s : s + step], terms.mask[s : s + step]) for s in range(0, len(terms.features), step)]
+            [
+                network(terms.features[s : s + step], terms.mask[s : s + step])
+                for s in range(0, len(terms.features), step)
+            ]
             for network, terms in ((decoder.text_summary, captions), (decoder.image_summary, images))
         ]
         (text_vectors, text_weights), (image_vectors, image_weights) = (
@@ -492,15 +520,20 @@ class RetrievalScorer:
         scores = np.empty((len(images.features), len(captions.features)), dtype=np.float32)
         for image_rows in image_blocks:
             for caption_rows in caption_blocks:
-                local_image, local_caption, t, i, n, r = self._block_pairs(captions, images, image_rows, caption_rows, None)
+                local_image, local_caption, t, i, n, r = self._block_pairs(
+                    captions, images, image_rows, caption_rows, None
+                )
                 logits = []
                 for start in range(0, t.numel(), self.batch_size):
                     tb, ib = t[start : start + self.batch_size], i[start : start + self.batch_size]
                     with self._autocast():
                         text, image, _ = first.forward_terms(captions.select(tb, n), images.select(ib, r))
-                        logits.append(decoder.score(
-                            SummaryNetwork.pool(image, image_weights[ib, :r]), SummaryNetwork.pool(text, text_weights[tb, :n])
-                        ).float())
+                        logits.append(
+                            decoder.score(
+                                SummaryNetwork.pool(image, image_weights[ib, :r]),
+                                SummaryNetwork.pool(text, text_weights[tb, :n]),
+                            ).float()
+                        )
                 block = np.empty((len(image_rows), len(caption_rows)), dtype=np.float32)
                 block[local_image, local_caption] = torch.cat(logits).cpu().numpy()
                 scores[np.ix_(image_rows, caption_rows)] = block

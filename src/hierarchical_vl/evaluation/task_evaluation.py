@@ -28,8 +28,14 @@ from ..metrics import coco_1k_5fold, grounding_recall, retrieval_recall, vqa_acc
 from ..tasks import TASK_SPECS, model_tasks, task_spec
 from .retrieval_ranking import RetrievalScorer, shortlist_agreement
 
-__all__ = ["RETRIEVAL_PROTOCOLS", "evaluate_grounding", "evaluate_retrieval", "evaluate_tasks", "evaluate_vqa",
-           "model_tasks"]
+__all__ = [
+    "RETRIEVAL_PROTOCOLS",
+    "evaluate_grounding",
+    "evaluate_retrieval",
+    "evaluate_tasks",
+    "evaluate_vqa",
+    "model_tasks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +120,9 @@ def evaluate_vqa(
     answer_pool = [model.config.id2label[i] for i in range(model.config.num_answers)]
     dataset = _encoded(dataset, "vqa", tokenizer, store, model.config)
     device = _device(model, device)
-    collator = task_spec("vqa").make_collator(dataset, model.config,
-                                              max_regions=max_regions or model.config.max_regions)
+    collator = task_spec("vqa").make_collator(
+        dataset, model.config, max_regions=max_regions or model.config.max_regions
+    )
     predictions: dict[int, str] = {}
     references: dict[int, list[str]] = {}
     answer_types: dict[int, str] = {}
@@ -222,17 +229,24 @@ def evaluate_retrieval(
 
     all_images, all_captions = np.arange(n_images), np.arange(n_captions)
     if protocol in ("full", "both"):
-        matrix = score(all_images, all_captions, "full" if shortlist is None else f"full_{first_stage}{shortlist}",
-                       shortlist)
+        matrix = score(
+            all_images,
+            all_captions,
+            "full" if shortlist is None else f"full_{first_stage}{shortlist}",
+            shortlist,
+        )
         metrics.update({f"retrieval/{name}": value for name, value in retrieval_recall(matrix, caption_image).items()})
         if shortlist_check:
             exact = score(all_images, all_captions, "full", None)
             metrics.update(
-                {f"retrieval/shortlist/{name}": round(100.0 * value, 2)
-                 for name, value in shortlist_agreement(matrix, exact).items()}
+                {
+                    f"retrieval/shortlist/{name}": round(100.0 * value, 2)
+                    for name, value in shortlist_agreement(matrix, exact).items()
+                }
             )
-            metrics.update({f"retrieval/exact/{name}": value
-                            for name, value in retrieval_recall(exact, caption_image).items()})
+            metrics.update(
+                {f"retrieval/exact/{name}": value for name, value in retrieval_recall(exact, caption_image).items()}
+            )
         if protocol == "both":
             folds = _fold_count(n_images, fold_size)
             result = coco_1k_5fold(matrix, caption_image, num_folds=folds, fold_size=fold_size)
@@ -299,7 +313,10 @@ def evaluate_grounding(
     dataset = _encoded(dataset, "grounding", tokenizer, store, model.config)
     device = _device(model, device)
     collator = task_spec("grounding").make_collator(
-        dataset, model.config, max_regions=max_regions or model.config.max_regions, iou_threshold=iou_threshold
+        dataset,
+        model.config,
+        max_regions=max_regions or model.config.max_regions,
+        iou_threshold=iou_threshold,
     )
     region_scores, region_boxes, gt_boxes = [], [], []
     with model.inference():

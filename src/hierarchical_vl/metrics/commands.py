@@ -31,13 +31,9 @@ def add_commands(subparsers: Any) -> None:
             "annotation files, overall and per answer type, with the official answer normalisation."
         ),
     )
-    vqa.add_argument(
-        "--predictions", required=True, type=Path, help="submission JSON [{question_id, answer}]"
-    )
+    vqa.add_argument("--predictions", required=True, type=Path, help="submission JSON [{question_id, answer}]")
     vqa.add_argument("--questions", required=True, type=Path, help='questions JSON {"questions": [...]}')
-    vqa.add_argument(
-        "--annotations", required=True, type=Path, help='annotations JSON {"annotations": [...]}'
-    )
+    vqa.add_argument("--annotations", required=True, type=Path, help='annotations JSON {"annotations": [...]}')
     vqa.add_argument(
         "--legacy",
         action="store_true",
@@ -60,9 +56,7 @@ def _load_json_list(path: Path, key: str) -> list[dict[str, Any]]:
     return data[key]
 
 
-def _vqa_references(
-    questions_path: Path, annotations_path: Path
-) -> tuple[dict[int, list[str]], dict[int, str]]:
+def _vqa_references(questions_path: Path, annotations_path: Path) -> tuple[dict[int, list[str]], dict[int, str]]:
     """The human answers and answer type of every annotated question, checked against the questions file."""
     question_ids = {record["question_id"] for record in _load_json_list(questions_path, "questions")}
     references: dict[int, list[str]] = {}
@@ -79,9 +73,7 @@ def _vqa_references(
         references[question_id] = record["answers"]
         answer_types[question_id] = record["answer_type"]
     if not references:
-        raise ValueError(
-            f"{annotations_path}: no annotations (test questions have none and cannot be scored)"
-        )
+        raise ValueError(f"{annotations_path}: no annotations (test questions have none and cannot be scored)")
     return references, answer_types
 
 

@@ -37,9 +37,7 @@ def _as_boxes(boxes: Any, name: str, dtype: Any = None) -> np.ndarray:
     inverted = np.argwhere((boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1]))
     if inverted.size:
         where = tuple(int(i) for i in inverted[0])
-        raise ValueError(
-            f"{name}[{', '.join(map(str, where))}] = {boxes[where].tolist()} has x2 < x1 or y2 < y1"
-        )
+        raise ValueError(f"{name}[{', '.join(map(str, where))}] = {boxes[where].tolist()} has x2 < x1 or y2 < y1")
     return boxes
 
 
@@ -90,9 +88,7 @@ def _phrases(region_scores: Any, region_boxes: Any, region_mask: Any) -> list[tu
             )
         return [(scores[p][mask[p]], boxes[p][mask[p]]) for p in range(scores.shape[0])]
     if len(region_scores) != len(region_boxes):
-        raise ValueError(
-            f"got region scores for {len(region_scores)} phrases but boxes for {len(region_boxes)}"
-        )
+        raise ValueError(f"got region scores for {len(region_scores)} phrases but boxes for {len(region_boxes)}")
     return [(np.asarray(s, dtype=np.float64), b) for s, b in zip(region_scores, region_boxes)]
 
 
@@ -136,14 +132,13 @@ def grounding_ranks(
         boxes = _as_boxes(boxes, f"{where} region boxes", np.float64)
         gts = _as_boxes(gts, f"{where} ground-truth boxes", np.float64)
         if boxes.ndim != 2 or gts.ndim != 2:
-            raise ValueError(f"{where}: region and ground-truth boxes must have shape (n, 4), got {boxes.shape} "
-                             f"and {gts.shape}")
+            raise ValueError(
+                f"{where}: region and ground-truth boxes must have shape (n, 4), got {boxes.shape} and {gts.shape}"
+            )
         if boxes.shape[0] != scores.shape[0]:
             raise ValueError(f"{where}: {scores.shape[0]} region scores but {boxes.shape[0]} region boxes")
         if gts.shape[0] == 0:
-            raise ValueError(
-                f"{where}: no ground-truth box (phrases without boxes are not evaluated; drop them)"
-            )
+            raise ValueError(f"{where}: no ground-truth box (phrases without boxes are not evaluated; drop them)")
         correct = (box_iou(boxes, gts, offset=offset) >= iou_threshold).any(axis=1)  # (T_p,)
         if not correct.any():
             ranks[p] = np.inf

@@ -174,13 +174,10 @@ def coco_1k_5fold(
     n_images = num_folds * fold_size
     c2i = np.asarray(caption_to_image)
     if c2i.ndim != 1 or not np.issubdtype(c2i.dtype, np.integer):
-        raise ValueError(
-            f"caption_to_image must be a 1-D integer array, got shape {c2i.shape}, dtype {c2i.dtype}"
-        )
+        raise ValueError(f"caption_to_image must be a 1-D integer array, got shape {c2i.shape}, dtype {c2i.dtype}")
     if c2i.size and (c2i.min() < 0 or c2i.max() >= n_images):
         raise ValueError(
-            f"caption_to_image holds image indices outside [0, {n_images}) "
-            f"({num_folds} folds x {fold_size} images)"
+            f"caption_to_image holds image indices outside [0, {n_images}) ({num_folds} folds x {fold_size} images)"
         )
     full = None
     if not callable(scores):

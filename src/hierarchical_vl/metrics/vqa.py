@@ -142,9 +142,7 @@ def normalize_vqa_answer(text: str, *, digits_and_articles: bool = True) -> str:
 def _answer_strings(answers: Any, where: str) -> list[str]:
     """The human answers of one question as strings (accepts strings or official ``{"answer": ...}`` records)."""
     if isinstance(answers, (str, bytes)) or not isinstance(answers, Iterable):
-        raise ValueError(
-            f"{where}: expected a list of {NUM_VQA_ANSWERS} answers, got {type(answers).__name__}"
-        )
+        raise ValueError(f"{where}: expected a list of {NUM_VQA_ANSWERS} answers, got {type(answers).__name__}")
     out = []
     for answer in answers:
         if isinstance(answer, Mapping):
@@ -214,9 +212,7 @@ def _aligned(predictions: Any, references: Any, answer_types: Any) -> tuple[list
         elif isinstance(answer_types, Mapping):
             absent = [key for key in keys if key not in answer_types]
             if absent:
-                raise ValueError(
-                    f"answer_types has no entry for {len(absent)} question(s), e.g. {absent[:5]}"
-                )
+                raise ValueError(f"answer_types has no entry for {len(absent)} question(s), e.g. {absent[:5]}")
             types = [answer_types[key] for key in keys]
         else:
             raise ValueError("references are keyed by question id, so answer_types must be a dict as well")
@@ -293,9 +289,7 @@ def _submission_records(predictions: Any) -> list[dict[str, Any]]:
     for index, item in enumerate(items):
         if isinstance(item, Mapping):
             if "question_id" not in item or "answer" not in item:
-                raise ValueError(
-                    f"prediction {index}: a record needs 'question_id' and 'answer', got {item!r}"
-                )
+                raise ValueError(f"prediction {index}: a record needs 'question_id' and 'answer', got {item!r}")
             question_id, answer = item["question_id"], item["answer"]
         else:
             try:
@@ -309,9 +303,7 @@ def _submission_records(predictions: Any) -> list[dict[str, Any]]:
         if isinstance(question_id, bool) or not isinstance(question_id, int):
             raise ValueError(f"prediction {index}: question_id must be an int, got {question_id!r}")
         if not isinstance(answer, str):
-            raise ValueError(
-                f"prediction {index} (question {question_id}): answer must be a string, got {answer!r}"
-            )
+            raise ValueError(f"prediction {index} (question {question_id}): answer must be a string, got {answer!r}")
         if question_id in seen:
             raise ValueError(f"prediction {index}: question {question_id} is predicted twice")
         seen.add(question_id)

@@ -170,8 +170,11 @@ class DataArguments:
 
     def input_caps(self) -> dict[str, int]:
         """The caps set here, as model configuration fields (``max_regions``, ``max_question_words``, ...)."""
-        caps = {"max_regions": self.max_regions, "max_question_words": self.max_question_words,
-                "max_caption_words": self.max_caption_words}
+        caps = {
+            "max_regions": self.max_regions,
+            "max_question_words": self.max_question_words,
+            "max_caption_words": self.max_caption_words,
+        }
         return {name: value for name, value in caps.items() if value is not None}
 
 
@@ -248,7 +251,9 @@ class TrainingArguments:
                 raise ValueError(f"curriculum[{index}]: a stage needs at least one task")
             missing = [task for task in stage.tasks if task not in self.tasks]
             if missing:
-                raise ValueError(f"curriculum[{index}] ({stage.name or 'unnamed'}): tasks {missing} have no entry in 'tasks'")
+                raise ValueError(
+                    f"curriculum[{index}] ({stage.name or 'unnamed'}): tasks {missing} have no entry in 'tasks'"
+                )
             if not stage.name:
                 stage.name = f"stage{index + 1}-" + "+".join(stage.tasks)
         if self.mixed_precision not in ("no", "fp16", "bf16"):
@@ -265,8 +270,11 @@ class TrainingArguments:
     @property
     def evaluated_tasks(self) -> list[str]:
         """The tasks some curriculum stage evaluates, in `TASK_SPECS` order."""
-        evaluated = {task for stage in self.curriculum
-                     for task in (stage.evaluate if stage.evaluate is not None else stage.tasks)}
+        evaluated = {
+            task
+            for stage in self.curriculum
+            for task in (stage.evaluate if stage.evaluate is not None else stage.tasks)
+        }
         return [task for task in TASK_SPECS if task in evaluated]
 
     @property

@@ -58,12 +58,20 @@ class CyclingBatches:
     """
 
     def __init__(
-        self, source: TaskDataSource, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, num_workers: int = 0
+        self,
+        source: TaskDataSource,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
     ):
         if source.num_examples < 1:
             raise ValueError(f"task {source.task!r} has no training example")
         if batch_size % world_size:
-            raise ValueError(f"task {source.task!r}: batch size {batch_size} is not divisible by {world_size} processes")
+            raise ValueError(
+                f"task {source.task!r}: batch size {batch_size} is not divisible by {world_size} processes"
+            )
         self.source = source
         self.batch_size = batch_size
         self.seed = seed
@@ -100,7 +108,11 @@ class CyclingBatches:
         generator = torch.Generator().manual_seed(self.seed)
         return iter(
             DataLoader(
-                dataset, batch_size=None, shuffle=False, num_workers=self.num_workers, generator=generator,
+                dataset,
+                batch_size=None,
+                shuffle=False,
+                num_workers=self.num_workers,
+                generator=generator,
                 persistent_workers=False,
             )
         )
@@ -116,7 +128,11 @@ class CyclingBatches:
         return batch
 
     def state_dict(self) -> dict[str, int]:
-        return {"position": self.position, "batch_size": self.batch_size, "num_examples": self.source.num_examples}
+        return {
+            "position": self.position,
+            "batch_size": self.batch_size,
+            "num_examples": self.source.num_examples,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["batch_size"] != self.batch_size or state["num_examples"] != self.source.num_examples:

@@ -39,7 +39,10 @@ class LayerSearchTable:
     def render(self) -> str:
         """The table as text, the best layer marked."""
         keys = [k for k in next(iter(self.rows.values())) if not k.rsplit("/", 1)[-1].startswith("num_")]
-        lines = [f"layer search for {self.task} (best by {self.metric})", "layer " + "".join(f"{k:>18}" for k in keys)]
+        lines = [
+            f"layer search for {self.task} (best by {self.metric})",
+            "layer " + "".join(f"{k:>18}" for k in keys),
+        ]
         for layer, scores in sorted(self.rows.items()):
             mark = "  <- best" if layer == self.best_layer else ""
             lines.append(f"{layer:>5} " + "".join(f"{scores[k]:>18.2f}" for k in keys) + mark)

@@ -33,7 +33,14 @@ from .arguments import TrainingArguments
 from .batching import TaskDataSource
 from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult
 
-__all__ = ["PreparedData", "build_config", "build_model", "make_evaluate_fn", "prepare_data", "train_from_arguments"]
+__all__ = [
+    "PreparedData",
+    "build_config",
+    "build_model",
+    "make_evaluate_fn",
+    "prepare_data",
+    "train_from_arguments",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +78,13 @@ class PreparedData:
 
 def _layout(args: TrainingArguments) -> CorpusLayout:
     data = args.data
-    return CorpusLayout(root=data.root, features=data.features, vqa_dir=data.vqa_dir,
-                        captions_file=data.captions_file, entities_dir=data.entities_dir)
+    return CorpusLayout(
+        root=data.root,
+        features=data.features,
+        vqa_dir=data.vqa_dir,
+        captions_file=data.captions_file,
+        entities_dir=data.entities_dir,
+    )
 
 
 def _answer_pool(args: TrainingArguments, layout: CorpusLayout) -> list[str]:
@@ -90,8 +102,10 @@ def _answer_pool(args: TrainingArguments, layout: CorpusLayout) -> list[str]:
     frequency = args.data.min_answer_frequency
     answers = build_vqa_answer_vocab(annotation_files, **({} if frequency is None else {"min_count": frequency + 1}))
     if not answers:
-        raise ValueError(f"no answer of {annotation_files} is frequent enough for the answer pool "
-                         f"(data.min_answer_frequency={frequency})")
+        raise ValueError(
+            f"no answer of {annotation_files} is frequent enough for the answer pool "
+            f"(data.min_answer_frequency={frequency})"
+        )
     return answers
 
 
@@ -184,13 +198,15 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
     config = build_config(args, tokenizer, answer_vocab)
     store = open_region_store(data.path(data.features), data.path(data.features_store), progress=args.progress)
     processor = HierarchicalVLProcessor.from_config(tokenizer, config)
-    prepared = PreparedData(store=store, tokenizer=tokenizer, processor=processor, config=config,
-                            answer_vocab=answer_vocab)
+    prepared = PreparedData(
+        store=store, tokenizer=tokenizer, processor=processor, config=config, answer_vocab=answer_vocab
+    )
     for task, rows in train_rows.items():
         spec = task_spec(task)
         prepared.train[task] = spec.encode(rows, store, tokenizer, config)
-        prepared.collators[task] = spec.make_collator(prepared.train[task], config, include_metadata=False,
-                                                      **_collator_options(task, args))
+        prepared.collators[task] = spec.make_collator(
+            prepared.train[task], config, include_metadata=False, **_collator_options(task, args)
+        )
     for task, rows in eval_rows.items():
         prepared.eval[task] = task_spec(task).encode(rows, store, tokenizer, config)
     return prepared
@@ -205,15 +221,17 @@ def build_model(args: TrainingArguments, prepared: PreparedData) -> Hierarchical
     config = build_config(args, prepared.tokenizer, prepared.answer_vocab)
     changed = [name for name in _INPUT_CAPS if getattr(config, name) != getattr(prepared.config, name)]
     if changed:
-        raise ValueError(f"the data were prepared with other input caps ({changed}); prepare them with these "
-                         "arguments")
+        raise ValueError(f"the data were prepared with other input caps ({changed}); prepare them with these arguments")
     if args.init_from:
         return HierarchicalVLForMultiTask.from_pretrained(args.init_from, config=config)
     torch.manual_seed(args.seed)
     model = HierarchicalVLForMultiTask(config)
     if args.data.glove:
         matrix, coverage = load_glove_embeddings(
-            args.data.path(args.data.glove), prepared.tokenizer.get_vocab(), dim=config.word_embedding_dim, seed=args.seed
+            args.data.path(args.data.glove),
+            prepared.tokenizer.get_vocab(),
+            dim=config.word_embedding_dim,
+            seed=args.seed,
         )
         logger.info("%s", coverage)
         model.load_glove_embeddings(torch.from_numpy(matrix))
@@ -234,8 +252,11 @@ def make_evaluate_fn(prepared: PreparedData, batch_size: int = 128):
             if task not in prepared.eval:
                 continue
             spec = task_spec(task)
-            results.update(spec.evaluate_fn(model, prepared.eval[task], batch_size=spec.eval_batch_scale * batch_size,
-                                            device=device))
+            results.update(
+                spec.evaluate_fn(
+                    model, prepared.eval[task], batch_size=spec.eval_batch_scale * batch_size, device=device
+                )
+            )
         return results
 
     return evaluate

@@ -83,7 +83,9 @@ class TaskSwitchingSchedule:
         self.base_lr = base_lr
         self.decay = decay
         self.alphas = {timing.task: timing.iterations / total for timing in tasks}
-        self.updates_per_cycle = {timing.task: max(1, round(cycle_length * self.alphas[timing.task])) for timing in tasks}
+        self.updates_per_cycle = {
+            timing.task: max(1, round(cycle_length * self.alphas[timing.task])) for timing in tasks
+        }
         self.num_cycles = total // cycle_length
         self.lr_step = sum(timing.lr_step for timing in tasks)
         self._cycle = [name for name in names for _ in range(self.updates_per_cycle[name])]
@@ -100,7 +102,9 @@ class TaskSwitchingSchedule:
 
     def learning_rate(self, update: int | None = None) -> float:
         """The learning rate of update ``update`` (the current position by default)."""
-        return step_decay_learning_rate(self.position if update is None else update, self.base_lr, self.lr_step, self.decay)
+        return step_decay_learning_rate(
+            self.position if update is None else update, self.base_lr, self.lr_step, self.decay
+        )
 
     def sequence(self) -> list[str]:
         """The whole update sequence ``S`` of Algorithm 1."""
@@ -129,14 +133,20 @@ class TaskSwitchingSchedule:
 
     def state_dict(self) -> dict:
         """The position and a fingerprint of the schedule's definition."""
-        return {"position": self.position, "sequence_length": len(self), "cycle": list(self._cycle), "lr_step": self.lr_step}
+        return {
+            "position": self.position,
+            "sequence_length": len(self),
+            "cycle": list(self._cycle),
+            "lr_step": self.lr_step,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a position saved by [`state_dict`]; refuses the state of a different schedule."""
         if state.get("cycle") != self._cycle or state.get("sequence_length") != len(self):
             raise ValueError(
                 "the saved schedule does not match this one (different tasks, iterations or cycle length): "
-                f"saved cycle {state.get('cycle')} x {state.get('sequence_length')}, this cycle {self._cycle} x {len(self)}"
+                f"saved cycle {state.get('cycle')} x {state.get('sequence_length')}, "
+                f"this cycle {self._cycle} x {len(self)}"
             )
         position = int(state["position"])
         if not 0 <= position <= len(self):

@@ -116,7 +116,9 @@ class MultiTaskTrainer:
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             log_with=args.log_with or None,
-            project_config=ProjectConfiguration(project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.output_dir), logging_dir=str(self.output_dir / "logs")
+            ),
             # Each update uses one task's decoder and only part of the encoder.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -130,14 +132,22 @@ class MultiTaskTrainer:
         self.callbacks = list(callbacks)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.Adam(
-            trainable, lr=args.optimizer.lr, betas=tuple(args.optimizer.betas), weight_decay=args.optimizer.weight_decay
+            trainable,
+            lr=args.optimizer.lr,
+            betas=tuple(args.optimizer.betas),
+            weight_decay=args.optimizer.weight_decay,
         )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_last=args.keep_last)
         acc = self.accelerator
         self.batches = {
             task: CyclingBatches(
-                source, args.tasks[task].batch_size, args.seed, acc.process_index, acc.num_processes, args.num_workers
+                source,
+                args.tasks[task].batch_size,
+                args.seed,
+                acc.process_index,
+                acc.num_processes,
+                args.num_workers,
             )
             for task, source in self.sources.items()
         }
@@ -147,10 +157,17 @@ class MultiTaskTrainer:
     def _schedule(self, stage_index: int) -> TaskSwitchingSchedule:
         stage = self.args.curriculum[stage_index]
         timings = [
-            TaskTiming(task, self.args.tasks[task].iterations, self.args.tasks[task].lr_step, self.args.tasks[task].batch_size)
+            TaskTiming(
+                task,
+                self.args.tasks[task].iterations,
+                self.args.tasks[task].lr_step,
+                self.args.tasks[task].batch_size,
+            )
             for task in stage.tasks
         ]
-        return TaskSwitchingSchedule(timings, stage.cycle_length, base_lr=self.args.optimizer.lr, decay=self.args.optimizer.decay)
+        return TaskSwitchingSchedule(
+            timings, stage.cycle_length, base_lr=self.args.optimizer.lr, decay=self.args.optimizer.decay
+        )
 
     def _trainer_state(self, schedule: TaskSwitchingSchedule | None) -> dict[str, Any]:
         return {
@@ -200,8 +217,12 @@ class MultiTaskTrainer:
             record = {"update": self.state["updates"], "stage": stage_name, **metrics}
             self.state["evaluations"].append(record)
             acc.log({f"eval/{key}": value for key, value in metrics.items()}, step=self.state["updates"])
-            logger.info("[%s] update %d: %s", stage_name, self.state["updates"],
-                        ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()))
+            logger.info(
+                "[%s] update %d: %s",
+                stage_name,
+                self.state["updates"],
+                ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()),
+            )
         acc.wait_for_everyone()
 
     def _update(self, task: str, learning_rate: float) -> float:
@@ -253,8 +274,11 @@ class MultiTaskTrainer:
                 self.optimizer.optimizer.state.clear()  # warm start: the previous stage's weights, a fresh Adam
             self.state["stage"] = stage_index
             bar = tqdm(
-                total=len(schedule), initial=schedule.position, desc=stage.name,
-                disable=not (args.progress and acc.is_local_main_process), dynamic_ncols=True,
+                total=len(schedule),
+                initial=schedule.position,
+                desc=stage.name,
+                disable=not (args.progress and acc.is_local_main_process),
+                dynamic_ncols=True,
             )
             while not schedule.finished:
                 learning_rate = schedule.learning_rate()
@@ -313,7 +337,9 @@ def _flat_config(args: TrainingArguments) -> dict[str, Any]:
             for key, item in value.items():
                 visit(f"{prefix}.{key}" if prefix else str(key), item)
         elif isinstance(value, (list, tuple)):
-            flat[prefix] = ",".join(str(v) for v in value) if all(not isinstance(v, dict) for v in value) else str(value)
+            flat[prefix] = (
+                ",".join(str(v) for v in value) if all(not isinstance(v, dict) for v in value) else str(value)
+            )
         elif isinstance(value, (int, float, str, bool)) or value is None:
             flat[prefix] = "none" if value is None else value
 

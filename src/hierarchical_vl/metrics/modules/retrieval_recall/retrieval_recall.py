@@ -68,9 +68,7 @@ class RetrievalRecall(evaluate.Metric):
             raise ValueError("no captions to score")
         lengths = {len(row) for row in predictions}
         if len(lengths) != 1:
-            raise ValueError(
-                f"every caption must be scored against the same images; got row lengths {sorted(lengths)}"
-            )
+            raise ValueError(f"every caption must be scored against the same images; got row lengths {sorted(lengths)}")
         scores = np.asarray(predictions, dtype=np.float64).T  # (n_images, n_captions)
         caption_to_image = np.asarray(references, dtype=np.int64)  # (n_captions,)
         if protocol == "all":
