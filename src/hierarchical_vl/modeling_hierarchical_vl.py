@@ -83,17 +83,8 @@ class HierarchicalVLModelOutput(ModelOutput):
 
 
 @dataclass
-class HierarchicalVLVQAOutput(ModelOutput):
-    r"""Output of the VQA head.
-
-    Args:
-        loss: scalar soft-score binary cross-entropy, summed over answers and averaged over the batch
-            (returned when ``labels`` is given).
-        logits: `(B, A)` answer logits; ``sigmoid(logits)`` are the answer scores.
-        text_attention: `(B, N)` the decoder's summary attention over words.
-        image_attention: `(B, T)` the decoder's summary attention over regions.
-        text_hidden_states, image_hidden_states, attentions: as in [`HierarchicalVLModelOutput`].
-    """
+class _SummaryDecoderOutput(ModelOutput):
+    """The fields of the heads whose decoder pools each modality with summary networks (VQA and retrieval)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -105,7 +96,21 @@ class HierarchicalVLVQAOutput(ModelOutput):
 
 
 @dataclass
-class HierarchicalVLRetrievalOutput(ModelOutput):
+class HierarchicalVLVQAOutput(_SummaryDecoderOutput):
+    r"""Output of the VQA head.
+
+    Args:
+        loss: scalar soft-score binary cross-entropy, summed over answers and averaged over the batch
+            (returned when ``labels`` is given).
+        logits: `(B, A)` answer logits; ``sigmoid(logits)`` are the answer scores.
+        text_attention: `(B, N)` the decoder's summary attention over words.
+        image_attention: `(B, T)` the decoder's summary attention over regions.
+        text_hidden_states, image_hidden_states, attentions: as in [`HierarchicalVLModelOutput`].
+    """
+
+
+@dataclass
+class HierarchicalVLRetrievalOutput(_SummaryDecoderOutput):
     r"""Output of the image-caption retrieval head.
 
     Args:
@@ -115,14 +120,6 @@ class HierarchicalVLRetrievalOutput(ModelOutput):
         image_attention: `(B, T)` the decoder's summary attention over regions.
         text_hidden_states, image_hidden_states, attentions: as in [`HierarchicalVLModelOutput`].
     """
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    text_attention: torch.Tensor | None = None
-    image_attention: torch.Tensor | None = None
-    text_hidden_states: tuple[torch.Tensor, ...] | None = None
-    image_hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None
 
 
 @dataclass
@@ -541,6 +538,22 @@ def _store(terms: CoAttentionTerms, dtype: torch.dtype | None) -> CoAttentionTer
     return replace(terms, projection=terms.projection.to(dtype), cross=terms.cross.to(dtype))
 
 
+_MODEL_INPUTS = (
+    "input_ids",
+    "region_features",
+    "attention_mask",
+    "region_mask",
+    "region_boxes",
+    "phrase_spans",
+    "phrase_mask",
+)
+
+
+def _inputs(arguments: dict) -> dict:
+    """The model inputs among a ``forward``'s arguments (its ``locals()``)."""
+    return {name: arguments[name] for name in _MODEL_INPUTS if name in arguments}
+
+
 class _SingleTaskHead(HierarchicalVLPreTrainedModel):
     """The encoder up to ``config.task_layers[task]`` and the decoder of one task (set by each head's ``task``)."""
 
@@ -565,14 +578,9 @@ class _SingleTaskHead(HierarchicalVLPreTrainedModel):
         return_dict: bool | None = None,
     ) -> HierarchicalVLVQAOutput | HierarchicalVLRetrievalOutput | tuple:
         """The task's logits (and, with ``labels``, its loss); see the head's class docstring for the shapes."""
-        inputs = {
-            "input_ids": input_ids,
-            "region_features": region_features,
-            "attention_mask": attention_mask,
-            "region_mask": region_mask,
-            "region_boxes": region_boxes,
-        }
-        return self._run_task(self.task, inputs, labels, output_attentions, output_hidden_states, return_dict)
+        return self._run_task(
+            self.task, _inputs(locals()), labels, output_attentions, output_hidden_states, return_dict
+        )
 
 
 class HierarchicalVLForVisualQuestionAnswering(_SingleTaskHead):
@@ -618,16 +626,9 @@ class HierarchicalVLForVisualGrounding(_SingleTaskHead):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
     ) -> HierarchicalVLGroundingOutput | tuple:
-        inputs = {
-            "input_ids": input_ids,
-            "region_features": region_features,
-            "attention_mask": attention_mask,
-            "region_mask": region_mask,
-            "region_boxes": region_boxes,
-            "phrase_spans": phrase_spans,
-            "phrase_mask": phrase_mask,
-        }
-        return self._run_task("grounding", inputs, labels, output_attentions, output_hidden_states, return_dict)
+        return self._run_task(
+            "grounding", _inputs(locals()), labels, output_attentions, output_hidden_states, return_dict
+        )
 
 
 class HierarchicalVLForMultiTask(_PairScoringMixin, HierarchicalVLPreTrainedModel):
@@ -665,19 +666,11 @@ class HierarchicalVLForMultiTask(_PairScoringMixin, HierarchicalVLPreTrainedMode
         """Run ``task``: the encoder to ``config.task_layers[task]``, then that task's decoder (and loss)."""
         if task not in _DECODERS:
             raise ValueError(f"unknown task {task!r}; this model has decoders for {self.tasks}")
+        inputs = _inputs(locals())
         extra = _DECODERS[task][0].extra_inputs
-        given = {"phrase_spans": phrase_spans, "phrase_mask": phrase_mask}
-        unused = [name for name, value in given.items() if value is not None and name not in extra]
+        unused = [name for name in ("phrase_spans", "phrase_mask") if inputs[name] is not None and name not in extra]
         if unused:
             raise ValueError(f"{', '.join(unused)} {'is' if len(unused) == 1 else 'are'} not an input of {task!r}")
-        inputs = {
-            "input_ids": input_ids,
-            "region_features": region_features,
-            "attention_mask": attention_mask,
-            "region_mask": region_mask,
-            "region_boxes": region_boxes,
-            **given,
-        }
         return self._run_task(task, inputs, labels, output_attentions, output_hidden_states, return_dict)
 
     def forward_task(self, task: str, **inputs):

@@ -1,8 +1,9 @@
 """The task registry: everything the package knows about each task, in one `TaskSpec` per task.
 
 Every place that needs per-task knowledge (model cards, training, evaluation, the layer search, the command line,
-checkpoint loading) reads it from `TASK_SPECS` instead of keeping its own table. Adding a task means one new spec
-here plus its decoder in ``modeling_hierarchical_vl.py`` (and its dataset, collator, evaluation function and
+checkpoint loading) reads it from `TASK_SPECS` instead of keeping its own table. The specs are data
+(``task_specs.json`` beside this module, one entry per task with the fields of `TaskSpec`). Adding a task means one
+new entry there plus its decoder in ``modeling_hierarchical_vl.py`` (and its dataset, collator, evaluation function and
 annotation reader where the existing ones do not fit).
 
 Classes and functions of other modules are named, not imported, so that importing the registry stays cheap and
@@ -12,7 +13,9 @@ free of cycles; the ``*_class`` / ``evaluate_fn`` properties import them on firs
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from .configuration_hierarchical_vl import TASKS
@@ -142,78 +145,18 @@ class TaskSpec:
         return self.collator_class(dataset, **options)
 
 
-TASK_SPECS: dict[str, TaskSpec] = {
-    "grounding": TaskSpec(
-        name="grounding",
-        title="Visual grounding",
-        head="HierarchicalVLForVisualGrounding",
-        pipeline_id="hierarchical-vl-grounding",
-        pipeline_tag="zero-shot-object-detection",
-        hub_tag="visual-grounding",
-        text_field="sentence",
-        max_words_attribute="max_caption_words",
-        decoder="HierarchicalVLGroundingDecoder",
-        dataset="hierarchical_vl.data.encoded_datasets:EncodedGroundingDataset",
-        collator="hierarchical_vl.data.collators:GroundingCollator",
-        evaluate="hierarchical_vl.evaluation.task_evaluation:evaluate_grounding",
-        main_metric="grounding/r1",
-        card_metric="recall",
-        decoder_summary="phrase vector (mean of the phrase's words) against every region, bilinear",
-        decoder_formula="`sigmoid(p_h^T W i_t)`",
-        usage_example=(
-            'ground = pipeline("{pipeline_id}", model="{repo_id}")\n'
-            'ground({{"caption": "a man in a red shirt", "phrases": ["a man", "a red shirt"],\n'
-            '        "region_features": features, "region_boxes": boxes, "image_size": (640, 480)}}, top_k=1)'
-        ),
-    ),
-    "retrieval": TaskSpec(
-        name="retrieval",
-        title="Image-caption retrieval",
-        head="HierarchicalVLForImageTextRetrieval",
-        pipeline_id="hierarchical-vl-retrieval",
-        pipeline_tag="zero-shot-image-classification",
-        hub_tag="image-text-retrieval",
-        text_field="caption",
-        max_words_attribute="max_caption_words",
-        decoder="HierarchicalVLRetrievalDecoder",
-        dataset="hierarchical_vl.data.encoded_datasets:EncodedCaptionDataset",
-        collator="hierarchical_vl.data.collators:RetrievalCollator",
-        evaluate="hierarchical_vl.evaluation.task_evaluation:evaluate_retrieval",
-        main_metric="retrieval/rsum",
-        card_metric="recall",
-        decoder_summary="summary networks over words and regions, bilinear",
-        decoder_formula="`sigmoid(v_I^T W v_S)`",
-        usage_example=(
-            'rank = pipeline("{pipeline_id}", model="{repo_id}")\n'
-            'rank({{"region_features": features, "captions": ["a man rides a horse", "two dogs play"]}})'
-        ),
-        eval_batch_scale=4,
-    ),
-    "vqa": TaskSpec(
-        name="vqa",
-        title="Visual question answering",
-        head="HierarchicalVLForVisualQuestionAnswering",
-        pipeline_id="hierarchical-vl-vqa",
-        pipeline_tag="visual-question-answering",
-        hub_tag="visual-question-answering",
-        text_field="question",
-        max_words_attribute="max_question_words",
-        decoder="HierarchicalVLVQADecoder",
-        dataset="hierarchical_vl.data.encoded_datasets:EncodedVQADataset",
-        collator="hierarchical_vl.data.collators:VQACollator",
-        evaluate="hierarchical_vl.evaluation.task_evaluation:evaluate_vqa",
-        main_metric="vqa/overall",
-        card_metric="accuracy",
-        decoder_summary="summary networks, MLP over `[v_I ; v_S]`",
-        decoder_formula="`sigmoid(MLP([v_I ; v_S]))` per answer",
-        usage_example=(
-            'vqa = pipeline("{pipeline_id}", model="{repo_id}")\n'
-            "# features ({feature_dim},) per region and boxes x1 y1 x2 y2 in pixels, from the detector\n"
-            'vqa({{"question": "what is the man holding?", "region_features": features, "region_boxes": boxes,\n'
-            '     "image_size": (640, 480)}}, top_k=5)  # [{{"answer": ..., "score": ...}}, ...]'
-        ),
-    ),
-}
+def _load_specs() -> dict[str, TaskSpec]:
+    """The specs of ``task_specs.json`` (a ``usage_example`` may be written there as a list of lines)."""
+    entries = json.loads(resources.files("hierarchical_vl").joinpath("task_specs.json").read_text(encoding="utf-8"))
+    specs = {}
+    for name, fields in entries.items():
+        if isinstance(fields.get("usage_example"), list):
+            fields["usage_example"] = "\n".join(fields["usage_example"])
+        specs[name] = TaskSpec(name=name, **fields)
+    return specs
+
+
+TASK_SPECS: dict[str, TaskSpec] = _load_specs()
 """One spec per task, in `TASKS` order (the order of their default encoder depth)."""
 
 if tuple(TASK_SPECS) != TASKS:
