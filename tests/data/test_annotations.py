@@ -336,3 +336,20 @@ def test_vqa_questions_and_annotations_must_match(tmp_path, hf_cache):
     (directory / "v2_mscoco_train2014_annotations.json").write_text(json.dumps(annotations))
     with pytest.raises(ValueError, match="question 1 is on image 999"):
         list(load_vqa(directory, split="train", streaming=True, answer_vocab=["2"]))
+
+
+def test_features_spec_builds_the_explicit_datasets_features():
+    from hierarchical_vl.data.generator_datasets import _features
+
+    labels = datasets.ClassLabel(names=["a", "b"])
+    spec = {"id": "int64", "tokens": ["string"], "boxes": [("float32", 4)], "items": [{"x": "int32"}], "y": [labels]}
+    assert _features(spec) == datasets.Features(
+        {
+            "id": datasets.Value("int64"),
+            "tokens": datasets.List(datasets.Value("string")),
+            "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
+            "items": datasets.List({"x": datasets.Value("int32")}),
+            "y": datasets.List(labels),
+        }
+    )
+    assert list(_features(spec)) == list(spec)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .generator_datasets import _from_generator, _import_datasets
+from .generator_datasets import _features, _load_splits
 from .json_stream import iter_json_array
 
 __all__ = ["KARPATHY_SPLITS", "karpathy_test_folds", "load_karpathy_captions"]
@@ -24,21 +24,16 @@ _SPLIT_MEMBERS = {"train": ("train", "restval"), "val": ("val",), "test": ("test
 _NUMBER_IN_NAME = re.compile(r"(\d+)\.[A-Za-z]+$")
 
 
-def _caption_features() -> Any:
-    """The explicit ``datasets.Features`` of the caption rows."""
-    datasets = _import_datasets()
-
-    return datasets.Features(
-        {
-            "image_id": datasets.Value("int64"),
-            "filename": datasets.Value("string"),
-            "filepath": datasets.Value("string"),
-            "karpathy_split": datasets.Value("string"),
-            "sentence_id": datasets.Value("int64"),
-            "caption": datasets.Value("string"),
-            "tokens": datasets.List(datasets.Value("string")),
-        }
-    )
+_CAPTION_FEATURES = {
+    "image_id": "int64",
+    "filename": "string",
+    "filepath": "string",
+    "karpathy_split": "string",
+    "sentence_id": "int64",
+    "caption": "string",
+    "tokens": ["string"],
+}
+"""The features of the caption rows (a `_features` spec)."""
 
 
 def _karpathy_image_id(entry: dict[str, Any]) -> int:
@@ -89,26 +84,14 @@ def load_karpathy_captions(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    datasets = _import_datasets()
-
+    features = _features(_CAPTION_FEATURES)
     if split is not None and split not in KARPATHY_SPLITS:
         raise KeyError(f"no Karpathy split {split!r}; choose from {KARPATHY_SPLITS}")
-    features = _caption_features()
-    loaded = {
-        name: _from_generator(
-            _generate_captions,
-            {"path": str(path), "split": name},
-            features,
-            streaming=streaming,
-            cache_dir=cache_dir,
-            split=name,
-            fingerprint_parts=(path, name),
-        )
+    splits = {
+        name: ({"path": str(path), "split": name}, (path, name))
         for name in ([split] if split is not None else KARPATHY_SPLITS)
     }
-    if split is not None:
-        return loaded[split]
-    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
+    return _load_splits(_generate_captions, features, splits, split=split, streaming=streaming, cache_dir=cache_dir)
 
 
 def karpathy_test_folds(image_ids: Iterable[Any], fold_size: int = 1000) -> list[list[int]]:

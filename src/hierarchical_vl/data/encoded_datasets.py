@@ -93,7 +93,7 @@ def _default_config() -> Any:
 def _word_cap(task: str, max_words: int | None, legacy: int | None, legacy_name: str) -> int:
     """The word cap of a dataset: ``max_words``, the deprecated ``legacy`` keyword, or the configuration default."""
     if legacy is not None:
-        warnings.warn(f"{legacy_name}= is deprecated; pass max_words=", FutureWarning, stacklevel=3)
+        warnings.warn(f"{legacy_name}= is deprecated; pass max_words=", FutureWarning, stacklevel=4)
         if max_words is not None and max_words != legacy:
             raise ValueError(f"max_words={max_words} and {legacy_name}={legacy} disagree")
         max_words = legacy
@@ -136,9 +136,13 @@ class EncodedDataset(torch.utils.data.Dataset):
     max_length: int
     """The word cap the texts were cut at."""
 
-    def __init__(self, store: RegionFeatureStore):
+    def __init__(
+        self, store: RegionFeatureStore, max_words: int | None, legacy_max_words: int | None, legacy_name: str
+    ):
+        """Sets the store and the word cap (see `_word_cap`) of a subclass, which then encodes its rows."""
         self.store = store
         self.dropped: Counter[str] = Counter()
+        self.max_length = _word_cap(self.task, max_words, legacy_max_words, legacy_name)
 
     @classmethod
     def from_config(cls, rows: Any, store: RegionFeatureStore, tokenizer: Any, config: Any, **options: Any):
@@ -256,8 +260,8 @@ class EncodedVQADataset(EncodedDataset):
         keep_answers: bool = True,
         max_question_length: int | None = None,
     ):
-        max_question_length = _word_cap(self.task, max_words, max_question_length, "max_question_length")
-        super().__init__(store)
+        super().__init__(store, max_words, max_question_length, "max_question_length")
+        max_question_length = self.max_length
         if answer_vocab is None:
             features = getattr(rows, "features", None)
             try:
@@ -265,7 +269,6 @@ class EncodedVQADataset(EncodedDataset):
             except (KeyError, AttributeError, TypeError):
                 raise ValueError("pass answer_vocab= (the rows carry no ClassLabel 'labels' feature)") from None
         self.answer_vocab = list(answer_vocab)
-        self.max_length = max_question_length
         columns = ["question_id", "image_id", "question", "labels", "scores", "answer_type"]
         if keep_answers:
             columns.append("answers")
@@ -372,9 +375,8 @@ class EncodedCaptionDataset(EncodedDataset):
         missing_images: str = "raise",
         max_caption_length: int | None = None,
     ):
-        max_caption_length = _word_cap(self.task, max_words, max_caption_length, "max_caption_length")
-        super().__init__(store)
-        self.max_length = max_caption_length
+        super().__init__(store, max_words, max_caption_length, "max_caption_length")
+        max_caption_length = self.max_length
         image_ids, texts, sentence_ids = [], [], []
         token_chunks = []
         for batch in _iter_row_batches(rows, ["image_id", "caption", "sentence_id"]):
@@ -444,9 +446,8 @@ class EncodedGroundingDataset(EncodedDataset):
         missing_images: str = "raise",
         max_sentence_length: int | None = None,
     ):
-        max_sentence_length = _word_cap(self.task, max_words, max_sentence_length, "max_sentence_length")
-        super().__init__(store)
-        self.max_length = max_sentence_length
+        super().__init__(store, max_words, max_sentence_length, "max_sentence_length")
+        max_sentence_length = self.max_length
         self.excluded: Counter[str] = Counter()
         image_ids, texts, sentence_indices = [], [], []
         token_chunks = []

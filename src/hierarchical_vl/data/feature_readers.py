@@ -63,6 +63,13 @@ _LXMERT_TSV_COLUMNS = (
     "boxes",
     "features",
 )
+# LXMERT's per-region object/attribute columns and their base64 dtypes (read and written as record ``extras``).
+_LXMERT_EXTRA_COLUMNS = (
+    ("objects_id", np.int64),
+    ("objects_conf", np.float32),
+    ("attrs_id", np.int64),
+    ("attrs_conf", np.float32),
+)
 
 # Key aliases of the dict-per-image stores (npz, npy info, LMDB, HDF5 datasets), in order of preference.
 _FEATURE_KEYS = ("features", "x", "image_features", "feature")
@@ -309,7 +316,15 @@ def _number(value: bytes, name: str, kind: type = float) -> float | int:
 
 
 class _TSVReader(RegionFeatureReader):
+    """Base of the TSV readers: one image per line, the columns named by ``columns`` (file order).
+
+    ``size_columns`` names the width and height columns; ``extra_columns`` the per-region ``(name, dtype)``
+    columns kept in the record's ``extras``.
+    """
+
     columns: ClassVar[tuple[str, ...]] = ()
+    size_columns: ClassVar[tuple[str, str]] = ("image_w", "image_h")
+    extra_columns: ClassVar[tuple[tuple[str, type], ...]] = ()
     progress_unit = "B"
 
     @property
@@ -342,9 +357,22 @@ class _TSVReader(RegionFeatureReader):
                 bad.problem = f"truncated line (no newline at end of file): {bad.problem}"
             raise
 
-    @abstractmethod
     def _parse_fields(self, row: dict[str, bytes]) -> RegionFeatureRecord:
-        """Builds the record from the named columns of one line."""
+        """Builds the record from the named columns of one line (the first column is the image id)."""
+        image_id = self._image_id(row[self.columns[0]])
+        # width and height, parsed in file order (a line with both malformed reports the first)
+        size = {name: float(_number(row[name], name)) for name in self.columns if name in self.size_columns}
+        width, height = (size[name] for name in self.size_columns)
+        num_boxes, boxes, features = self._boxes_and_features(row, image_id)
+        extras = {}
+        for name, dtype in self.extra_columns:
+            values = _b64_array(row[name], dtype, name, image_id)
+            if values.size != num_boxes:
+                raise _BadRecord(
+                    f"num_boxes={num_boxes} disagrees with the {name} array ({values.size} values)", image_id
+                )
+            extras[name] = values
+        return RegionFeatureRecord(image_id, width, height, boxes, features, extras)
 
     def _boxes_and_features(self, row: dict[str, bytes], image_id: str) -> tuple[int, np.ndarray, np.ndarray]:
         num_boxes = int(_number(row["num_boxes"], "num_boxes", int))
@@ -375,39 +403,14 @@ class _BottomUpTSVReader(_TSVReader):
     format_name = "tsv"
     columns = _BOTTOM_UP_TSV_COLUMNS
 
-    def _parse_fields(self, row: dict[str, bytes]) -> RegionFeatureRecord:
-        image_id = self._image_id(row["image_id"])
-        width = float(_number(row["image_w"], "image_w"))
-        height = float(_number(row["image_h"], "image_h"))
-        _, boxes, features = self._boxes_and_features(row, image_id)
-        return RegionFeatureRecord(image_id, width, height, boxes, features)
-
 
 class _LXMERTTSVReader(_TSVReader):
     """Reads LXMERT's TSV variant (height before width, extra object/attribute columns)."""
 
     format_name = "lxmert-tsv"
     columns = _LXMERT_TSV_COLUMNS
-
-    def _parse_fields(self, row: dict[str, bytes]) -> RegionFeatureRecord:
-        image_id = self._image_id(row["img_id"])
-        height = float(_number(row["img_h"], "img_h"))
-        width = float(_number(row["img_w"], "img_w"))
-        num_boxes, boxes, features = self._boxes_and_features(row, image_id)
-        extras = {}
-        for name, dtype in (
-            ("objects_id", np.int64),
-            ("objects_conf", np.float32),
-            ("attrs_id", np.int64),
-            ("attrs_conf", np.float32),
-        ):
-            values = _b64_array(row[name], dtype, name, image_id)
-            if values.size != num_boxes:
-                raise _BadRecord(
-                    f"num_boxes={num_boxes} disagrees with the {name} array ({values.size} values)", image_id
-                )
-            extras[name] = values
-        return RegionFeatureRecord(image_id, width, height, boxes, features, extras)
+    size_columns = ("img_w", "img_h")
+    extra_columns = _LXMERT_EXTRA_COLUMNS
 
 
 # ---------------------------------------------------------------------------------------------------------------

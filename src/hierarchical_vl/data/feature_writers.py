@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_files import atomic_path
-from .feature_readers import RegionFeatureRecord, _import_optional
+from .feature_readers import _LXMERT_EXTRA_COLUMNS, RegionFeatureRecord, _import_optional
 
 __all__ = ["write_bottom_up_tsv", "write_hdf5", "write_lmdb", "write_lxmert_tsv", "write_npz_directory"]
 
@@ -42,19 +42,11 @@ def _lxmert_tsv_line(record: RegionFeatureRecord) -> bytes:
     """One line of LXMERT's TSV (``img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf,
     num_boxes, boxes, features``); missing object/attribute arrays are written as zeros."""
     count = record.num_boxes
-    extras = record.extras
-
-    def extra(name: str, dtype: type) -> bytes:
-        return _b64(extras.get(name, np.zeros(count, dtype)), dtype)
-
     fields = [
         record.image_id.encode(),
         _number(record.height),
         _number(record.width),
-        extra("objects_id", np.int64),
-        extra("objects_conf", np.float32),
-        extra("attrs_id", np.int64),
-        extra("attrs_conf", np.float32),
+        *(_b64(record.extras.get(name, np.zeros(count, dtype)), dtype) for name, dtype in _LXMERT_EXTRA_COLUMNS),
         str(count).encode(),
         _b64(record.boxes, np.float32),
         _b64(record.features, np.float32),
@@ -66,8 +58,20 @@ def _number(value: float) -> bytes:
     return (str(int(value)) if float(value).is_integer() else repr(float(value))).encode()
 
 
+def _write_lines(path: str | os.PathLike, lines: Iterable[bytes]) -> Path:
+    """Writes the lines of a TSV file through a temporary name beside ``path``; returns ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        for line in lines:
+            handle.write(line)
+    return path
+
+
 def write_bottom_up_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
     """Writes records as a bottom-up-attention TSV (no header, as released).
+
+    One line per image: ``image_id, image_w, image_h, num_boxes, boxes, features``, the arrays as base64 float32
+    (the records' ``extras`` are not written).
 
     Args:
         path: The destination file; written under a temporary name beside it and renamed when complete.
@@ -76,16 +80,16 @@ def write_bottom_up_tsv(path: str | os.PathLike, records: Iterable[RegionFeature
     Returns:
         ``path``.
     """
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        for record in records:
-            handle.write(_bottom_up_tsv_line(record))
-    return path
+    return _write_lines(path, map(_bottom_up_tsv_line, records))
 
 
 def write_lxmert_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:
     """Writes records as LXMERT's TSV (no header, as released).
 
+    One line per image: ``img_id, img_h, img_w, objects_id, objects_conf, attrs_id, attrs_conf, num_boxes, boxes,
+    features``, the arrays as base64 (ids int64, the rest float32); the object and attribute columns come from the
+    records' ``extras``, zeros where missing.
+
     Args:
         path: The destination file; written under a temporary name beside it and renamed when complete.
         records: The images' records.
@@ -93,11 +97,7 @@ def write_lxmert_tsv(path: str | os.PathLike, records: Iterable[RegionFeatureRec
     Returns:
         ``path``.
     """
-    path = Path(path)
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        for record in records:
-            handle.write(_lxmert_tsv_line(record))
-    return path
+    return _write_lines(path, map(_lxmert_tsv_line, records))
 
 
 def write_hdf5(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) -> Path:

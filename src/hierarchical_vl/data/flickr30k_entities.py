@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .generator_datasets import _from_generator, _import_datasets
+from .generator_datasets import _features, _load_splits
 
 __all__ = [
     "BOX_STATUSES",
@@ -187,32 +187,27 @@ def _box_status(phrase: EntitiesPhrase, annotation: EntitiesAnnotation) -> str:
     return "missing"
 
 
-def _entities_features() -> Any:
-    """The explicit ``datasets.Features`` of the Flickr30k Entities rows."""
-    datasets = _import_datasets()
-
-    return datasets.Features(
+_ENTITIES_FEATURES = {
+    "image_id": "int64",
+    "sentence_index": "int32",
+    "sentence": "string",
+    "width": "int32",
+    "height": "int32",
+    "phrases": [
         {
-            "image_id": datasets.Value("int64"),
-            "sentence_index": datasets.Value("int32"),
-            "sentence": datasets.Value("string"),
-            "width": datasets.Value("int32"),
-            "height": datasets.Value("int32"),
-            "phrases": datasets.List(
-                {
-                    "phrase": datasets.Value("string"),
-                    "phrase_id": datasets.Value("string"),
-                    "phrase_types": datasets.List(datasets.Value("string")),
-                    "first_word_index": datasets.Value("int32"),
-                    "last_word_index": datasets.Value("int32"),
-                    "char_start": datasets.Value("int32"),
-                    "char_end": datasets.Value("int32"),
-                    "boxes": datasets.List(datasets.List(datasets.Value("float32"), length=4)),
-                    "box_status": datasets.Value("string"),
-                }
-            ),
+            "phrase": "string",
+            "phrase_id": "string",
+            "phrase_types": ["string"],
+            "first_word_index": "int32",
+            "last_word_index": "int32",
+            "char_start": "int32",
+            "char_end": "int32",
+            "boxes": [("float32", 4)],
+            "box_status": "string",
         }
-    )
+    ],
+}
+"""The features of the Flickr30k Entities rows (a `_features` spec)."""
 
 
 def _read_split_list(path: str | os.PathLike) -> list[str]:
@@ -274,8 +269,7 @@ def load_flickr30k_entities(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    datasets = _import_datasets()
-
+    features = _features(_ENTITIES_FEATURES)
     root = Path(root)
     for required in ("Sentences", "Annotations"):
         if not (root / required).is_dir():
@@ -284,22 +278,14 @@ def load_flickr30k_entities(
     for name in names:
         if not (root / f"{name}.txt").exists():
             raise FileNotFoundError(f"no split list {root / f'{name}.txt'}")
-    features = _entities_features()
-    loaded = {
-        name: _from_generator(
-            _generate_entities,
+    splits = {
+        name: (
             {"root": str(root), "split": name},
-            features,
-            streaming=streaming,
-            cache_dir=cache_dir,
-            split=name,
-            fingerprint_parts=(root / f"{name}.txt", root / "Sentences", root / "Annotations"),
+            (root / f"{name}.txt", root / "Sentences", root / "Annotations"),
         )
         for name in names
     }
-    if split is not None:
-        return loaded[split]
-    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
+    return _load_splits(_generate_entities, features, splits, split=split, streaming=streaming, cache_dir=cache_dir)
 
 
 def entities_phrase_counts(rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,31 @@ def _import_datasets() -> Any:
             "pip install datasets (the region store, readers and collators work without it)"
         ) from None
     return datasets
+
+
+def _features(spec: Mapping[str, Any]) -> Any:
+    """The ``datasets.Features`` of a compact spec of the rows.
+
+    In the spec a dtype name (``"int64"``) is a ``Value``, ``[spec]`` a ``List`` of it, ``(spec, n)`` a ``List`` of
+    length n, a dict a struct of its fields in order; ``datasets`` feature objects (a ``ClassLabel``) stand as
+    they are.
+    """
+    datasets = _import_datasets()
+
+    def feature(node: Any) -> Any:
+        if isinstance(node, str):
+            return datasets.Value(node)
+        if isinstance(node, list):
+            (item,) = node
+            return datasets.List(feature(item))
+        if isinstance(node, tuple):
+            item, length = node
+            return datasets.List(feature(item), length=length)
+        if isinstance(node, Mapping):
+            return {name: feature(value) for name, value in node.items()}
+        return node
+
+    return datasets.Features(feature(spec))
 
 
 def _stat(path: Path) -> tuple[str, int, int]:
@@ -76,3 +101,44 @@ def _from_generator(
         cache_dir=None if cache_dir is None else str(cache_dir),
         fingerprint=fingerprint,
     )
+
+
+def _load_splits(
+    generator: Callable,
+    features: Any,
+    splits: Mapping[str, tuple[dict[str, Any], Sequence[Any]]],
+    *,
+    split: str | None,
+    streaming: bool,
+    cache_dir: str | os.PathLike | None,
+) -> Any:
+    """Builds the dataset of each split with [`_from_generator`], as an annotation loader returns them.
+
+    Args:
+        generator: The row generator, called with each split's keyword arguments.
+        features: The rows' ``datasets.Features``.
+        splits: Split name -> (the generator's keyword arguments, the fingerprint parts of the split's files).
+        split: The one split asked for (``splits`` holds just it), or ``None`` for all.
+        streaming: Build ``IterableDataset`` s instead of cached map-style ones.
+        cache_dir: Cache directory of the map-style datasets.
+
+    Returns:
+        The split's ``Dataset``/``IterableDataset`` when ``split`` is given, else a ``DatasetDict`` /
+        ``IterableDatasetDict``.
+    """
+    datasets = _import_datasets()
+    loaded = {
+        name: _from_generator(
+            generator,
+            gen_kwargs,
+            features,
+            streaming=streaming,
+            cache_dir=cache_dir,
+            split=name,
+            fingerprint_parts=fingerprint_parts,
+        )
+        for name, (gen_kwargs, fingerprint_parts) in splits.items()
+    }
+    if split is not None:
+        return loaded[split]
+    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .generator_datasets import _from_generator, _import_datasets
+from .generator_datasets import _features, _import_datasets, _load_splits
 from .json_stream import iter_json_array
 
 __all__ = [
@@ -109,29 +109,23 @@ def build_vqa_answer_vocab(
     ]
 
 
+_VQA_FEATURES = {
+    "question_id": "int64",
+    "image_id": "int64",
+    "question": "string",
+    "question_type": "string",
+    "answer_type": "string",
+    "multiple_choice_answer": "string",
+    "answers": [{"answer": "string", "answer_confidence": "string", "answer_id": "int32"}],
+}
+"""The features of the VQA rows before ``labels`` and ``scores`` (a `_features` spec)."""
+
+
 def _vqa_features(answer_vocab: Sequence[str]) -> Any:
     """The explicit ``datasets.Features`` of the VQA rows, with the vocabulary as ``ClassLabel`` names."""
     datasets = _import_datasets()
-
-    return datasets.Features(
-        {
-            "question_id": datasets.Value("int64"),
-            "image_id": datasets.Value("int64"),
-            "question": datasets.Value("string"),
-            "question_type": datasets.Value("string"),
-            "answer_type": datasets.Value("string"),
-            "multiple_choice_answer": datasets.Value("string"),
-            "answers": datasets.List(
-                {
-                    "answer": datasets.Value("string"),
-                    "answer_confidence": datasets.Value("string"),
-                    "answer_id": datasets.Value("int32"),
-                }
-            ),
-            "labels": datasets.List(datasets.ClassLabel(names=list(answer_vocab))),
-            "scores": datasets.List(datasets.Value("float32")),
-        }
-    )
+    labels = datasets.ClassLabel(names=list(answer_vocab))
+    return _features({**_VQA_FEATURES, "labels": [labels], "scores": ["float32"]})
 
 
 def vqa_answer_vocab(dataset: Any) -> list[str]:
@@ -247,8 +241,7 @@ def load_vqa(
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
     """
-    datasets = _import_datasets()
-
+    _import_datasets()  # fails before any file is read when ``datasets`` is missing
     files = vqa_data_files(data_files) if isinstance(data_files, (str, os.PathLike)) else dict(data_files)
     if split is not None and split not in files:
         raise KeyError(f"no VQA split {split!r}; have {sorted(files)}")
@@ -262,7 +255,7 @@ def load_vqa(
         answer_vocab = build_vqa_answer_vocab(sources, min_count=min_answer_count, normalize=normalize)
     answer_vocab = list(answer_vocab)
     features = _vqa_features(answer_vocab)
-    loaded = {}
+    splits = {}
     for name in [split] if split is not None else list(files):
         questions, annotations = files[name]
         gen_kwargs = {
@@ -272,15 +265,5 @@ def load_vqa(
             "answer_vocab": tuple(answer_vocab),
             "normalize": normalize,
         }
-        loaded[name] = _from_generator(
-            _generate_vqa,
-            gen_kwargs,
-            features,
-            streaming=streaming,
-            cache_dir=cache_dir,
-            split=name,
-            fingerprint_parts=(questions, annotations, answer_vocab, normalize),
-        )
-    if split is not None:
-        return loaded[split]
-    return datasets.IterableDatasetDict(loaded) if streaming else datasets.DatasetDict(loaded)
+        splits[name] = (gen_kwargs, (questions, annotations, answer_vocab, normalize))
+    return _load_splits(_generate_vqa, features, splits, split=split, streaming=streaming, cache_dir=cache_dir)

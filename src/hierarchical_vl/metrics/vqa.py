@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -280,6 +280,17 @@ def vqa_accuracy(
     }
 
 
+def _check_submission_record(where: str, question_id: Any, answer: Any, seen: Container[int], repeated: str) -> None:
+    """Raises a ValueError naming ``where`` if a submission record's question id is not an integer, its answer
+    is not a string, or its question is already in ``seen`` (then the message says the question ``repeated``)."""
+    if isinstance(question_id, bool) or not isinstance(question_id, int):
+        raise ValueError(f"{where}: question_id must be an integer, got {question_id!r}")
+    if not isinstance(answer, str):
+        raise ValueError(f"{where} (question {question_id}): answer must be a string, got {answer!r}")
+    if question_id in seen:
+        raise ValueError(f"{where}: question {question_id} {repeated}")
+
+
 def _submission_records(predictions: Any) -> list[dict[str, Any]]:
     if isinstance(predictions, Mapping):
         items: Iterable[Any] = predictions.items()
@@ -300,12 +311,7 @@ def _submission_records(predictions: Any) -> list[dict[str, Any]]:
                 ) from None
         if hasattr(question_id, "item") and not isinstance(question_id, (str, bytes)):
             question_id = question_id.item()  # numpy integers
-        if isinstance(question_id, bool) or not isinstance(question_id, int):
-            raise ValueError(f"prediction {index}: question_id must be an int, got {question_id!r}")
-        if not isinstance(answer, str):
-            raise ValueError(f"prediction {index} (question {question_id}): answer must be a string, got {answer!r}")
-        if question_id in seen:
-            raise ValueError(f"prediction {index}: question {question_id} is predicted twice")
+        _check_submission_record(f"prediction {index}", question_id, answer, seen, "is predicted twice")
         seen.add(question_id)
         records.append({"question_id": question_id, "answer": answer})
     return records
@@ -363,11 +369,6 @@ def read_vqa_submission(path: str | os.PathLike[str]) -> dict[int, str]:
         if missing:
             raise ValueError(f"{where}: missing field(s) {missing} in {record!r}")
         question_id, answer = record["question_id"], record["answer"]
-        if isinstance(question_id, bool) or not isinstance(question_id, int):
-            raise ValueError(f"{where}: question_id must be an integer, got {question_id!r}")
-        if not isinstance(answer, str):
-            raise ValueError(f"{where} (question {question_id}): answer must be a string, got {answer!r}")
-        if question_id in out:
-            raise ValueError(f"{where}: question {question_id} appears twice")
+        _check_submission_record(where, question_id, answer, out, "appears twice")
         out[question_id] = answer
     return out

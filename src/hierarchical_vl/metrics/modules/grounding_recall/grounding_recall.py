@@ -5,6 +5,7 @@ from __future__ import annotations
 import datasets
 import evaluate
 
+from hierarchical_vl.metrics.evaluate_modules import metric_module
 from hierarchical_vl.metrics.grounding import grounding_recall
 
 __all__ = ["GroundingRecall"]
@@ -47,25 +48,18 @@ _CITATION = """\
 """
 
 _BOXES = datasets.Sequence(datasets.Sequence(datasets.Value("float64"), length=4))
+_FEATURES = datasets.Features(
+    {
+        "predictions": datasets.Sequence(datasets.Value("float64")),
+        "region_boxes": _BOXES,
+        "references": _BOXES,
+    }
+)
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+@metric_module(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, _FEATURES)
 class GroundingRecall(evaluate.Metric):
     """Phrase grounding Recall@K and its upper bound."""
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "region_boxes": _BOXES,
-                    "references": _BOXES,
-                }
-            ),
-        )
 
     def _compute(self, predictions, region_boxes, references, ks=(1, 5, 10), iou_threshold=0.5, offset=0.0):
         return grounding_recall(

@@ -6,6 +6,7 @@ import datasets
 import evaluate
 import numpy as np
 
+from hierarchical_vl.metrics.evaluate_modules import metric_module
 from hierarchical_vl.metrics.retrieval import coco_1k_5fold, retrieval_recall
 
 __all__ = ["RetrievalRecall"]
@@ -45,23 +46,17 @@ _CITATION = """\
 }
 """
 
+_FEATURES = datasets.Features(
+    {
+        "predictions": datasets.Sequence(datasets.Value("float64")),
+        "references": datasets.Value("int64"),
+    }
+)
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+
+@metric_module(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, _FEATURES)
 class RetrievalRecall(evaluate.Metric):
     """Recall@K, median and mean rank in both retrieval directions."""
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("float64")),
-                    "references": datasets.Value("int64"),
-                }
-            ),
-        )
 
     def _compute(self, predictions, references, ks=(1, 5, 10), protocol="all", num_folds=5, fold_size=1000):
         if not predictions:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datasets
 import evaluate
 
+from hierarchical_vl.metrics.evaluate_modules import metric_module
 from hierarchical_vl.metrics.vqa import vqa_accuracy
 
 __all__ = ["VqaAccuracy"]
@@ -61,18 +62,15 @@ _ANSWERS_ONLY = datasets.Features(
 )
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+@metric_module(
+    _DESCRIPTION,
+    _KWARGS_DESCRIPTION,
+    _CITATION,
+    [_WITH_TYPES, _ANSWERS_ONLY],
+    reference_urls=["https://github.com/GT-Vision-Lab/VQA", "https://visualqa.org/evaluation.html"],
+)
 class VqaAccuracy(evaluate.Metric):
     """Official VQA accuracy (current or legacy normalisation)."""
-
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=[_WITH_TYPES, _ANSWERS_ONLY],
-            reference_urls=["https://github.com/GT-Vision-Lab/VQA", "https://visualqa.org/evaluation.html"],
-        )
 
     def _compute(self, predictions, references, legacy=False):
         if references and isinstance(references[0], dict):
