@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -340,12 +341,25 @@ def render_model_card(model: Any, card_data: Mapping[str, Any] | None = None, re
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _snapshot(directory: Path) -> dict[str, int]:
-    return {
-        path.relative_to(directory).as_posix(): path.stat().st_mtime_ns
-        for path in directory.rglob("*")
-        if path.is_file()
-    }
+_EXCLUDED_SUFFIXES = (".log", ".tmp", ".lock")
+
+
+def _publishable(name: str) -> bool:
+    """Whether a file the save wrote may be uploaded: never dotfiles, logs or checkpoint folders."""
+    parts = name.split("/")
+    if any(part.startswith(".") for part in parts) or name.endswith(_EXCLUDED_SUFFIXES):
+        return False
+    return not any(part.startswith(("checkpoint", "checkpoints")) for part in parts[:-1])
+
+
+def _move_into(staging: Path, directory: Path) -> list[str]:
+    """Move every file of ``staging`` into ``directory``; the relative names moved, sorted."""
+    names = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
+    for name in names:
+        target = directory / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging / name, target)
+    return names
 
 
 def _loaded(model: Any, processor: Any) -> tuple[Any, Any]:
@@ -375,8 +389,13 @@ def save_for_hub(
         card_data: Fields of the model card (see [`MODEL_CARD_FIELDS`]).
         repo_id: Repository id named in the model card.
 
+    The save is written into a private staging folder inside ``save_directory`` and then moved into place, so
+    the returned list holds exactly the files it wrote (model weights or shards and their index, config, the
+    remote-code ``.py`` files, tokenizer, processor config, ``README.md``); files other programs write into the
+    folder meanwhile, dotfiles, logs and checkpoint folders are never in it.
+
     Returns:
-        The files this save wrote, relative to ``save_directory``.
+        The files this save wrote, relative to ``save_directory``, sorted: the files `push_to_hub` uploads.
     """
     card_data = _check_card_data(card_data)
     model, processor = _loaded(model, processor)
@@ -387,16 +406,19 @@ def save_for_hub(
     register_auto_classes()  # writes auto_map and the configuration/modeling code with the weights
     directory = Path(save_directory)
     directory.mkdir(parents=True, exist_ok=True)
-    before = _snapshot(directory)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
-    write_text_atomic(directory / "README.md", render_model_card(model, card_data, repo_id))
-    after = _snapshot(directory)
-    # New or rewritten files; the required ones are always rewritten (even where timestamps are coarse).
-    written = sorted(name for name, stamp in after.items() if before.get(name) != stamp or name in REQUIRED_FILES)
+    # The save goes into a private staging folder first, so the list of files it wrote is exact: whatever else
+    # appears in ``directory`` meanwhile (logs, checkpoints, a secrets file) is never part of it.
+    staging = directory / f".hvl-save-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        write_text_atomic(staging / "README.md", render_model_card(model, card_data, repo_id))
+        saved = _move_into(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    written = [name for name in saved if _publishable(name)]
     sharded = "model.safetensors.index.json" in written
-    if sharded and before.get("model.safetensors") == after.get("model.safetensors"):
-        written.remove("model.safetensors")  # a stale single file next to a new sharded save
     missing = [name for name in REQUIRED_FILES if name not in written and not (sharded and name == "model.safetensors")]
     if missing:
         raise RuntimeError(f"the save in {directory} is incomplete: {missing} were not written")

@@ -2,25 +2,141 @@
 
 `load_checkpoint` is what ``hvl evaluate``, the pipelines and the Hub helpers call; `load_processor` loads the
 processor (or, for checkpoints saved with the tokenizer only, wraps the tokenizer with the model's input caps).
+
+A model directory written by the trainer (`save_model_with_checksums`) carries ``checksums.json``, the size and
+SHA-256 of each file its save wrote; `load_checkpoint` verifies a local directory against it when it is present
+(directories without one, such as those of version 0.1, load as before) and refuses weights holding NaN or inf.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
 from .configuration_hierarchical_vl import HierarchicalVLConfig
 from .tasks import TASK_SPECS, task_spec
 
-__all__ = ["load_checkpoint", "load_processor"]
+__all__ = [
+    "CHECKSUMS_FILE",
+    "CheckpointIntegrityError",
+    "load_checkpoint",
+    "load_processor",
+    "save_model_with_checksums",
+    "verify_checksums",
+]
 
 logger = logging.getLogger(__name__)
 
 _MULTI_TASK = "HierarchicalVLForMultiTask"
 _ENCODER = "HierarchicalVLModel"
 _HUB_KEYS = ("revision", "token", "local_files_only", "cache_dir", "subfolder")
+
+CHECKSUMS_FILE = "checksums.json"
+"""The checksum manifest of a model directory: ``{"algorithm": "sha256", "files": {name: {size, sha256}}}``."""
+
+
+class CheckpointIntegrityError(ValueError):
+    """A model directory does not match its checksum manifest, or its weights hold NaN or inf."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model_with_checksums(model: Any, directory: str | os.PathLike, **save_kwargs: Any) -> list[str]:
+    """``model.save_pretrained(directory)`` plus a ``checksums.json`` of exactly the files that save wrote.
+
+    The save goes into a private staging folder inside ``directory`` first and is then moved into place, so the
+    manifest lists the save's own files (config, weights or shards and their index, remote code), never files
+    that were already there or that other programs write meanwhile.
+
+    Args:
+        model: A model with ``save_pretrained``.
+        directory: The model directory (created when missing).
+        **save_kwargs: Passed to ``save_pretrained``.
+
+    Returns:
+        The files the save wrote, relative to ``directory``, sorted (``checksums.json`` not included).
+    """
+    from .atomic_files import write_json_atomic
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = directory / f".hvl-save-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        model.save_pretrained(staging, **save_kwargs)
+        names = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
+        files = {name: {"size": (staging / name).stat().st_size, "sha256": _sha256(staging / name)} for name in names}
+        for name in names:
+            target = directory / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    write_json_atomic(directory / CHECKSUMS_FILE, {"algorithm": "sha256", "files": files})
+    return names
+
+
+def verify_checksums(directory: str | os.PathLike) -> bool:
+    """Checks a model directory against its ``checksums.json``.
+
+    Args:
+        directory: A local model directory.
+
+    Returns:
+        ``True`` when the directory has a manifest and matches it, ``False`` when it has none (older saves).
+
+    Raises:
+        CheckpointIntegrityError: If the manifest is unreadable, or a file it lists is missing, of another size or
+            of another checksum; the message names the file.
+    """
+    directory = Path(directory)
+    manifest_path = directory / CHECKSUMS_FILE
+    if not manifest_path.is_file():
+        return False
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointIntegrityError(f"{manifest_path}: unreadable checksum manifest ({error})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or manifest.get("algorithm", "sha256") != "sha256":
+        raise CheckpointIntegrityError(f"{manifest_path}: broken checksum manifest (no 'files' mapping of sha256)")
+    for name, expected in files.items():
+        file = directory / name
+        if not isinstance(expected, dict) or not isinstance(expected.get("sha256"), str):
+            raise CheckpointIntegrityError(f"{manifest_path}: broken entry for {name!r} (needs its sha256)")
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise CheckpointIntegrityError(f"{manifest_path}: entry {name!r} points outside {directory}")
+        if not file.is_file():
+            raise CheckpointIntegrityError(f"{file}: listed in {CHECKSUMS_FILE} but missing")
+        size = expected.get("size")
+        if isinstance(size, int) and file.stat().st_size != size:
+            raise CheckpointIntegrityError(
+                f"{file}: {file.stat().st_size} bytes, {CHECKSUMS_FILE} says {size} (truncated or replaced)"
+            )
+        if _sha256(file) != expected["sha256"]:
+            raise CheckpointIntegrityError(f"{file}: does not match its checksum in {CHECKSUMS_FILE} (corrupt)")
+    return True
+
+
+def _check_finite(path: Any, model: Any) -> None:
+    import torch
+
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointIntegrityError(f"{path}: the weights of {name} hold NaN or inf values; refusing to load")
 
 
 def _model_classes() -> dict[str, type]:
@@ -82,6 +198,8 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None, **from_pre
     Raises:
         FileNotFoundError: If a local folder has no ``config.json``.
         ValueError: If the checkpoint is not a hierarchical-vl model, or cannot run ``task``.
+        CheckpointIntegrityError: If a local folder does not match its ``checksums.json``, or a weight holds NaN
+            or inf (the message names the file or the parameter).
     """
     kwargs = dict(from_pretrained_kwargs)
     kwargs.pop("trust_remote_code", None)
@@ -98,9 +216,13 @@ def load_checkpoint(path: str | os.PathLike, task: str | None = None, **from_pre
         config = HierarchicalVLConfig.from_pretrained(path, **hub_kwargs)
     elif getattr(config, "model_type", None) != HierarchicalVLConfig.model_type:
         raise ValueError(f"{path}: the configuration is not a hierarchical-vl one ({type(config).__name__})")
+    if isinstance(path, os.PathLike) or os.path.isdir(path):
+        verify_checksums(Path(path) / kwargs.get("subfolder", ""))
     name = _model_class_name(path, config, task)
     logger.debug("loading %s as %s", path, name)
-    return _model_classes()[name].from_pretrained(path, config=config, **kwargs).eval()
+    model = _model_classes()[name].from_pretrained(path, config=config, **kwargs).eval()
+    _check_finite(path, model)
+    return model
 
 
 def load_processor(path: str | os.PathLike, config: HierarchicalVLConfig | None = None, **kwargs: Any) -> Any:

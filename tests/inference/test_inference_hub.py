@@ -275,3 +275,34 @@ def test_rendered_example_card_in_the_repository_parses():
     example = Path(__file__).resolve().parents[2] / "model_cards" / "example_README.md"
     assert example.is_file()
     assert _front_matter(example.read_text())["library_name"] == "hierarchical-vl"
+
+
+def test_push_commits_exactly_the_files_the_save_wrote(mock_hub, multitask, processor, tmp_path, monkeypatch):
+    """Files another program writes into the folder while the save runs (secrets, logs, checkpoints) stay local."""
+    import threading
+
+    expected = save_for_hub(multitask, processor, tmp_path / "clean")
+    assert set(REQUIRED_FILES) <= set(expected)
+    save = tmp_path / "save"
+    original = type(multitask).save_pretrained
+
+    def intruder() -> None:
+        (save / ".env").write_text("HF_TOKEN=hf_secret")
+        (save / "train.log").write_text("step 1 loss 0.5")
+        (save / "checkpoint-1").mkdir()
+        (save / "checkpoint-1" / "optimizer.pt").write_bytes(b"state")
+        (save / "notes.json").write_text("{}")
+
+    def save_pretrained(self, directory, *args, **kwargs):
+        result = original(self, directory, *args, **kwargs)
+        thread = threading.Thread(target=intruder)  # another program writes into the folder during the save
+        thread.start()
+        thread.join()
+        return result
+
+    monkeypatch.setattr(type(multitask), "save_pretrained", save_pretrained)
+    hub = mock_hub()
+    push_to_hub(multitask, processor, REPO_ID, save_directory=save, token="hf_test_token", endpoint=ENDPOINT)
+    assert sorted(hub.committed_files()) == expected
+    assert (save / ".env").is_file() and (save / "checkpoint-1" / "optimizer.pt").is_file()
+    assert not [path for path in save.iterdir() if path.name.startswith(".hvl-save-")]

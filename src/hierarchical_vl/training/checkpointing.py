@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 _MANIFEST = "checkpoint_manifest.json"
 _TRAINER_STATE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d{8})$")
+_STATE_KEYS = ("stage", "updates", "evaluations", "data", "schedule")
 
 
 class CheckpointError(RuntimeError):
@@ -40,7 +41,8 @@ class CheckpointManager:
     A checkpoint is first written to a hidden temporary directory (Accelerate state of every process, then the
     trainer state and a manifest with the size and SHA-256 of every file), and renamed into place only when
     complete. On resume, checkpoints are verified against their manifest, newest first; a partial or corrupt one
-    is reported and skipped in favour of the previous good one.
+    is reported and skipped in favour of the previous good one, as is one whose manifest or trainer state is
+    broken.
 
     Args:
         directory: The run's checkpoint directory.
@@ -110,9 +112,18 @@ class CheckpointManager:
             raise CheckpointError(f"{path}: no {_MANIFEST} (the checkpoint was not completed)")
         try:
             manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise CheckpointError(f"{manifest_path}: unreadable manifest ({error})") from None
-        for name, expected in manifest["files"].items():
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict) or not files:
+            raise CheckpointError(f"{manifest_path}: broken manifest (no 'files' mapping of file to size and sha256)")
+        for name, expected in files.items():
+            if not (
+                isinstance(expected, dict)
+                and isinstance(expected.get("size"), int)
+                and isinstance(expected.get("sha256"), str)
+            ):
+                raise CheckpointError(f"{manifest_path}: broken manifest entry for {name!r} (needs size and sha256)")
             file = path / name
             if not file.exists():
                 raise CheckpointError(f"{path}: file {name} listed in the manifest is missing")
@@ -123,7 +134,51 @@ class CheckpointManager:
                 )
             if _sha256(file) != expected["sha256"]:
                 raise CheckpointError(f"{path}: file {name} does not match its checksum (corrupt)")
-        return json.loads((path / _TRAINER_STATE).read_text())
+        if _TRAINER_STATE not in files:
+            raise CheckpointError(f"{manifest_path}: {_TRAINER_STATE} is not listed in the manifest")
+        state_path = path / _TRAINER_STATE
+        try:
+            state = json.loads(state_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CheckpointError(f"{state_path}: unreadable trainer state ({error})") from None
+        missing = [key for key in _STATE_KEYS if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise CheckpointError(f"{state_path}: broken trainer state (missing {missing})")
+        return state
+
+    @staticmethod
+    def restore_random_states(path: Path, process_index: int = 0) -> None:
+        """Restores the Python, NumPy and torch random states saved in a checkpoint for one process.
+
+        Accelerate's ``load_state`` only logs (at INFO) when it cannot restore them, and the run then goes on with
+        other random numbers than the interrupted one; here that is an error.
+
+        Args:
+            path: The checkpoint directory.
+            process_index: The process whose states to restore.
+
+        Raises:
+            CheckpointError: If the states file is missing or cannot be loaded or applied.
+        """
+        import random
+
+        import numpy as np
+        import torch
+        from accelerate.utils import load
+
+        file = Path(path) / f"random_states_{process_index}.pkl"
+        try:
+            states = load(file)
+            random.setstate(states["random_state"])
+            np.random.set_state(states["numpy_random_seed"])
+            torch.set_rng_state(states["torch_manual_seed"])
+            if torch.cuda.is_available() and "torch_cuda_manual_seed" in states:
+                torch.cuda.set_rng_state_all(states["torch_cuda_manual_seed"])
+        except Exception as error:  # noqa: BLE001 - any failure means the resumed run would not be reproducible
+            raise CheckpointError(
+                f"{file}: the random states could not be restored ({type(error).__name__}: {error}); resuming "
+                "from this checkpoint would not reproduce the interrupted run"
+            ) from error
 
     def latest_good(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that verifies, with its trainer state; corrupt ones are logged and skipped."""

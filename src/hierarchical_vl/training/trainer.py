@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
+from ..loading import save_model_with_checksums
 from .arguments import TrainingArguments
 from .batching import CyclingBatches, TaskDataSource
 from .checkpointing import CheckpointManager
@@ -193,6 +194,7 @@ class MultiTaskTrainer:
             return None
         path, state = found
         self.accelerator.load_state(str(path))
+        self.checkpoints.restore_random_states(path, self.accelerator.process_index)  # an error, not an INFO line
         self.state = {key: state[key] for key in ("stage", "updates", "evaluations")}
         for task, data_state in state["data"].items():
             if task in self.batches:
@@ -319,7 +321,7 @@ class MultiTaskTrainer:
         result.train_seconds = time.perf_counter() - started
         acc.wait_for_everyone()
         if acc.is_main_process:
-            acc.unwrap_model(self.model).save_pretrained(self.output_dir, safe_serialization=True)
+            save_model_with_checksums(acc.unwrap_model(self.model), self.output_dir, safe_serialization=True)
         acc.wait_for_everyone()
         acc.end_training()
         return result
