@@ -123,10 +123,14 @@ def verify_checksums(directory: str | os.PathLike) -> bool:
         size = expected.get("size")
         if isinstance(size, int) and file.stat().st_size != size:
             raise CheckpointIntegrityError(
-                f"{file}: {file.stat().st_size} bytes, {CHECKSUMS_FILE} says {size} (truncated or replaced)"
+                f"{file}: {file.stat().st_size} bytes, {CHECKSUMS_FILE} says {size} (truncated or replaced; "
+                f"if you saved into this folder again on purpose, delete {CHECKSUMS_FILE})"
             )
         if _sha256(file) != expected["sha256"]:
-            raise CheckpointIntegrityError(f"{file}: does not match its checksum in {CHECKSUMS_FILE} (corrupt)")
+            raise CheckpointIntegrityError(
+                f"{file}: does not match its checksum in {CHECKSUMS_FILE} (corrupt, or saved again: if you saved "
+                f"into this folder again on purpose, delete {CHECKSUMS_FILE})"
+            )
     return True
 
 
