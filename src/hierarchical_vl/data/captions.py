@@ -15,11 +15,19 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .generator_datasets import _features, _load_splits
-from .json_stream import iter_json_array
+from .json_stream import BadRecordError, iter_json_array
 
-__all__ = ["KARPATHY_SPLITS", "karpathy_test_folds", "load_karpathy_captions"]
+__all__ = [
+    "KARPATHY_SPLITS",
+    "KARPATHY_SPLIT_VALUES",
+    "BadRecordError",
+    "karpathy_test_folds",
+    "load_karpathy_captions",
+]
 
 KARPATHY_SPLITS = ("train", "val", "test")
+KARPATHY_SPLIT_VALUES = ("train", "val", "test", "restval")
+"""The values of an entry's ``split`` field in the Karpathy files."""
 _SPLIT_MEMBERS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
 _NUMBER_IN_NAME = re.compile(r"(\d+)\.[A-Za-z]+$")
 
@@ -36,24 +44,85 @@ _CAPTION_FEATURES = {
 """The features of the caption rows (a `_features` spec)."""
 
 
-def _karpathy_image_id(entry: dict[str, Any]) -> int:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _karpathy_image_id(entry: dict[str, Any], fail: Any = None) -> int:
     """The dataset's image id of a Karpathy entry: ``cocoid``, else the number in the file name."""
+    if fail is None:
+
+        def fail(problem: str) -> ValueError:
+            return ValueError(problem)
+
     if "cocoid" in entry:
-        return int(entry["cocoid"])
-    match = _NUMBER_IN_NAME.search(entry.get("filename", ""))
+        cocoid = entry["cocoid"]
+        if _is_int(cocoid) or (isinstance(cocoid, str) and cocoid.strip().isdigit()):
+            return int(cocoid)
+        raise fail(f"'cocoid' must be an integer, not {cocoid!r:.60}")
+    filename = entry.get("filename", "")
+    match = _NUMBER_IN_NAME.search(filename) if isinstance(filename, str) else None
     if match is None:
-        raise ValueError(
-            f"cannot tell the image id of Karpathy entry {entry.get('filename')!r} (imgid {entry.get('imgid')})"
-        )
+        raise fail(f"cannot tell the image id of Karpathy entry {entry.get('filename')!r} (imgid {entry.get('imgid')})")
     return int(match.group(1))
+
+
+def _checked_entries(path: str) -> Iterator[tuple[dict[str, Any], int]]:
+    """The image entries of a Karpathy file with their image ids, every entry checked (all splits).
+
+    Refuses, naming the file, the entry and the problem: a non-object entry, a missing ``split`` or ``sentences``,
+    a split value outside train/val/test/restval, a bad image id, a sentence without integer ``sentid`` or string
+    ``raw``, and image or sentence ids met twice in the file.
+    """
+    image_ids: set[int] = set()
+    sentence_ids: set[int] = set()
+    for number, entry in enumerate(iter_json_array(path, "images"), start=1):
+
+        def fail(problem: str, number: int = number, entry: Any = entry) -> BadRecordError:
+            name = entry.get("filename") if isinstance(entry, dict) else None
+            which = f"image entry {number}" + (f" ({name!r})" if name is not None else "")
+            return BadRecordError(f"{path}: {which}: {problem}")
+
+        if not isinstance(entry, dict):
+            raise fail(f"not a JSON object but {type(entry).__name__}")
+        for key in ("split", "sentences"):
+            if key not in entry:
+                raise fail(f"missing key {key!r}")
+        if entry["split"] not in KARPATHY_SPLIT_VALUES:
+            raise fail(f"split {entry['split']!r:.60} is not one of {', '.join(KARPATHY_SPLIT_VALUES)}")
+        for key in ("filename", "filepath"):
+            if key in entry and not isinstance(entry[key], str):
+                raise fail(f"{key!r} must be a string, not {entry[key]!r:.60}")
+        image_id = _karpathy_image_id(entry, fail)
+        if image_id in image_ids:
+            raise fail(f"duplicate image id {image_id}")
+        image_ids.add(image_id)
+        if not isinstance(entry["sentences"], list):
+            raise fail("'sentences' must be a list")
+        for index, sentence in enumerate(entry["sentences"], start=1):
+            if not isinstance(sentence, dict):
+                raise fail(f"sentence {index} is not a JSON object")
+            for key in ("sentid", "raw"):
+                if key not in sentence:
+                    raise fail(f"sentence {index}: missing key {key!r}")
+            if not _is_int(sentence["sentid"]):
+                raise fail(f"sentence {index}: 'sentid' must be an integer, not {sentence['sentid']!r:.60}")
+            if not isinstance(sentence["raw"], str):
+                raise fail(f"sentence {index}: 'raw' must be a string, not {sentence['raw']!r:.60}")
+            tokens = sentence.get("tokens", [])
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise fail(f"sentence {index}: 'tokens' must be a list of strings")
+            if sentence["sentid"] in sentence_ids:
+                raise fail(f"duplicate sentence id {sentence['sentid']}")
+            sentence_ids.add(sentence["sentid"])
+        yield entry, image_id
 
 
 def _generate_captions(path: str, split: str) -> Iterator[dict[str, Any]]:
     members = _SPLIT_MEMBERS[split]
-    for entry in iter_json_array(path, "images"):
+    for entry, image_id in _checked_entries(path):
         if entry["split"] not in members:
             continue
-        image_id = _karpathy_image_id(entry)
         for sentence in entry["sentences"]:
             yield {
                 "image_id": image_id,
@@ -83,6 +152,10 @@ def load_karpathy_captions(
 
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
+
+    Raises:
+        BadRecordError: (while the rows are generated) On an entry with a missing key or bad value, a split value
+            outside train/val/test/restval, or an image or sentence id repeated in the file.
     """
     features = _features(_CAPTION_FEATURES)
     if split is not None and split not in KARPATHY_SPLITS:

@@ -19,6 +19,7 @@ each minus 1, i.e. 0-based pixel coordinates.
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .generator_datasets import _features, _load_splits
+from .json_stream import non_utf8_message
 
 __all__ = [
     "BOX_STATUSES",
@@ -88,7 +90,7 @@ def parse_entities_sentence(
         The sentence (words joined by single spaces) and its phrases.
 
     Raises:
-        EntitiesFormatError: On an unclosed or malformed phrase.
+        EntitiesFormatError: On an unclosed or malformed phrase (e.g. the tag ``[/EN18/people`` without ``#``).
     """
     words: list[str] = []
     phrases: list[EntitiesPhrase] = []
@@ -98,6 +100,8 @@ def parse_entities_sentence(
         return EntitiesFormatError(f"{file}, line {line_number}: {problem}: {line.strip()[:120]!r}")
 
     for token in line.split():
+        if token.startswith("[/") and not token.startswith("[/EN#"):
+            raise fail(f"malformed phrase tag {token!r} (expected [/EN#<chain>/<type>...)")
         if current is None and token.startswith("[/EN#"):
             parts = token[1:].split("/")
             if len(parts) < 3 or not parts[1].startswith("EN#"):
@@ -140,7 +144,8 @@ def parse_entities_annotation(path: str | os.PathLike) -> EntitiesAnnotation:
         The image size, the boxes of every chain id and the chains flagged scene or without box.
 
     Raises:
-        EntitiesFormatError: On unreadable XML or a malformed object.
+        EntitiesFormatError: On unreadable XML, a malformed object, or a box that is not finite or has
+            xmax < xmin or ymax < ymin.
     """
     path = Path(path)
     try:
@@ -162,17 +167,35 @@ def parse_entities_annotation(path: str | os.PathLike) -> EntitiesAnnotation:
                 coords = [float(box.findtext(tag)) - 1.0 for tag in ("xmin", "ymin", "xmax", "ymax")]
             except (TypeError, ValueError):
                 raise EntitiesFormatError(f"{path}: <object> {number} has a malformed <bndbox>") from None
+            problem = _box_problem(coords)
+            if problem:
+                raise EntitiesFormatError(f"{path}: <object> {number} ({', '.join(names)}): <bndbox> {problem}")
             for name in names:
                 annotation.boxes.setdefault(name, []).append(coords)
             continue
-        scene = int(obj.findtext("scene") or 0) > 0
-        nobox = int(obj.findtext("nobndbox") or 0) > 0
+        try:
+            scene = int(obj.findtext("scene") or 0) > 0
+            nobox = int(obj.findtext("nobndbox") or 0) > 0
+        except ValueError:
+            raise EntitiesFormatError(f"{path}: <object> {number} has a malformed <scene> or <nobndbox>") from None
         for name in names:
             if scene:
                 annotation.scene.add(name)
             elif nobox:
                 annotation.nobox.add(name)
     return annotation
+
+
+def _box_problem(coords: list[float]) -> str | None:
+    """What is wrong with an ``x1 y1 x2 y2`` box (not finite, or x2 < x1, y2 < y1), or ``None``."""
+    if not all(math.isfinite(c) for c in coords):
+        return f"has a coordinate that is not a finite number: {coords}"
+    x1, y1, x2, y2 = coords
+    if x2 < x1:
+        return f"has xmax < xmin ({x2 + 1:g} < {x1 + 1:g})"
+    if y2 < y1:
+        return f"has ymax < ymin ({y2 + 1:g} < {y1 + 1:g})"
+    return None
 
 
 def _box_status(phrase: EntitiesPhrase, annotation: EntitiesAnnotation) -> str:
@@ -219,8 +242,17 @@ def _generate_entities(root: str, split: str) -> Iterator[dict[str, Any]]:
     root_path = Path(root)
     for image_name in _read_split_list(root_path / f"{split}.txt"):
         sentence_file = root_path / "Sentences" / f"{image_name}.txt"
+        try:
+            image_id = int(image_name)
+        except ValueError:
+            raise EntitiesFormatError(
+                f"{root_path / f'{split}.txt'}: image name {image_name!r} is not a Flickr30k image number"
+            ) from None
         annotation = parse_entities_annotation(root_path / "Annotations" / f"{image_name}.xml")
-        lines = sentence_file.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = sentence_file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise EntitiesFormatError(non_utf8_message(sentence_file)) from None
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -242,7 +274,7 @@ def _generate_entities(root: str, split: str) -> Iterator[dict[str, Any]]:
                     }
                 )
             yield {
-                "image_id": int(image_name),
+                "image_id": image_id,
                 "sentence_index": line_number - 1,
                 "sentence": sentence,
                 "width": annotation.width,

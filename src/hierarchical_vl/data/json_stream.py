@@ -6,13 +6,14 @@ library's decoder, so memory holds one item (plus the other, small top-level val
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["JSONStreamError", "iter_json_array"]
+__all__ = ["BadRecordError", "JSONStreamError", "iter_json_array", "non_utf8_location", "non_utf8_message"]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
@@ -20,6 +21,55 @@ _DECODER = json.JSONDecoder()
 
 class JSONStreamError(ValueError):
     """Malformed JSON, with the file and the character offset."""
+
+
+class BadRecordError(ValueError):
+    """A well-formed file holding a record that is refused: names the file, the record and the problem."""
+
+
+def non_utf8_location(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Where a file first stops being UTF-8.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The (1-based line, 0-based byte offset) of the first byte that is not valid UTF-8, or ``None`` when the
+        whole file decodes.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError:
+                # Locate the bad byte exactly by decoding this chunk (plus any held-back bytes) alone.
+                pending = decoder.getstate()[0]
+                data = pending + chunk
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    start = offset - len(pending) + error.start
+                    return line + data[: error.start].count(b"\n"), start
+                return line, offset  # pragma: no cover - the chunk decodes alone but not incrementally
+            if not chunk:
+                return None
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+
+
+def non_utf8_message(path: str | os.PathLike) -> str:
+    """``"<file>, line N: not UTF-8 (byte 0x.. at offset M)"`` for a file that does not decode."""
+    where = non_utf8_location(path)
+    if where is None:
+        return f"{os.fspath(path)}: not UTF-8"
+    line, offset = where
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+    return f"{os.fspath(path)}, line {line}: not UTF-8 (byte 0x{byte.hex()} at byte offset {offset})"
 
 
 class _Scanner:
@@ -35,7 +85,10 @@ class _Scanner:
     def _fill(self) -> bool:
         if self.eof:
             return False
-        chunk = self.handle.read(max(self.chunk_size, len(self.buffer) - self.position))
+        try:
+            chunk = self.handle.read(max(self.chunk_size, len(self.buffer) - self.position))
+        except UnicodeDecodeError:
+            raise JSONStreamError(non_utf8_message(self.path)) from None
         if not chunk:
             self.eof = True
             return False
@@ -91,7 +144,8 @@ def iter_json_array(path: str | os.PathLike, key: str, *, chunk_size: int = 1 <<
         The array's items, decoded, in file order.
 
     Raises:
-        JSONStreamError: On malformed JSON, or when the key is missing or not an array.
+        JSONStreamError: On malformed JSON, bytes that are not UTF-8 (with the line), or when the key is missing or
+            not an array.
     """
     path = os.fspath(path)
     with open(path, encoding="utf-8") as handle:

@@ -22,11 +22,13 @@ from typing import Any
 import numpy as np
 
 from .generator_datasets import _features, _import_datasets, _load_splits
-from .json_stream import iter_json_array
+from .json_stream import BadRecordError, iter_json_array
 
 __all__ = [
     "ANSWER_MIN_COUNT",
+    "VQA_ANSWERS_PER_QUESTION",
     "VQA_SPLIT_FILES",
+    "BadRecordError",
     "build_vqa_answer_vocab",
     "load_vqa",
     "normalize_answer_text",
@@ -48,6 +50,77 @@ VQA_SPLIT_FILES = {
 """Split name -> the data subtype in the official file names."""
 
 _AnswerNormalizer = Callable[[str], str]
+
+VQA_ANSWERS_PER_QUESTION = 10
+"""Every VQA 2.0 annotation holds the answers of this many annotators."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bad_record(file: str | os.PathLike, kind: str, number: int, record: Any, problem: str) -> BadRecordError:
+    qid = record.get("question_id") if isinstance(record, dict) else None
+    which = f"{kind} {number}" + (f" (question_id {qid!r})" if qid is not None else "")
+    return BadRecordError(f"{os.fspath(file)}: {which}: {problem}")
+
+
+def _check_fields(file: str | os.PathLike, kind: str, number: int, record: Any, fields: Mapping[str, Any]) -> None:
+    """Refuses a record that is not an object, lacks one of ``fields`` or has a value of the wrong type."""
+    if not isinstance(record, dict):
+        raise _bad_record(file, kind, number, record, f"not a JSON object but {type(record).__name__}")
+    for name, expected in fields.items():
+        if name not in record:
+            raise _bad_record(file, kind, number, record, f"missing key {name!r}")
+        value = record[name]
+        ok = _is_int(value) if expected is int else isinstance(value, expected)
+        if not ok:
+            wanted = "an integer" if expected is int else f"a {expected.__name__}"
+            shown = "null" if value is None else f"{type(value).__name__} {value!r:.60}"
+            raise _bad_record(file, kind, number, record, f"{name!r} must be {wanted}, not {shown}")
+
+
+def _checked_questions(file: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The question records of a questions file, each checked; duplicate question ids are refused."""
+    seen: set[int] = set()
+    for number, q in enumerate(iter_json_array(file, "questions"), start=1):
+        _check_fields(file, "question", number, q, {"question_id": int, "image_id": int, "question": str})
+        if q["question_id"] in seen:
+            raise _bad_record(file, "question", number, q, "duplicate question_id (already in this split)")
+        seen.add(q["question_id"])
+        yield q
+
+
+def _checked_annotations(file: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """The annotation records of an annotations file, each checked (10 answers with text, types, unique ids)."""
+    seen: set[int] = set()
+    for number, a in enumerate(iter_json_array(file, "annotations"), start=1):
+        _check_fields(
+            file,
+            "annotation",
+            number,
+            a,
+            {"question_id": int, "image_id": int, "multiple_choice_answer": str, "answers": list},
+        )
+        for name in ("question_type", "answer_type"):
+            if name in a and not isinstance(a[name], str):
+                raise _bad_record(file, "annotation", number, a, f"{name!r} must be a string")
+        answers = a["answers"]
+        if len(answers) != VQA_ANSWERS_PER_QUESTION:
+            raise _bad_record(
+                file, "annotation", number, a, f"has {len(answers)} answers, not {VQA_ANSWERS_PER_QUESTION}"
+            )
+        for i, x in enumerate(answers, start=1):
+            if not isinstance(x, dict) or not isinstance(x.get("answer"), str):
+                raise _bad_record(file, "annotation", number, a, f"answer {i} has no 'answer' string")
+            if "answer_id" in x and not _is_int(x["answer_id"]):
+                raise _bad_record(file, "annotation", number, a, f"answer {i}: 'answer_id' must be an integer")
+            if "answer_confidence" in x and not isinstance(x["answer_confidence"], str):
+                raise _bad_record(file, "annotation", number, a, f"answer {i}: 'answer_confidence' must be a string")
+        if a["question_id"] in seen:
+            raise _bad_record(file, "annotation", number, a, "duplicate question_id (already in this split)")
+        seen.add(a["question_id"])
+        yield a
 
 
 def normalize_answer_text(text: str) -> str:
@@ -97,12 +170,15 @@ def build_vqa_answer_vocab(
 
     Returns:
         Answers, most frequent first (ties alphabetically).
+
+    Raises:
+        BadRecordError: On an annotation with missing keys, wrong types, other than 10 answers or a repeated id.
     """
     if isinstance(annotation_files, (str, os.PathLike)):
         annotation_files = [annotation_files]
     counts: Counter[str] = Counter()
     for file in annotation_files:
-        for annotation in iter_json_array(file, "annotations"):
+        for annotation in _checked_annotations(file):
             counts[normalize(annotation["multiple_choice_answer"])] += 1
     return [
         answer for answer, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if count >= min_count
@@ -154,7 +230,7 @@ def _generate_vqa(
     work too (with more memory).
     """
     index = {answer: i for i, answer in enumerate(answer_vocab)}
-    questions = iter_json_array(questions_file, "questions")
+    questions = _checked_questions(questions_file)
     if annotations_file is None:
         for q in questions:
             yield {
@@ -170,7 +246,7 @@ def _generate_vqa(
             }
         return
     pending: dict[int, dict] = {}
-    for a in iter_json_array(annotations_file, "annotations"):
+    for a in _checked_annotations(annotations_file):
         question_id = a["question_id"]
         q = pending.pop(question_id, None)
         while q is None:
@@ -240,6 +316,11 @@ def load_vqa(
 
     Returns:
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
+
+    Raises:
+        BadRecordError: (while the rows are generated) On a question or annotation with a missing key, a null or
+            wrongly typed value, other than 10 answers, or a question id repeated within its file, naming the file,
+            the record and the problem.
     """
     _import_datasets()  # fails before any file is read when ``datasets`` is missing
     files = vqa_data_files(data_files) if isinstance(data_files, (str, os.PathLike)) else dict(data_files)
