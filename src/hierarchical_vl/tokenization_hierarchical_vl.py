@@ -104,6 +104,14 @@ class GloveCoverage:
         )
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def load_glove_embeddings(
     path: str | os.PathLike,
     vocab: dict[str, int],
@@ -136,6 +144,11 @@ def load_glove_embeddings(
     with open(path, encoding="utf-8", errors="strict") as handle:
         for line_number, line in enumerate(handle, start=1):
             parts = line.rstrip("\n").rstrip(" ").split(" ")
+            if line_number == 1 and len(parts) - 1 != dim and all(_is_number(field) for field in parts[1:]):
+                raise ValueError(
+                    f"{path}:1: the file's vectors have {len(parts) - 1} numbers, but the word embeddings have {dim} "
+                    "(config.word_embedding_dim): use a GloVe file of that width or change the model's"
+                )
             if len(parts) < dim + 1:
                 raise ValueError(f"{path}:{line_number}: expected a word and {dim} numbers, got {len(parts)} fields")
             word = " ".join(parts[:-dim])

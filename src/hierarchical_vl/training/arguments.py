@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import logging
 import os
 import warnings
@@ -329,7 +330,11 @@ def _coerce(cls, value):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields are {sorted(names)}")
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, names, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(hints)}; valid fields are {sorted(names)}")
     return cls(**value)
 
 
