@@ -1,14 +1,21 @@
 """Atomic writes: build a file or directory under a temporary name beside its destination, then rename it.
 
 A reader therefore sees either the previous version or the complete new one, never a half-written file; a crash
-leaves at most a hidden ``.<name>.*.tmp`` sibling. Files are flushed to disk (``fsync``) before the rename. This is
-the package's only implementation of the pattern: every writer of the package goes through `atomic_path` or one of
-the ``write_*_atomic`` helpers. The module uses the standard library only.
+leaves at most a hidden ``.<name>.<pid>.*.tmp`` sibling, named after the process that owns it; the next temporary
+made for the same destination removes those whose owner is no longer alive (never another live process's). Files
+and directories are flushed to disk (``fsync``) before the rename, and the parent directory after it. A directory
+replacing another is swapped in with one ``renameat2(RENAME_EXCHANGE)`` on Linux, so there is no moment in which
+neither is visible (elsewhere the old one is renamed aside first). This is the package's only implementation of the
+pattern: every writer of the package goes through `atomic_path` or one of the ``write_*_atomic`` helpers. The module
+uses the standard library only.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -21,11 +28,17 @@ __all__ = [
     "atomic_path",
     "discard",
     "publish",
+    "remove_stale_temporaries",
     "temporary_sibling",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]
+
+logger = logging.getLogger(__name__)
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
 
 
 def _default_mode(directory: bool) -> int:
@@ -44,19 +57,105 @@ def temporary_sibling(path: str | os.PathLike, *, directory: bool = False) -> Pa
         path: The destination the temporary will be published to.
         directory: Create a directory instead of a file.
 
+    Temporaries of ``path`` left by processes that are no longer alive are removed first
+    ([`remove_stale_temporaries`]).
+
     Returns:
-        The temporary's path, a hidden ``.<name>.*.tmp`` sibling of ``path``.
+        The temporary's path, a hidden ``.<name>.<pid>.*.tmp`` sibling of ``path`` (``pid``: this process).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    prefix = f".{path.name}.{os.getpid()}."
     if directory:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=path.parent))
     else:
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
         os.close(handle)
         tmp = Path(name)
     os.chmod(tmp, _default_mode(directory))
     return tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we can judge: keep the temporary
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: the process exists but belongs to someone else
+        return True
+    return True
+
+
+def _owner_pid(candidate: Path, prefix: str) -> int | None:
+    """The owner pid recorded in a temporary's name, or ``None`` for a name this module did not make."""
+    parts = candidate.name[len(prefix) :].rsplit(".", 1)[0].split(".")
+    # exactly <pid>.<random>: a longer name is the temporary of another destination such as "<name>.1"
+    return int(parts[0]) if len(parts) == 2 and parts[0].isdigit() else None
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Removes the temporaries of ``path`` (``.<name>.<pid>.*.tmp`` / ``.old``) whose owner process is dead.
+
+    A killed conversion or save leaves its temporary behind; this removes it on the next write to the same
+    destination. Temporaries of live processes (this one included) and names without an owner pid (written by
+    older versions, whose owner cannot be told) are left alone.
+
+    Args:
+        path: The destination whose temporaries to look for.
+
+    Returns:
+        The temporaries removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        if not candidate.name.endswith((".tmp", ".old")):
+            continue
+        owner = _owner_pid(candidate, prefix)
+        if owner is None or owner == os.getpid() or _pid_alive(owner):
+            continue
+        logger.info("removing %s, left by process %d that is no longer running", candidate, owner)
+        discard(candidate)
+        removed.append(candidate)
+    return removed
+
+
+def _fsync_directory(path: Path) -> None:
+    """Flush a directory's entries (e.g. a rename into it) to disk, where the platform allows it."""
+    try:
+        handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # some platforms do not open directories
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swaps two paths with Linux's ``renameat2(RENAME_EXCHANGE)``; false where that is unavailable."""
+    try:
+        rename = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    rename.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rename.restype = ctypes.c_int
+    if rename(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False  # old kernel or a file system without the flag: fall back
+    raise OSError(code, f"cannot swap {first} and {second}: {os.strerror(code)}")
 
 
 def _fsync(path: Path) -> None:
@@ -79,7 +178,9 @@ def _fsync(path: Path) -> None:
 def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Flushes a finished temporary file or directory to disk and renames it to ``path``.
 
-    An existing directory at ``path`` is first renamed aside, then removed, so the swap itself is one rename.
+    An existing directory at ``path`` is swapped with the new one in one ``renameat2(RENAME_EXCHANGE)`` (Linux)
+    and then removed, so ``path`` always shows the old or the new version; where the exchange is unavailable the
+    old directory is renamed aside first. The parent directory is flushed after the rename.
 
     Args:
         tmp: The finished temporary (from [`temporary_sibling`]).
@@ -97,12 +198,18 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool 
         raise FileExistsError(f"{path} exists; not replacing it")
     _fsync(tmp)
     if path.is_dir() and not path.is_symlink():
-        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        if _exchange(tmp, path):
+            _fsync_directory(path.parent)
+            discard(tmp)  # now the old version
+            return path
+        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".old", dir=path.parent))
         os.replace(path, aside / path.name)
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     return path
 
 

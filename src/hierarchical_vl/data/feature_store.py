@@ -7,7 +7,9 @@ A store is a directory:
 * ``boxes.npy`` -- (R + 1, 4) float32 boxes x1 y1 x2 y2 in pixels (row R zeros);
 * ``index.npz`` -- ``image_ids`` (N,) unicode, ``offsets`` (N + 1,) int64 first row of each image,
   ``sizes`` (N, 2) float32 image width and height;
-* ``store.json`` -- format version, counts, feature width, sources and the records skipped while converting.
+* ``store.json`` -- format version, counts, feature width, sources, the identity of each source when it was
+  converted (``source_identity``: path, size, modification time and a hash of its first and last MiB, see
+  [`source_identity`]) and the records skipped while converting.
 
 The directory is written under a temporary name next to the destination and renamed into place when complete, so a
 store is either whole or absent.
@@ -15,6 +17,7 @@ store is either whole or absent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -33,7 +36,14 @@ from .feature_readers import (
     open_region_feature_reader,
 )
 
-__all__ = ["ConversionReport", "RegionFeatureStore", "RegionFeatureStoreWriter", "convert_region_features"]
+__all__ = [
+    "ConversionReport",
+    "RegionFeatureStore",
+    "RegionFeatureStoreWriter",
+    "convert_region_features",
+    "source_changes",
+    "source_identity",
+]
 
 _STORE_FORMAT = "hierarchical-vl-region-store"
 _STORE_VERSION = 1
@@ -41,6 +51,74 @@ _FEATURES_FILE = "features.f16"
 _BOXES_FILE = "boxes.npy"
 _INDEX_FILE = "index.npz"
 _META_FILE = "store.json"
+_HASHED_BYTES = 1 << 20  # the first and the last MiB of each source file
+
+
+def _file_digest(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        digest.update(handle.read(_HASHED_BYTES))
+        if size > _HASHED_BYTES:
+            handle.seek(max(_HASHED_BYTES, size - _HASHED_BYTES))
+            digest.update(handle.read(_HASHED_BYTES))
+    return digest.hexdigest()
+
+
+def _one_identity(source: Path) -> dict[str, Any]:
+    if source.is_dir():  # an npz/npy directory or an LMDB environment: every file's size and time
+        digest = hashlib.sha256()
+        size = mtime = count = 0
+        for item in sorted(p for p in source.rglob("*") if p.is_file()):
+            stat = item.stat()
+            digest.update(f"{item.relative_to(source).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            size, mtime, count = size + stat.st_size, max(mtime, stat.st_mtime_ns), count + 1
+        identity = {"kind": "directory", "size": size, "mtime_ns": mtime, "files": count}
+        return {"path": str(source.resolve()), **identity, "sha256": digest.hexdigest()}
+    stat = source.stat()
+    identity = {"kind": "file", "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"path": str(source.resolve()), **identity, "sha256_head_tail": _file_digest(source, stat.st_size)}
+
+
+def source_identity(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """The identity of region-feature sources, as a conversion records it in ``store.json``.
+
+    A file is identified by its absolute path, size, modification time (ns) and the SHA-256 of its first and last
+    MiB; a directory by its path, total size, newest modification time, file count and a hash of every file's
+    relative path, size and time. Cheap for any size, and any edit changes the size, the time or the hash.
+
+    Args:
+        sources: The files or directories a store is converted from.
+
+    Returns:
+        One dict per source, JSON-serialisable.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    return [_one_identity(Path(source)) for source in sources]
+
+
+def source_changes(
+    recorded: Sequence[Mapping[str, Any]], sources: str | os.PathLike | Sequence[str | os.PathLike]
+) -> list[str]:
+    """How ``sources`` differ from the identity a store recorded (empty when they are the same).
+
+    Args:
+        recorded: A store's ``source_identity`` metadata.
+        sources: The sources as they are now.
+
+    Returns:
+        One line per difference, e.g. ``"/data/f.tsv: size 1200 -> 800"``.
+    """
+    current = source_identity(sources)
+    if [item.get("path") for item in recorded] != [item["path"] for item in current]:
+        return [f"sources {[item.get('path') for item in recorded]} -> {[item['path'] for item in current]}"]
+    changes = []
+    for old, new in zip(recorded, current):
+        for key, value in new.items():
+            if key != "path" and old.get(key) != value:
+                detail = "content changed" if key.startswith("sha256") else f"{key} {old.get(key)} -> {value}"
+                changes.append(f"{new['path']}: {detail}")
+    return changes
 
 
 class RegionFeatureStore(Mapping[str, dict]):
@@ -401,11 +479,12 @@ def convert_region_features(
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [Path(s) for s in sources]
+    identity = source_identity(sources)  # before reading: a source edited meanwhile then reads as changed
     writer = RegionFeatureStoreWriter(
         destination,
         feature_dim=feature_dim,
         overwrite=overwrite,
-        metadata={"sources": [str(s) for s in sources]},
+        metadata={"sources": [str(s) for s in sources], "source_identity": identity},
     )
     with writer:
         first_seen: dict[str, str] = {}

@@ -32,6 +32,7 @@ from ..data import (
     load_karpathy_captions,
     load_vqa,
 )
+from ..data.feature_store import source_changes
 from ..tasks import TASK_SPECS, task_spec
 
 __all__ = ["CorpusLayout", "EvaluationData", "load_evaluation_data", "open_region_store"]
@@ -144,7 +145,10 @@ def open_region_store(
 ) -> RegionFeatureStore:
     """Open region features as a `RegionFeatureStore`, converting them once when they are in another format.
 
-    Training and evaluation both open their features here.
+    Training and evaluation both open their features here. A converted store records the identity of its
+    sources (see `~hierarchical_vl.data.feature_store.source_identity`); when the features changed since (other
+    size, time or content) the store is rebuilt from them, with a warning naming the change. A store written by
+    an older version records no identity: it opens as before, with a warning that it may be stale.
 
     Args:
         features: A store directory, or a file/directory in a format the feature readers know.
@@ -163,6 +167,25 @@ def open_region_store(
     if not (destination / _STORE_MARKER).exists():
         logger.info("converting %s into the region store %s", features, destination)
         convert_region_features(features, destination, progress=progress)
+        return RegionFeatureStore(destination)
+    store = RegionFeatureStore(destination)
+    recorded = store.metadata.get("source_identity")
+    if recorded is None:
+        logger.warning(
+            "the region store %s records no identity of its sources (written by an older version): it is used as "
+            "it is, but may be stale if %s changed since; delete it to convert again",
+            destination,
+            features,
+        )
+        return store
+    changes = source_changes(recorded, features)
+    if not changes:
+        return store
+    logger.warning(
+        "%s changed since %s was converted (%s): converting again", features, destination, "; ".join(changes)
+    )
+    del store
+    convert_region_features(features, destination, overwrite=True, progress=progress)
     return RegionFeatureStore(destination)
 
 

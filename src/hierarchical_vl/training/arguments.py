@@ -204,6 +204,8 @@ class TrainingArguments:
         log_with: Accelerate trackers (``tensorboard``, ``wandb``, ...); empty for none.
         num_workers: DataLoader workers per task.
         progress: Show a progress bar.
+        overwrite_output_dir: Start afresh in an ``output_dir`` that holds a run of another configuration (its
+            checkpoints are removed); without it such a run is refused rather than resumed (``--overwrite-output``).
     """
 
     output_dir: str = "outputs/run"
@@ -225,6 +227,7 @@ class TrainingArguments:
     log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
     num_workers: int = 0
     progress: bool = True
+    overwrite_output_dir: bool = False
 
     def __post_init__(self) -> None:
         self.model_overrides = _with_task_layers(dict(self.model_overrides or {}), self.tasks)
@@ -286,11 +289,54 @@ class TrainingArguments:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the arguments as YAML, atomically."""
+    def _saved_form(self) -> dict[str, Any]:
         data = self.to_dict()
         data["optimizer"]["betas"] = list(data["optimizer"]["betas"])
-        write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+        return data
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the arguments as YAML, atomically."""
+        write_text_atomic(path, yaml.safe_dump(self._saved_form(), sort_keys=False))
+
+    def run_differences(self, saved: str | os.PathLike) -> list[str]:
+        """The fields that change the run and differ from a saved ``training_args.yaml``.
+
+        Fields that do not change what is trained (`RUN_INDEPENDENT_FIELDS`: output place, progress, logging,
+        workers, checkpoint retention) are ignored, and so are top-level fields the saved file does not have (it was
+        written by an older version).
+
+        Args:
+            saved: A ``training_args.yaml`` written by [`save`].
+
+        Returns:
+            ``"key: saved -> new"`` lines with dotted keys, empty when the run is the same.
+        """
+        old = _flatten(yaml.safe_load(Path(saved).read_text(encoding="utf-8")) or {})
+        new = _flatten(yaml.safe_load(yaml.safe_dump(self._saved_form(), sort_keys=False)))
+        saved_fields = {key.split(".", 1)[0] for key in old}
+        differences = []
+        for key in sorted(set(old) | set(new)):
+            top = key.split(".", 1)[0]
+            if top in RUN_INDEPENDENT_FIELDS or top not in saved_fields:
+                continue
+            if old.get(key, "<absent>") != new.get(key, "<absent>"):
+                differences.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
+        return differences
+
+
+RUN_INDEPENDENT_FIELDS = frozenset(
+    {"output_dir", "overwrite_output_dir", "progress", "log_every", "log_with", "num_workers", "keep_last"}
+)
+"""`TrainingArguments` fields that a resumed run may change: they do not change what is trained."""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: value}
 
 
 def _without_layer(value: Any) -> Any:

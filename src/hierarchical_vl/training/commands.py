@@ -37,6 +37,8 @@ def _train(args: argparse.Namespace) -> int:
     training_args = load_training_arguments(args.config, args.overrides)
     if args.output_dir:
         training_args.output_dir = args.output_dir
+    if args.overwrite_output:
+        training_args.overwrite_output_dir = True
     result = train_from_arguments(training_args)
     print(f"trained {result.updates} updates in {result.train_seconds:.1f}s; model saved to {training_args.output_dir}")
     for record in result.evaluations[-3:]:
@@ -67,6 +69,12 @@ def add_commands(subparsers: Any) -> None:
     train.add_argument("config", help="training preset name or YAML file")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, values in YAML syntax")
     train.add_argument("--output-dir", default=None)
+    train.add_argument(
+        "--overwrite-output",
+        action="store_true",
+        help="start afresh in an --output-dir that holds a run of another configuration (removes its checkpoints); "
+        "without it such a run is refused rather than resumed",
+    )
     train.set_defaults(func=_train)
 
     search = subparsers.add_parser(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -188,6 +189,33 @@ class MultiTaskTrainer:
             self.checkpoints.finalize(step, self._trainer_state(schedule))
         acc.wait_for_everyone()
 
+    def _check_output_dir(self) -> None:
+        """Refuses to resume a run of another configuration; with ``overwrite_output_dir`` starts afresh instead.
+
+        Runs before ``training_args.yaml`` is written, so the saved configuration of the old run is never lost to a
+        refused one.
+
+        Raises:
+            ValueError: If ``output_dir`` holds a run whose saved arguments differ in a field that changes the run.
+        """
+        saved = self.output_dir / "training_args.yaml"
+        if not saved.exists():
+            return
+        differences = self.args.run_differences(saved)
+        if not differences:
+            return
+        if not self.args.overwrite_output_dir:
+            raise ValueError(
+                f"{self.output_dir} holds a run of another configuration, which would be resumed instead of "
+                f"training this one; differences (saved -> new): {'; '.join(differences)}. Use another "
+                "--output-dir, or --overwrite-output (overwrite_output_dir=true) to start afresh there "
+                "(its checkpoints are removed)"
+            )
+        logger.warning("overwriting the run in %s (%s)", self.output_dir, "; ".join(differences))
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.output_dir / "checkpoints", ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
     def _resume(self) -> TaskSwitchingSchedule | None:
         found = self.checkpoints.latest_good()
         if found is None:
@@ -258,6 +286,7 @@ class MultiTaskTrainer:
         """
         acc = self.accelerator
         args = self.args
+        self._check_output_dir()
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             args.save(self.output_dir / "training_args.yaml")
