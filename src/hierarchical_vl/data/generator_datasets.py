@@ -55,21 +55,33 @@ def _features(spec: Mapping[str, Any]) -> Any:
     return datasets.Features(feature(spec))
 
 
-def _stat(path: Path) -> tuple[str, int, int]:
-    stat = path.stat()
-    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+def _callable_identity(function: Callable) -> str:
+    """A named module-level function counts by its qualified name; a lambda or local function also by its code, so
+    that two different lambdas never share a cache."""
+    name = f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+    code = getattr(function, "__code__", None)
+    if code is None or ("<lambda>" not in name and "<locals>" not in name):
+        return name
+    digest = hashlib.sha256(code.co_code)
+    digest.update(repr(code.co_consts).encode())
+    digest.update(repr(code.co_names).encode())
+    for cell in getattr(function, "__closure__", None) or ():
+        digest.update(repr(cell.cell_contents).encode())
+    digest.update(repr(getattr(function, "__defaults__", None)).encode())
+    return f"{name}:{digest.hexdigest()[:16]}"
 
 
 def _file_fingerprint(*parts: Any) -> str:
-    """Hash of the parts; files count by path, size and mtime, directories by those of all their files."""
+    """Hash of the parts; files and directories count by their identity (path, size, time and a hash of their
+    contents, see `source_identity`), functions by `_callable_identity`."""
+    from .feature_store import source_identity
+
     digest = hashlib.sha256()
     for part in parts:
-        if isinstance(part, (str, os.PathLike)) and Path(part).is_file():
-            part = _stat(Path(part))
-        elif isinstance(part, (str, os.PathLike)) and Path(part).is_dir():
-            part = [_stat(p) for p in sorted(Path(part).rglob("*")) if p.is_file()]
+        if isinstance(part, (str, os.PathLike)) and Path(part).exists():
+            part = source_identity(part)
         elif callable(part):
-            part = f"{getattr(part, '__module__', '')}.{getattr(part, '__qualname__', repr(part))}"
+            part = _callable_identity(part)
         digest.update(json.dumps(part, default=str, sort_keys=True).encode())
     return digest.hexdigest()[:32]
 
@@ -84,7 +96,7 @@ def _from_generator(
     fingerprint_parts: Sequence[Any],
     split: str,
 ) -> Any:
-    """Builds a map-style ``Dataset`` (cached, fingerprinted by the files' path, size and mtime) or, with
+    """Builds a map-style ``Dataset`` (cached, fingerprinted by the files' identity and the functions it calls) or, with
     ``streaming``, an ``IterableDataset`` from one generator, so both give the same records."""
     datasets = _import_datasets()
     split_name = datasets.NamedSplit(re.sub(r"[^\w]+", "_", split))
