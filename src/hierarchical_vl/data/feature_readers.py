@@ -21,13 +21,17 @@ Formats:
 * ``lmdb``: an LMDB environment keyed by image id, one pickled dict per image with the same keys (arrays, or
   base64 strings as in ViLBERT's stores).
 
-The ``.npy`` info files and the LMDB values are pickles: open them only from sources you trust.
+The ``.npy`` info files and the LMDB values are pickles. They are read with a restricted unpickler that admits only
+dicts, lists, tuples, numbers, strings, bytes and numpy arrays, scalars and dtypes; a pickle that refers to anything
+else (a function, a class, a module) is refused with a [`RegionFeatureError`] naming the file and key, and nothing
+in it is run. Every other ``np.load`` uses ``allow_pickle=False``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import os
 import pickle
 import re
@@ -80,6 +84,15 @@ _NUM_BOXES_KEYS = ("num_boxes", "num_bbox")
 _LMDB_RESERVED_KEYS = (b"keys", b"__keys__", b"__len__")
 
 _TRAILING_DIGITS = re.compile(r"(\d+)(?:\.[A-Za-z0-9]+)?$")
+
+# The globals a pickled dict of numpy arrays refers to (numpy 1.x ``numpy.core``, 2.x ``numpy._core``), plus the
+# harmless builtins of old protocols; everything else is refused by ``_RestrictedUnpickler``.
+_NUMPY_PICKLE_NAMES = (("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"))
+_PICKLE_GLOBALS = frozenset(
+    [(f"numpy.{core}.{module}", name) for core in ("core", "_core") for module, name in _NUMPY_PICKLE_NAMES]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("collections", "OrderedDict")]
+    + [("builtins", name) for name in ("set", "frozenset", "bytearray", "complex")]
+)
 
 
 class RegionFeatureError(ValueError):
@@ -170,6 +183,46 @@ class _BadRecord(Exception):
         super().__init__(problem)
         self.problem = problem
         self.image_id = image_id
+
+
+class _UnsafePickleError(pickle.UnpicklingError):
+    """A pickle that refers to something other than plain data and numpy arrays (and so could run code)."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles plain data and numpy arrays only: ``find_class`` admits the globals in ``_PICKLE_GLOBALS``."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise _UnsafePickleError(
+                f"the pickle refers to {module}.{name}, which is not plain data; refused without running it "
+                "(feature pickles may hold only dicts, lists, tuples, numbers, strings, bytes and numpy arrays)"
+            )
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module[len("numpy.core.") :]  # numpy 1.x pickles read with numpy 2.x
+        return super().find_class(module, name)
+
+
+def _restricted_loads(data: bytes) -> Any:
+    """``pickle.loads`` that builds plain data and numpy arrays and refuses anything else (see the module doc)."""
+    return _RestrictedUnpickler(io.BytesIO(data)).load()
+
+
+def _load_npy_restricted(file: Path) -> np.ndarray:
+    """Reads a ``.npy`` file; an object array (e.g. a dict saved with ``np.save``) is unpickled restrictedly."""
+    with open(file, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        shape, dtype = None, None
+        if version in read_header:
+            shape, _, dtype = read_header[version](handle)
+        if dtype is None or not dtype.hasobject:  # plain arrays (and other header versions): no pickle allowed
+            handle.seek(0)
+            return np.load(handle, allow_pickle=False)
+        array = _restricted_loads(handle.read())
+    if not isinstance(array, np.ndarray) or array.shape != tuple(shape):
+        raise ValueError(f"the pickled payload is not the {shape} array its header announces")
+    return array
 
 
 class RegionFeatureReader(ABC):
@@ -510,9 +563,11 @@ class _NpzDirectoryReader(RegionFeatureReader):
                 with np.load(file, allow_pickle=False) as archive:
                     mapping = {key: archive[key] for key in archive.files}
             else:
-                info = np.load(info_file, allow_pickle=True)
+                info = _load_npy_restricted(info_file)
                 mapping = dict(info.item() if info.dtype == object else info)
                 mapping["features"] = np.load(file, allow_pickle=False)
+        except _UnsafePickleError as error:
+            raise _BadRecord(f"{info_file.name}: {error}") from None
         except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
             raise _BadRecord(f"cannot be read: {error}") from None
         return _record_from_mapping(mapping, self._image_id(stem))
@@ -550,7 +605,9 @@ class _LMDBReader(RegionFeatureReader):
         key, value = payload
         image_id = self._image_id(key)
         try:
-            mapping = pickle.loads(value)
+            mapping = _restricted_loads(value)
+        except _UnsafePickleError as error:
+            raise _BadRecord(str(error), image_id) from None
         except Exception as error:  # any unpickling failure is a bad record
             raise _BadRecord(f"value cannot be unpickled: {type(error).__name__}: {error}", image_id) from None
         if not isinstance(mapping, Mapping):

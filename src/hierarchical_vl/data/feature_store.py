@@ -269,6 +269,16 @@ class RegionFeatureStore(Mapping[str, dict]):
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------------------
+def _is_store(path: Path) -> bool:
+    """Whether ``path`` is a store directory (its ``store.json`` says so, or it has a store's index and features)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    try:
+        return json.loads((path / _META_FILE).read_text()).get("format") == _STORE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return (path / _INDEX_FILE).is_file() and (path / _FEATURES_FILE).is_file()
+
+
 class RegionFeatureStoreWriter:
     """Writes a [`RegionFeatureStore`] atomically, one image at a time.
 
@@ -293,6 +303,11 @@ class RegionFeatureStoreWriter:
         self.path = Path(path)
         if self.path.exists() and not overwrite:
             raise FileExistsError(f"{self.path} exists; pass overwrite=True (--overwrite) to replace it")
+        if self.path.exists() and not _is_store(self.path):
+            raise FileExistsError(
+                f"{self.path} exists and is not a region-feature store (no {_META_FILE} of format {_STORE_FORMAT!r}); "
+                "overwrite replaces only a store, so nothing was deleted: choose another destination"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.feature_dim = feature_dim
         self.overwrite = overwrite

@@ -2,7 +2,8 @@
 
 They produce files laid out exactly as the public releases are (the demo corpus uses them, and they export a store
 to tools that expect those formats). Every writer goes through a temporary name in the destination's directory and
-renames it into place.
+renames it into place, and refuses an image id its format cannot hold: one that is not a plain file name (see
+[`check_file_name`]) in an npz directory, one with a tab or line break in a TSV file, an LMDB reserved key.
 """
 
 from __future__ import annotations
@@ -16,9 +17,56 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_files import atomic_path
-from .feature_readers import _LXMERT_EXTRA_COLUMNS, RegionFeatureRecord, _import_optional
+from .feature_readers import _LMDB_RESERVED_KEYS, _LXMERT_EXTRA_COLUMNS, RegionFeatureRecord, _import_optional
 
-__all__ = ["write_bottom_up_tsv", "write_hdf5", "write_lmdb", "write_lxmert_tsv", "write_npz_directory"]
+__all__ = [
+    "check_file_name",
+    "write_bottom_up_tsv",
+    "write_hdf5",
+    "write_lmdb",
+    "write_lxmert_tsv",
+    "write_npz_directory",
+]
+
+
+def check_file_name(name: str, what: str = "image id") -> str:
+    """Checks that an id read from a file can name a file inside one directory, and returns it.
+
+    Args:
+        name: The id, e.g. an image id that becomes ``<id>.npz`` or ``Sentences/<id>.txt``.
+        what: What the id is, for the error message.
+
+    Returns:
+        ``name``.
+
+    Raises:
+        ValueError: If ``name`` is empty, ``.`` or ``..``, absolute, or holds a path separator or a NUL byte, any
+            of which would name a file outside the directory (or none); the message names the id and the reason.
+    """
+    reason = None
+    if not name:
+        reason = "it is empty"
+    elif "\0" in name:
+        reason = "it contains a NUL byte"
+    elif os.path.isabs(name) or name.startswith(("/", "\\")):
+        reason = "it is an absolute path"
+    elif "/" in name or "\\" in name:
+        reason = "it contains a path separator"
+    elif name in (".", ".."):
+        reason = f"{name!r} names a directory"
+    if reason is not None:
+        raise ValueError(f"{what} {name!r} cannot be used as a file name: {reason}")
+    return name
+
+
+def _check_id(image_id: str, forbidden: str, format_name: str) -> str:
+    """Refuses an empty image id, or one holding a character of ``forbidden`` (which ``format_name`` cannot hold)."""
+    if not image_id:
+        raise ValueError(f"image id {image_id!r} cannot be written to {format_name}: it is empty")
+    bad = sorted({c for c in image_id if c in forbidden})
+    if bad:
+        raise ValueError(f"image id {image_id!r} cannot be written to {format_name}: it contains {bad}")
+    return image_id
 
 
 def _b64(array: np.ndarray, dtype: type) -> bytes:
@@ -28,7 +76,7 @@ def _b64(array: np.ndarray, dtype: type) -> bytes:
 def _bottom_up_tsv_line(record: RegionFeatureRecord) -> bytes:
     """One line of the bottom-up-attention TSV (``image_id, image_w, image_h, num_boxes, boxes, features``)."""
     fields = [
-        record.image_id.encode(),
+        _check_id(record.image_id, "\t\r\n", "a TSV file").encode(),
         _number(record.width),
         _number(record.height),
         str(record.num_boxes).encode(),
@@ -43,7 +91,7 @@ def _lxmert_tsv_line(record: RegionFeatureRecord) -> bytes:
     num_boxes, boxes, features``); missing object/attribute arrays are written as zeros."""
     count = record.num_boxes
     fields = [
-        record.image_id.encode(),
+        _check_id(record.image_id, "\t\r\n", "a TSV file").encode(),
         _number(record.height),
         _number(record.width),
         *(_b64(record.extras.get(name, np.zeros(count, dtype)), dtype) for name, dtype in _LXMERT_EXTRA_COLUMNS),
@@ -114,6 +162,8 @@ def write_hdf5(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) 
     h5py = _import_optional("h5py", "HDF5")
     records = list(records)
     path = Path(path)
+    for record in records:
+        _check_id(record.image_id, "\0", "an HDF5 file")
     counts = np.array([r.num_boxes for r in records], dtype=np.int64)
     ends = np.cumsum(counts)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -141,7 +191,7 @@ def write_npz_directory(path: str | os.PathLike, records: Iterable[RegionFeature
     with atomic_path(path, directory=True) as tmp:
         for record in records:
             np.savez(
-                tmp / f"{record.image_id}.npz",
+                tmp / f"{check_file_name(record.image_id)}.npz",
                 x=record.features.astype(np.float32),
                 bbox=record.boxes.astype(np.float32),
                 num_bbox=np.int64(record.num_boxes),
@@ -170,6 +220,9 @@ def write_lmdb(path: str | os.PathLike, records: Iterable[RegionFeatureRecord]) 
         env = lmdb.open(str(tmp), map_size=size, subdir=True)
         with env.begin(write=True) as txn:
             for record in records:
+                _check_id(record.image_id, "", "LMDB")
+                if record.image_id.encode() in _LMDB_RESERVED_KEYS:
+                    raise ValueError(f"image id {record.image_id!r} cannot be written to LMDB: it is a reserved key")
                 value = {
                     "image_id": record.image_id,
                     "image_w": record.width,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .feature_writers import check_file_name
 from .generator_datasets import _features, _load_splits
 from .json_stream import non_utf8_message
 
@@ -234,8 +235,20 @@ _ENTITIES_FEATURES = {
 
 
 def _read_split_list(path: str | os.PathLike) -> list[str]:
-    """Image ids (file names without suffix) of a split list, one per line."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    """Image ids (file names without suffix) of a split list, one per line.
+
+    Raises:
+        ValueError: If a line is not a plain file name (``../x``, ``/abs/path``, ...), naming the file and line;
+            such a list is refused before any file it names is opened.
+    """
+    names = []
+    for line_number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                names.append(check_file_name(line.strip()))
+            except ValueError as error:
+                raise ValueError(f"{path}, line {line_number}: {error}") from None
+    return names
 
 
 def _generate_entities(root: str, split: str) -> Iterator[dict[str, Any]]:
@@ -310,6 +323,7 @@ def load_flickr30k_entities(
     for name in names:
         if not (root / f"{name}.txt").exists():
             raise FileNotFoundError(f"no split list {root / f'{name}.txt'}")
+        _read_split_list(root / f"{name}.txt")  # refuses a list naming files outside Sentences/ and Annotations/
     splits = {
         name: (
             {"root": str(root), "split": name},
