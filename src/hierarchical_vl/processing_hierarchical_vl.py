@@ -8,6 +8,8 @@ The functions here build the model's inputs for training, evaluation and inferen
 * `pad_regions` and `region_inputs`: per-image region features padded into one array, then ``region_features``,
   ``region_mask`` and ``region_boxes`` normalised by the image size.
 * `char_spans_to_token_spans`: character spans of phrases -> inclusive token spans.
+* `region_box_problem`: what is wrong with pixel boxes (reversed, NaN/inf, far outside the image), if anything;
+  the feature readers and the processor refuse such boxes.
 
 This module depends on numpy, torch and transformers only: it is saved with checkpoints as remote code.
 """
@@ -26,6 +28,7 @@ __all__ = [
     "char_spans_to_token_spans",
     "pad_regions",
     "pad_token_ids",
+    "region_box_problem",
     "region_inputs",
     "text_inputs",
     "tokenize_texts",
@@ -140,6 +143,55 @@ def pad_regions(
             raise ValueError(f"image {row}: {tuple(item.shape)} boxes for {arrays[row].shape[0]} regions")
         padded_boxes[row, :count] = item[:count]
     return padded, padded_boxes, counts
+
+
+BOX_TOLERANCE = 0.01
+"""How far, as a fraction of the image width or height, a box may reach beyond the image's edge."""
+
+
+def region_box_problem(
+    boxes: Any, width: float | None = None, height: float | None = None, tolerance: float = BOX_TOLERANCE
+) -> str | None:
+    """What is wrong with an image's pixel boxes, or ``None`` when they are usable.
+
+    A box is refused when a coordinate is NaN or inf, when ``x2 < x1`` or ``y2 < y1``, or, with the image size
+    known, when it reaches more than ``tolerance`` of the image width (height) beyond the image's left or right
+    (top or bottom) edge. Zero-width and zero-height boxes are accepted.
+
+    Args:
+        boxes: `(K, 4)` pixel boxes x1 y1 x2 y2.
+        width: Image width in pixels, or ``None`` when unknown.
+        height: Image height in pixels, or ``None`` when unknown.
+        tolerance: Allowed overshoot beyond the edges, as a fraction of the image size.
+
+    Returns:
+        A one-line description naming the first offending region rows and box, or ``None``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        return f"boxes have shape {boxes.shape}, expected (num_boxes, 4)"
+
+    def rows(bad: np.ndarray) -> str:
+        indices = np.flatnonzero(bad)
+        first = ", ".join(f"{v:g}" for v in boxes[indices[0]])
+        return f"region rows {indices[:5].tolist()}, first ({first})"
+
+    finite = np.isfinite(boxes).all(axis=1)
+    if not finite.all():
+        return f"boxes contain NaN or inf ({rows(~finite)})"
+    reversed_boxes = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if reversed_boxes.any():
+        return f"boxes have x2 < x1 or y2 < y1 ({rows(reversed_boxes)})"
+    if width is not None and height is not None:
+        xs, ys = boxes[:, 0::2], boxes[:, 1::2]
+        dx, dy = tolerance * float(width), tolerance * float(height)
+        outside = ((xs < -dx) | (xs > width + dx)).any(axis=1) | ((ys < -dy) | (ys > height + dy)).any(axis=1)
+        if outside.any():
+            return (
+                f"boxes lie more than {tolerance:.0%} outside the {float(width):g} x {float(height):g} image "
+                f"({rows(outside)})"
+            )
+    return None
 
 
 def region_inputs(
@@ -318,6 +370,14 @@ class HierarchicalVLProcessor(ProcessorMixin):
             if image_sizes is None or len(image_sizes) != len(features) or len(boxes) != len(features):
                 raise ValueError("region_boxes needs one (regions, 4) array and one (width, height) per image")
         padded, padded_boxes, counts = pad_regions(features, boxes, max_regions)
+        if boxes is not None:  # shapes are checked by pad_regions
+            for index, (item, size) in enumerate(zip(boxes, image_sizes)):
+                width, height = (float(v) for v in np.asarray(size, dtype=np.float64).reshape(2))
+                if not (np.isfinite([width, height]).all() and width > 0 and height > 0):
+                    raise ValueError(f"image {index}: invalid image size {width:g} x {height:g}")
+                problem = region_box_problem(item, width, height)
+                if problem is not None:
+                    raise ValueError(f"image {index}: {problem}")
         if counts.size and counts.min() < 1:
             raise ValueError(f"images {np.flatnonzero(counts < 1).tolist()} have no region")
         if not np.isfinite(padded).all():

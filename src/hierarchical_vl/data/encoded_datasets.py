@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch.utils.data
 
+from ..metrics.grounding import box_iou
 from ..processing_hierarchical_vl import char_spans_to_token_spans, pad_token_ids, tokenize_texts
 from ..tasks import task_spec
 from .feature_store import RegionFeatureStore
@@ -415,7 +416,9 @@ class EncodedGroundingDataset(EncodedDataset):
     """Flickr30k Entities sentences encoded for `GroundingCollator`.
 
     Only phrases with boxes (``box_status == "box"``) are kept; phrases without boxes, phrases cut off by the
-    token cap and sentences left without phrases are counted in `excluded`.
+    token cap and sentences left without phrases are counted in `excluded`. A kept phrase whose ground truth gives no
+    region of its image a positive label (IoU >= 0.5 with none of the store's regions) stays in, with all-zero
+    labels, but is counted in `phrases_without_positive` and reported in one logged warning.
 
     Args:
         rows: Rows of `load_flickr30k_entities` (or such dicts).
@@ -432,9 +435,15 @@ class EncodedGroundingDataset(EncodedDataset):
         box_offsets: (P + 1,) int64, boxes of phrase p are rows ``box_offsets[p]:box_offsets[p + 1]``.
         gt_boxes: (G, 4) float32 ground-truth boxes, x1 y1 x2 y2 pixels (0-based).
         excluded: Phrases and sentences left out, by reason.
+        phrase_first_positive: (P',) int64 index, within its image's store regions, of the first region whose IoU
+            with one of the phrase's ground-truth boxes is >= 0.5; -1 when there is none. Under a collator's
+            ``max_regions`` cap K a phrase has a positive label exactly when ``0 <= phrase_first_positive < K``.
+        phrases_without_positive: Kept phrases with no such region among all of the store's regions.
     """
 
     task = "grounding"
+    positive_iou: float = 0.5
+    """The IoU at which `phrase_first_positive` counts a region as showing a phrase (the collator's default)."""
 
     def __init__(
         self,
@@ -513,6 +522,42 @@ class EncodedGroundingDataset(EncodedDataset):
         self.phrase_offsets = np.concatenate([[0], np.cumsum(phrase_counts_array[keep])]).astype(np.int64)
         if self.excluded:
             logger.info("grounding: left out %s", dict(self.excluded))
+        self.phrase_first_positive = self._first_positive_regions()
+        self.phrases_without_positive = int((self.phrase_first_positive < 0).sum())
+        if self.phrases_without_positive:
+            unlabelled = np.flatnonzero(self.phrase_first_positive < 0)
+            phrase_image = np.repeat(self.image_ids, np.diff(self.phrase_offsets))  # (P',)
+            examples = [f"{self.phrase_texts[p]!r} (image {phrase_image[p].item()})" for p in unlabelled[:3]]
+            logger.warning(
+                "grounding: %d of %d phrases have no region with IoU >= %g in the region store %s, so no positive "
+                "label (kept, with all-zero labels), e.g. %s",
+                self.phrases_without_positive,
+                len(self.phrase_texts),
+                self.positive_iou,
+                self.store.path,
+                ", ".join(examples),
+            )
+
+    def _first_positive_regions(self) -> np.ndarray:
+        """(P',) first store region (within its image) that is a positive of each kept phrase, or -1 (see above)."""
+        num_phrases = len(self.phrase_texts)
+        first = np.full(num_phrases, -1, dtype=np.int64)
+        if num_phrases == 0 or len(self.gt_boxes) == 0:
+            return first
+        phrase_image = np.repeat(self.image_index, np.diff(self.phrase_offsets))  # (P',) store index
+        box_phrase = np.repeat(np.arange(num_phrases), np.diff(self.box_offsets))  # (G',)
+        box_image = phrase_image[box_phrase]  # (G',)
+        box_first = np.full(len(box_phrase), np.iinfo(np.int64).max, dtype=np.int64)  # (G',)
+        order = np.argsort(box_image, kind="stable")
+        starts = np.flatnonzero(np.r_[True, box_image[order][1:] != box_image[order][:-1]])
+        for group in np.split(order, starts[1:]):
+            image = int(box_image[group[0]])
+            regions = self.store.boxes[int(self.store.offsets[image]) : int(self.store.offsets[image + 1])]  # (K, 4)
+            positive = box_iou(self.gt_boxes[group], np.asarray(regions)) >= self.positive_iou  # (g, K)
+            hit = positive.any(axis=1)
+            box_first[group[hit]] = positive[hit].argmax(axis=1)
+        per_phrase = np.minimum.reduceat(box_first, self.box_offsets[:-1])  # every kept phrase has >= 1 box
+        return np.where(per_phrase == np.iinfo(np.int64).max, -1, per_phrase).astype(np.int64)
 
     def phrases(self, index: int) -> range:
         """Rows of the phrase tables that belong to example ``index``."""

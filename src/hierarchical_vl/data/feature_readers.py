@@ -2,7 +2,8 @@
 
 Every reader yields one [`RegionFeatureRecord`] per image (id, width, height, boxes as x1 y1 x2 y2 in pixels,
 features) and validates it on the way: a record whose arrays disagree with ``num_boxes``, whose feature width
-differs from the rest of the file, that holds NaN or inf, that repeats an image id, or that cannot be decoded raises
+differs from the rest of the file, that holds NaN or inf, whose boxes are reversed (``x2 < x1`` or ``y2 < y1``) or
+lie more than 1% of the image size outside the image, that repeats an image id, or that cannot be decoded raises
 [`RegionFeatureError`] naming the file, the line or key, and the problem. With ``skip_bad=True`` such records
 are skipped instead and listed in ``reader.skipped``; nothing is ever dropped silently.
 
@@ -35,6 +36,8 @@ import io
 import os
 import pickle
 import re
+import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +45,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ..processing_hierarchical_vl import region_box_problem
 
 __all__ = [
     "FEATURE_FORMATS",
@@ -320,7 +325,7 @@ class RegionFeatureReader(ABC):
         boxes, features = record.boxes, record.features
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise _BadRecord(f"boxes have shape {boxes.shape}, expected (num_boxes, 4)", image_id)
-        if features.ndim != 2:
+        if features.ndim != 2 or features.shape[1] == 0:
             raise _BadRecord(f"features have shape {features.shape}, expected (num_boxes, dim)", image_id)
         if boxes.shape[0] != features.shape[0]:
             raise _BadRecord(f"{boxes.shape[0]} boxes but {features.shape[0]} feature rows", image_id)
@@ -330,8 +335,9 @@ class RegionFeatureReader(ABC):
             raise _BadRecord(f"wrong feature width {features.shape[1]}, expected {self.feature_dim}", image_id)
         if not (np.isfinite(record.width) and np.isfinite(record.height) and record.width > 0 and record.height > 0):
             raise _BadRecord(f"invalid image size {record.width} x {record.height}", image_id)
-        if not np.isfinite(boxes).all():
-            raise _BadRecord("boxes contain NaN or inf", image_id)
+        box_problem = region_box_problem(boxes, record.width, record.height)
+        if box_problem is not None:
+            raise _BadRecord(box_problem, image_id)
         if not np.isfinite(features).all():
             bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
             raise _BadRecord(f"features contain NaN or inf (region rows {bad_rows[:5].tolist()})", image_id)
@@ -568,8 +574,12 @@ class _NpzDirectoryReader(RegionFeatureReader):
                 mapping["features"] = np.load(file, allow_pickle=False)
         except _UnsafePickleError as error:
             raise _BadRecord(f"{info_file.name}: {error}") from None
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as error:
-            raise _BadRecord(f"cannot be read: {error}") from None
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, zlib.error) as error:
+            kind = "truncated or damaged archive" if isinstance(error, (zipfile.BadZipFile, zlib.error)) else ""
+            raise _BadRecord(f"cannot be read: {kind + ': ' if kind else ''}{error}") from None
+        empty = sorted(str(key) for key, value in mapping.items() if np.size(value) == 0)
+        if empty:
+            raise _BadRecord(f"empty array(s) {', '.join(map(repr, empty))}")
         return _record_from_mapping(mapping, self._image_id(stem))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,12 @@ def add_commands(subparsers: Any) -> None:
         action="store_true",
         help="use the official code as it was before its 2021 fix (how papers of 2015-2020 were scored)",
     )
-    vqa.add_argument("--output", type=Path, default=None, help="also write the results to this JSON file")
+    vqa.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="also write the results to this JSON file (missing parent directories are created); checked first",
+    )
     vqa.set_defaults(func=_run_vqa)
 
 
@@ -89,7 +95,34 @@ def _format_vqa_table(result: dict[str, Any], legacy: bool) -> str:
     return "\n".join(lines)
 
 
+def _output_problem(output: Path, inputs: list[Path]) -> str | None:
+    """Why the results cannot be written to ``output``, or ``None``; checked before any scoring work.
+
+    ``output`` must not be a directory nor one of the input files, and its nearest existing ancestor must be a
+    writable directory (missing parent directories are created when the results are written).
+    """
+    if output.is_dir():
+        return f"--output {output} is a directory; give a file name such as {output / 'vqa_results.json'}"
+    resolved = output.resolve()
+    for name, path in zip(("--predictions", "--questions", "--annotations"), inputs):
+        if path.exists() and path.resolve() == resolved:
+            return f"--output {output} is the {name} file; refusing to overwrite an input"
+    parent = resolved.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"--output {output}: {parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--output {output}: directory {parent} is not writable"
+    return None
+
+
 def _run_vqa(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        problem = _output_problem(args.output, [args.predictions, args.questions, args.annotations])
+        if problem is not None:
+            print(f"hvl metrics vqa: error: {problem}", file=sys.stderr)
+            return 2
     try:
         predictions = read_vqa_submission(args.predictions)
         references, answer_types = _vqa_references(args.questions, args.annotations)
@@ -106,6 +139,10 @@ def _run_vqa(args: argparse.Namespace) -> int:
             "questions": str(args.questions),
             "annotations": str(args.annotations),
         }
-        write_text_atomic(args.output, json.dumps(record, ensure_ascii=False, indent=2))
+        try:
+            write_text_atomic(args.output, json.dumps(record, ensure_ascii=False, indent=2))
+        except OSError as error:
+            print(f"hvl metrics vqa: error: cannot write {args.output}: {error}", file=sys.stderr)
+            return 2
         print(f"wrote {args.output}")
     return 0

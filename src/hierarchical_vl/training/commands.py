@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from ..atomic_files import write_text_atomic
 from ..tasks import TASK_SPECS
 
-__all__ = ["add_commands", "parse_layers"]
+__all__ = ["INTERRUPTED_EXIT_CODE", "add_commands", "interrupted_message", "parse_layers"]
+
+INTERRUPTED_EXIT_CODE = 130
+"""Exit status of ``hvl train`` stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
 
 
 def parse_layers(text: str) -> list[int]:
@@ -30,6 +35,29 @@ def parse_layers(text: str) -> list[int]:
     return sorted(set(layers))
 
 
+def interrupted_message(output_dir: str | Path) -> str:
+    """The one line ``hvl train`` prints when stopped by Ctrl-C: where the last checkpoint is, or that none exists.
+
+    Only finished (published) checkpoints are considered; they are listed, not verified, so that the message is
+    immediate even for large checkpoints (a resumed run verifies them and falls back to an older good one).
+
+    Args:
+        output_dir: The run's output directory (checkpoints are in its ``checkpoints`` folder, as the trainer writes).
+    """
+    from .checkpointing import CheckpointManager
+
+    directory = Path(output_dir) / "checkpoints"
+    try:
+        finished = CheckpointManager(directory).checkpoints()
+    except OSError:
+        finished = []
+    if not finished:
+        return f"hvl train: interrupted before the first checkpoint was written (none in {directory})"
+    return (
+        f"hvl train: interrupted; the last checkpoint is {finished[-1]}; run the same command again to resume from it"
+    )
+
+
 def _train(args: argparse.Namespace) -> int:
     from .arguments import load_training_arguments
     from .run import train_from_arguments
@@ -39,7 +67,11 @@ def _train(args: argparse.Namespace) -> int:
         training_args.output_dir = args.output_dir
     if args.overwrite_output:
         training_args.overwrite_output_dir = True
-    result = train_from_arguments(training_args)
+    try:
+        result = train_from_arguments(training_args)
+    except KeyboardInterrupt:
+        print(interrupted_message(training_args.output_dir), file=sys.stderr, flush=True)
+        return INTERRUPTED_EXIT_CODE
     print(f"trained {result.updates} updates in {result.train_seconds:.1f}s; model saved to {training_args.output_dir}")
     for record in result.evaluations[-3:]:
         print(json.dumps(record))
