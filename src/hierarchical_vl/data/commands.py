@@ -1,4 +1,4 @@
-"""``hvl features convert`` and ``hvl data demo``."""
+"""``hvl features convert``, ``hvl features verify`` and ``hvl data demo``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,13 @@ from .feature_readers import FEATURE_FORMATS, RegionFeatureError
 
 __all__ = ["add_commands"]
 
+VERIFY_OK = 0
+VERIFY_FAILED = 1
+VERIFY_UNKNOWN = 3
+
 
 def _convert(args: argparse.Namespace) -> int:
-    from .feature_store import convert_region_features
+    from .feature_store import DiskFullError, convert_region_features
 
     try:
         report = convert_region_features(
@@ -25,11 +29,34 @@ def _convert(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (RegionFeatureError, FileExistsError, FileNotFoundError, ValueError) as error:
+    except (RegionFeatureError, FileExistsError, FileNotFoundError, ValueError, DiskFullError) as error:
         print(f"hvl features convert: error: {error}", file=sys.stderr)
         return 1
     print(report.summary())
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .feature_store import RegionFeatureStore
+
+    try:
+        store = RegionFeatureStore(args.store)  # checks the index and the files' lengths
+        problems = store.verify()  # reads every byte
+    except (RegionFeatureError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"hvl features verify: error: {error}", file=sys.stderr)
+        return VERIFY_FAILED
+    if problems is None:
+        print(
+            f"{store.path}: checksums unknown (the store was written by an older version and records none); its "
+            "index and file lengths are consistent. Convert it again to record checksums."
+        )
+        return VERIFY_UNKNOWN
+    if problems:
+        for problem in problems:
+            print(f"hvl features verify: error: {problem}", file=sys.stderr)
+        return VERIFY_FAILED
+    print(f"{store.path}: OK ({len(store)} images, {store.padding_row} regions; every checksum matches)")
+    return VERIFY_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -80,6 +107,18 @@ def add_commands(subparsers: Any) -> None:
     convert.add_argument("--overwrite", action="store_true", help="replace an existing store")
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
     convert.set_defaults(func=_convert)
+
+    verify = feature_commands.add_parser(
+        "verify",
+        help="check a store's files against the checksums recorded when it was converted",
+        description="Check a region-feature store: its index and file lengths, then the SHA-256 of every data file "
+        "against the one recorded in store.json at conversion. Exit status: "
+        f"{VERIFY_OK} every checksum matches; {VERIFY_FAILED} a file differs, is missing or the store is damaged "
+        f"(each such file is named); {VERIFY_UNKNOWN} the store records no checksums (written by an older version): "
+        "only its index and lengths were checked.",
+    )
+    verify.add_argument("store", metavar="STORE", help="store directory to check")
+    verify.set_defaults(func=_verify)
 
     data = subparsers.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")

@@ -9,17 +9,24 @@ A store is a directory:
   ``sizes`` (N, 2) float32 image width and height;
 * ``store.json`` -- format version, counts, feature width, sources, the identity of each source when it was
   converted (``source_identity``: path, size, modification time and a hash of its first and last MiB, see
-  [`source_identity`]) and the records skipped while converting.
+  [`source_identity`]), the records skipped while converting and ``sha256``, the SHA-256 of each data file
+  (absent in stores of older versions; ``hvl features verify`` recomputes them).
 
-The directory is written under a temporary name next to the destination and renamed into place when complete, so a
-store is either whole or absent.
+Opening a store validates its metadata and index (counts, offsets, duplicate ids, file lengths) without reading the
+features. The directory is written under a temporary name next to the destination and renamed into place when
+complete, so a store is either whole or absent; a writer holds ``flock`` on ``<destination>.lock`` meanwhile, so a
+second conversion into the same destination fails at once ([`StoreBusyError`]), and a full disk is reported as one
+[`DiskFullError`] line.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +45,8 @@ from .feature_readers import (
 
 __all__ = [
     "ConversionReport",
+    "DiskFullError",
+    "StoreBusyError",
     "RegionFeatureStore",
     "RegionFeatureStoreWriter",
     "convert_region_features",
@@ -52,6 +61,56 @@ _BOXES_FILE = "boxes.npy"
 _INDEX_FILE = "index.npz"
 _META_FILE = "store.json"
 _HASHED_BYTES = 1 << 20  # the first and the last MiB of each source file
+_CHECKSUM_KEY = "sha256"  # store.json: {member file: SHA-256 hex}; absent in stores of older versions
+_CHUNK = 8 << 20
+_REQUIRED_KEYS = ("format", "version", "num_images", "num_regions", "feature_dim")
+
+
+class DiskFullError(OSError):
+    """The disk filled up while a store was written; nothing was published (``errno`` is ``ENOSPC``)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+class StoreBusyError(FileExistsError):
+    """Another process is writing the same store destination (it holds ``<destination>.lock``)."""
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _lock_destination(path: Path) -> tuple[Path, int]:
+    """Takes an exclusive ``flock`` on ``<path>.lock``, failing at once if another process holds it."""
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise StoreBusyError(
+                f"another conversion is writing {path} (it holds {lock}); wait for it to finish or choose another "
+                "destination"
+            ) from None
+        try:  # the holder before us may have removed the file after we opened it: lock the one at the path
+            if os.fstat(handle).st_ino == os.stat(lock).st_ino:
+                return lock, handle
+        except FileNotFoundError:
+            pass
+        os.close(handle)
+
+
+def _unlock_destination(lock: Path, handle: int) -> None:
+    try:
+        lock.unlink(missing_ok=True)  # while still holding it, so no one locks a file about to vanish
+    finally:
+        os.close(handle)
 
 
 def _file_digest(path: Path, size: int) -> str:
@@ -121,6 +180,94 @@ def source_changes(
     return changes
 
 
+def _read_metadata(meta_file: Path) -> dict[str, Any]:
+    try:
+        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise RegionFeatureError(meta_file, f"byte {error.start}", "not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise RegionFeatureError(
+            meta_file, f"line {error.lineno} column {error.colno}", f"not valid JSON: {error.msg}"
+        ) from None
+    if not isinstance(metadata, dict):
+        raise RegionFeatureError(meta_file, "top level", f"expected a JSON object, found {type(metadata).__name__}")
+    missing = [key for key in _REQUIRED_KEYS if key not in metadata]
+    if missing:
+        raise RegionFeatureError(meta_file, "keys", f"missing {', '.join(missing)}")
+    if metadata.get("format") != _STORE_FORMAT or metadata.get("version") != _STORE_VERSION:
+        raise ValueError(f"{meta_file}: not a version-{_STORE_VERSION} {_STORE_FORMAT}")
+    for key, least in (("num_images", 0), ("num_regions", 0), ("feature_dim", 1)):
+        value = metadata[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise RegionFeatureError(meta_file, f"key {key!r}", f"expected an integer >= {least}, found {value!r}")
+    checksums = metadata.get(_CHECKSUM_KEY)
+    if checksums is not None and not (
+        isinstance(checksums, dict) and all(isinstance(v, str) for v in checksums.values())
+    ):
+        raise RegionFeatureError(meta_file, f"key {_CHECKSUM_KEY!r}", "expected an object of file name: hex digest")
+    return metadata
+
+
+def _member_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        raise RegionFeatureError(path, "file", "missing (the store is incomplete)") from None
+
+
+def _open_boxes(path: Path, num_rows: int) -> np.ndarray:
+    _member_size(path)
+    try:
+        boxes = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:  # a bad header, or "mmap length is greater than file size"
+        raise RegionFeatureError(
+            path, "file", f"not a readable .npy array ({error}); it is truncated or damaged"
+        ) from None
+    if boxes.shape != (num_rows, 4) or boxes.dtype.kind != "f":
+        raise RegionFeatureError(
+            path, "shape", f"{boxes.shape} {boxes.dtype}, but {_META_FILE} implies ({num_rows}, 4) float boxes"
+        )
+    return boxes
+
+
+def _read_index(path: Path, metadata: Mapping[str, Any], num_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _member_size(path)
+    try:
+        with np.load(path, allow_pickle=False) as index:
+            image_ids, offsets, sizes = index["image_ids"], index["offsets"], index["sizes"]
+    except KeyError as error:
+        raise RegionFeatureError(path, "arrays", f"missing {error}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise RegionFeatureError(
+            path, "file", f"not a readable .npz archive ({error}); it is truncated or damaged"
+        ) from None
+    count = int(metadata["num_images"])
+    if image_ids.shape != (count,) or image_ids.dtype.kind != "U":
+        raise RegionFeatureError(
+            path, "image_ids", f"{image_ids.shape} {image_ids.dtype}, but {_META_FILE} says {count} string ids"
+        )
+    if offsets.shape != (count + 1,) or offsets.dtype.kind not in "iu":
+        raise RegionFeatureError(path, "offsets", f"{offsets.shape} {offsets.dtype}, expected ({count + 1},) integers")
+    if sizes.shape != (count, 2):
+        raise RegionFeatureError(path, "sizes", f"shape {sizes.shape}, expected ({count}, 2)")
+    offsets = offsets.astype(np.int64, copy=False)
+    if count and (offsets[0] != 0 or offsets[-1] != num_rows - 1):
+        raise RegionFeatureError(
+            path, "offsets", f"run from {offsets[0]} to {offsets[-1]}, expected 0 to {num_rows - 1} (num_regions)"
+        )
+    decreasing = np.flatnonzero(np.diff(offsets) < 0)
+    if decreasing.size:
+        i = int(decreasing[0])
+        raise RegionFeatureError(path, "offsets", f"decrease at image {i} ({offsets[i]} -> {offsets[i + 1]})")
+    if not np.isfinite(sizes).all():
+        raise RegionFeatureError(path, "sizes", "image widths or heights are NaN or infinite")
+    counts = np.diff(offsets)
+    for key, value in (("min_regions", counts.min()), ("max_regions", counts.max())) if count else ():
+        if key in metadata and metadata[key] != int(value):
+            raise RegionFeatureError(path, key, f"{int(value)} in the index, {metadata[key]!r} in {_META_FILE}")
+    return image_ids, offsets, sizes
+
+
 class RegionFeatureStore(Mapping[str, dict]):
     """Random access to the region features of many images, by image id or by image index.
 
@@ -139,22 +286,60 @@ class RegionFeatureStore(Mapping[str, dict]):
         meta_file = self.path / _META_FILE
         if not meta_file.exists():
             raise FileNotFoundError(f"{self.path} is not a region-feature store (no {_META_FILE})")
-        self.metadata: dict[str, Any] = json.loads(meta_file.read_text())
-        if self.metadata.get("format") != _STORE_FORMAT or self.metadata.get("version") != _STORE_VERSION:
-            raise ValueError(f"{meta_file}: not a version-{_STORE_VERSION} {_STORE_FORMAT}")
+        self.metadata: dict[str, Any] = _read_metadata(meta_file)
         self.feature_dim = int(self.metadata["feature_dim"])
         num_rows = int(self.metadata["num_regions"]) + 1
-        self.features = np.memmap(
-            self.path / _FEATURES_FILE, dtype=np.float16, mode="r", shape=(num_rows, self.feature_dim)
-        )  # (R + 1, F)
-        self.boxes = np.load(self.path / _BOXES_FILE, mmap_mode="r")  # (R + 1, 4)
-        with np.load(self.path / _INDEX_FILE, allow_pickle=False) as index:
-            self.image_ids: np.ndarray = index["image_ids"]  # (N,) str
-            self.offsets: np.ndarray = index["offsets"]  # (N + 1,) int64
-            self.sizes: np.ndarray = index["sizes"]  # (N, 2) float32 width, height
+        features_file = self.path / _FEATURES_FILE
+        expected = num_rows * self.feature_dim * np.dtype(np.float16).itemsize
+        actual = _member_size(features_file)
+        if actual != expected:
+            raise RegionFeatureError(
+                features_file,
+                "length",
+                f"{actual} bytes, but {_META_FILE} implies {expected} ({num_rows - 1} regions + a padding row of "
+                f"width {self.feature_dim} in float16); the file is {'truncated' if actual < expected else 'too long'}",
+            )
+        self.features = np.memmap(features_file, dtype=np.float16, mode="r", shape=(num_rows, self.feature_dim))
+        self.boxes = _open_boxes(self.path / _BOXES_FILE, num_rows)  # (R + 1, 4)
+        self.image_ids, self.offsets, self.sizes = _read_index(self.path / _INDEX_FILE, self.metadata, num_rows)
         self.num_regions = self.offsets[1:] - self.offsets[:-1]  # (N,)
         self.padding_row = num_rows - 1
         self._position = {image_id: i for i, image_id in enumerate(self.image_ids.tolist())}
+        if len(self._position) != len(self.image_ids):
+            seen: set[str] = set()
+            repeated = next(i for i in self.image_ids.tolist() if i in seen or seen.add(i))
+            raise RegionFeatureError(self.path / _INDEX_FILE, "image_ids", f"duplicate image id {repeated!r}")
+
+    @property
+    def checksums(self) -> dict[str, str] | None:
+        """The SHA-256 of each data file recorded at conversion, or ``None`` for a store of an older version."""
+        recorded = self.metadata.get(_CHECKSUM_KEY)
+        return dict(recorded) if isinstance(recorded, Mapping) else None
+
+    def verify(self) -> list[str] | None:
+        """Recomputes the SHA-256 of every data file and compares it with the one recorded at conversion.
+
+        Reads every byte of the store (unlike opening it, which checks the index only).
+
+        Returns:
+            One line per file that differs (empty when all match), or ``None`` when the store records no
+            checksums (written by an older version).
+        """
+        recorded = self.checksums
+        if recorded is None:
+            return None
+        problems = []
+        for name in (_FEATURES_FILE, _BOXES_FILE, _INDEX_FILE):
+            path = self.path / name
+            if name not in recorded:
+                problems.append(f"{path}: no checksum recorded in {_META_FILE}")
+                continue
+            actual = _sha256_of(path)
+            if actual != recorded[name]:
+                problems.append(
+                    f"{path}: sha256 {actual} differs from {recorded[name]} recorded at conversion (changed or damaged)"
+                )
+        return problems
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (str(self.path),)
@@ -309,18 +494,35 @@ class RegionFeatureStoreWriter:
                 "overwrite replaces only a store, so nothing was deleted: choose another destination"
             )
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_destination(self.path)  # a second writer of the same destination fails here
         self.feature_dim = feature_dim
         self.overwrite = overwrite
         self.metadata = dict(metadata or {})
         self.skipped: list[SkippedRecord] = []
-        self._tmp = temporary_sibling(self.path, directory=True)
-        self._features = open(self._tmp / _FEATURES_FILE, "wb")
+        self._closed = True  # until the files below exist, so that abort() only releases the lock
+        self._features = None
+        try:
+            self._tmp = temporary_sibling(self.path, directory=True)
+            self._features = open(self._tmp / _FEATURES_FILE, "wb")
+        except BaseException as error:
+            _unlock_destination(*self._lock)
+            self._raise_disk_full(error)
+            raise
+        self._features_hash = hashlib.sha256()
         self._boxes: list[np.ndarray] = []
         self._ids: list[str] = []
         self._seen: set[str] = set()
         self._offsets = [0]
         self._sizes: list[tuple[float, float]] = []
         self._closed = False
+
+    def _raise_disk_full(self, error: BaseException) -> None:
+        """Re-raises an ``ENOSPC`` error as a one-line [`DiskFullError`] (after the caller cleaned up)."""
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC and not isinstance(error, DiskFullError):
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"disk full while writing {self.path}; nothing was published; the previous store (if any) is intact",
+            ) from error
 
     def __enter__(self) -> RegionFeatureStoreWriter:
         return self
@@ -362,7 +564,14 @@ class RegionFeatureStoreWriter:
         half = np.ascontiguousarray(features, dtype=np.float16)
         if not np.isfinite(half).all():
             raise ValueError(f"image {key!r}: features are NaN, inf or beyond the float16 range")
-        self._features.write(half.tobytes())
+        data = half.tobytes()
+        try:
+            self._features.write(data)
+        except OSError as error:
+            self.abort()
+            self._raise_disk_full(error)
+            raise
+        self._features_hash.update(data)
         self._boxes.append(boxes)
         self._ids.append(key)
         self._seen.add(key)
@@ -393,7 +602,9 @@ class RegionFeatureStoreWriter:
             self.abort()
             raise ValueError(f"no images were written to {self.path}")
         try:
-            self._features.write(np.zeros(self.feature_dim, dtype=np.float16).tobytes())  # padding row
+            padding = np.zeros(self.feature_dim, dtype=np.float16).tobytes()
+            self._features.write(padding)  # the padding row
+            self._features_hash.update(padding)
             self._features.close()  # flushed; publish() below fsyncs every file before the rename
             boxes = np.concatenate(self._boxes + [np.zeros((1, 4), np.float32)], axis=0)
             np.save(self._tmp / _BOXES_FILE, boxes)
@@ -415,21 +626,35 @@ class RegionFeatureStoreWriter:
                 "max_regions": int(counts.max()),
                 **self.metadata,
                 "skipped": [str(s) for s in self.skipped],
+                _CHECKSUM_KEY: {  # the features hashed while written, the two small files read back once
+                    _FEATURES_FILE: self._features_hash.hexdigest(),
+                    _BOXES_FILE: _sha256_of(self._tmp / _BOXES_FILE),
+                    _INDEX_FILE: _sha256_of(self._tmp / _INDEX_FILE),
+                },
             }
             (self._tmp / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
             publish(self._tmp, self.path, overwrite=self.overwrite)
-        except BaseException:
+        except BaseException as error:
             self.abort()
+            self._raise_disk_full(error)
             raise
         self._closed = True
+        _unlock_destination(*self._lock)
         return self.path
 
     def abort(self) -> None:
         """Removes the temporary files; the destination is left untouched."""
-        if not self._features.closed:
-            self._features.close()
-        discard(self._tmp)
+        if self._closed:
+            return
         self._closed = True
+        try:
+            if not self._features.closed:
+                self._features.close()
+        except OSError:  # e.g. ENOSPC again while flushing: the temporary goes anyway
+            pass
+        finally:
+            discard(self._tmp)
+            _unlock_destination(*self._lock)
 
 
 @dataclass
