@@ -22,7 +22,6 @@ second conversion into the same destination fails at once ([`StoreBusyError`]), 
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -33,6 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:  # POSIX: conversions to one destination are serialised with flock
+    import fcntl
+except ImportError:  # elsewhere there is no lock
+    fcntl = None
 
 from ..atomic_files import discard, publish, temporary_sibling
 from .feature_readers import (
@@ -91,7 +95,8 @@ def _lock_destination(path: Path) -> tuple[Path, int]:
     while True:
         handle = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(handle)
             raise StoreBusyError(
