@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "file_sha256",
     "atomic_path",
     "discard",
     "publish",
@@ -128,10 +130,11 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def _fsync_directory(path: Path) -> None:
-    """Flush a directory's entries (e.g. a rename into it) to disk, where the platform allows it."""
+def _fsync_one(path: Path) -> None:
+    """Flush one file or one directory's entries to disk, where the platform allows it."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
     try:
-        handle = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        handle = os.open(path, flags)
     except OSError:  # some platforms do not open directories
         return
     try:
@@ -140,6 +143,11 @@ def _fsync_directory(path: Path) -> None:
         pass
     finally:
         os.close(handle)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Flush a directory's entries (e.g. a rename into it) to disk."""
+    _fsync_one(path)
 
 
 def _exchange(first: Path, second: Path) -> bool:
@@ -160,19 +168,17 @@ def _exchange(first: Path, second: Path) -> bool:
 
 def _fsync(path: Path) -> None:
     """Flush a finished file (or every file of a finished directory, and the directory) to disk."""
-    paths = [path] if not path.is_dir() else [*sorted(p for p in path.rglob("*") if p.is_file()), path]
-    for item in paths:
-        flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if item.is_dir() else 0)
-        try:
-            handle = os.open(item, flags)
-        except OSError:  # some file systems do not open directories
-            continue
-        try:
-            os.fsync(handle)
-        except OSError:
-            pass
-        finally:
-            os.close(handle)
+    for item in [path] if not path.is_dir() else [*sorted(p for p in path.rglob("*") if p.is_file()), path]:
+        _fsync_one(item)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's contents, read in 1 MiB blocks (the checksum of every manifest the package writes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool = True) -> Path:

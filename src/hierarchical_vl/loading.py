@@ -10,7 +10,6 @@ SHA-256 of each file its save wrote; `load_checkpoint` verifies a local director
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .atomic_files import file_sha256
 from .configuration_hierarchical_vl import HierarchicalVLConfig
 from .tasks import TASK_SPECS, task_spec
 
@@ -45,14 +45,6 @@ class CheckpointIntegrityError(ValueError):
     """A model directory does not match its checksum manifest, or its weights hold NaN or inf."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def save_model_with_checksums(model: Any, directory: str | os.PathLike, **save_kwargs: Any) -> list[str]:
     """``model.save_pretrained(directory)`` plus a ``checksums.json`` of exactly the files that save wrote.
 
@@ -77,7 +69,9 @@ def save_model_with_checksums(model: Any, directory: str | os.PathLike, **save_k
     try:
         model.save_pretrained(staging, **save_kwargs)
         names = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
-        files = {name: {"size": (staging / name).stat().st_size, "sha256": _sha256(staging / name)} for name in names}
+        files = {
+            name: {"size": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)} for name in names
+        }
         for name in names:
             target = directory / name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,7 +120,7 @@ def verify_checksums(directory: str | os.PathLike) -> bool:
                 f"{file}: {file.stat().st_size} bytes, {CHECKSUMS_FILE} says {size} (truncated or replaced; "
                 f"if you saved into this folder again on purpose, delete {CHECKSUMS_FILE})"
             )
-        if _sha256(file) != expected["sha256"]:
+        if file_sha256(file) != expected["sha256"]:
             raise CheckpointIntegrityError(
                 f"{file}: does not match its checksum in {CHECKSUMS_FILE} (corrupt, or saved again: if you saved "
                 f"into this folder again on purpose, delete {CHECKSUMS_FILE})"

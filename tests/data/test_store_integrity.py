@@ -98,7 +98,7 @@ def test_a_damaged_store_is_refused_on_open_naming_the_file_and_the_problem(tmp_
 
 def test_opening_reads_the_index_only_not_the_features(tmp_path, monkeypatch):
     path = _write_store(tmp_path / "store")
-    monkeypatch.setattr(feature_store_module, "_sha256_of", lambda *_: pytest.fail("open must not hash the data"))
+    monkeypatch.setattr(feature_store_module, "file_sha256", lambda *_: pytest.fail("open must not hash the data"))
     store = RegionFeatureStore(path)
     assert len(store) == 3 and store.checksums is not None
 

@@ -38,7 +38,7 @@ try:  # POSIX: conversions to one destination are serialised with flock
 except ImportError:  # elsewhere there is no lock
     fcntl = None
 
-from ..atomic_files import discard, publish, temporary_sibling
+from ..atomic_files import discard, file_sha256, publish, temporary_sibling
 from .feature_readers import (
     RegionFeatureError,
     RegionFeatureRecord,
@@ -79,14 +79,6 @@ class DiskFullError(OSError):
 
 class StoreBusyError(FileExistsError):
     """Another process is writing the same store destination (it holds ``<destination>.lock``)."""
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _lock_destination(path: Path) -> tuple[Path, int]:
@@ -339,7 +331,7 @@ class RegionFeatureStore(Mapping[str, dict]):
             if name not in recorded:
                 problems.append(f"{path}: no checksum recorded in {_META_FILE}")
                 continue
-            actual = _sha256_of(path)
+            actual = file_sha256(path)
             if actual != recorded[name]:
                 problems.append(
                     f"{path}: sha256 {actual} differs from {recorded[name]} recorded at conversion (changed or damaged)"
@@ -633,8 +625,8 @@ class RegionFeatureStoreWriter:
                 "skipped": [str(s) for s in self.skipped],
                 _CHECKSUM_KEY: {  # the features hashed while written, the two small files read back once
                     _FEATURES_FILE: self._features_hash.hexdigest(),
-                    _BOXES_FILE: _sha256_of(self._tmp / _BOXES_FILE),
-                    _INDEX_FILE: _sha256_of(self._tmp / _INDEX_FILE),
+                    _BOXES_FILE: file_sha256(self._tmp / _BOXES_FILE),
+                    _INDEX_FILE: file_sha256(self._tmp / _INDEX_FILE),
                 },
             }
             (self._tmp / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

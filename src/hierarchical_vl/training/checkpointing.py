@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -11,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..atomic_files import publish
+from ..atomic_files import file_sha256, publish
 
 __all__ = ["CheckpointError", "CheckpointManager"]
 
@@ -25,14 +24,6 @@ _STATE_KEYS = ("stage", "updates", "evaluations", "data", "schedule")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, partial or corrupt."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class CheckpointManager:
@@ -77,7 +68,7 @@ class CheckpointManager:
         temporary = self.temporary_path(step)
         (temporary / _TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
         files = {
-            str(path.relative_to(temporary)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+            str(path.relative_to(temporary)): {"size": path.stat().st_size, "sha256": file_sha256(path)}
             for path in sorted(temporary.rglob("*"))
             if path.is_file()
         }
@@ -132,7 +123,7 @@ class CheckpointManager:
                     f"{path}: file {name} has {file.stat().st_size} bytes, the manifest says {expected['size']} "
                     "(truncated or partial write)"
                 )
-            if _sha256(file) != expected["sha256"]:
+            if file_sha256(file) != expected["sha256"]:
                 raise CheckpointError(f"{path}: file {name} does not match its checksum (corrupt)")
         if _TRAINER_STATE not in files:
             raise CheckpointError(f"{manifest_path}: {_TRAINER_STATE} is not listed in the manifest")
