@@ -155,12 +155,16 @@ def open_region_store(
         store_path: Where the converted store goes (default: ``<features>.store`` next to the features).
         progress: Show the conversion's progress bar.
 
+    A store given directly is the user's own: when the sources it recorded are still where they were and have
+    changed, it is refused (it is never replaced without being named in a command).
+
     Raises:
         FileNotFoundError: If there is nothing at ``features``.
+        ValueError: If a store given directly is older than the sources it was converted from.
     """
     features = Path(features)
     if (features / _STORE_MARKER).exists():
-        return RegionFeatureStore(features)
+        return _checked_store(features)
     if not features.exists():
         raise FileNotFoundError(f"no region features at {features}")
     destination = Path(store_path) if store_path is not None else features.with_name(features.name + ".store")
@@ -187,6 +191,22 @@ def open_region_store(
     del store
     convert_region_features(features, destination, overwrite=True, progress=progress)
     return RegionFeatureStore(destination)
+
+
+def _checked_store(path: Path) -> RegionFeatureStore:
+    """The store at ``path``, refused when the sources it recorded still exist and have changed since."""
+    store = RegionFeatureStore(path)
+    recorded = store.metadata.get("source_identity") or []
+    sources = [item.get("path") for item in recorded]
+    if not sources or not all(isinstance(source, str) and Path(source).exists() for source in sources):
+        return store  # an older store, or sources moved away: nothing to compare with
+    changes = source_changes(recorded, sources)
+    if changes:
+        raise ValueError(
+            f"the region store {path} is stale: {'; '.join(changes)}; convert again with "
+            f"`hvl features convert {' '.join(sources)} {path} --overwrite`"
+        )
+    return store
 
 
 def load_evaluation_data(
