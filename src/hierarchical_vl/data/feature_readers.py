@@ -30,12 +30,9 @@ in it is run. Every other ``np.load`` uses ``allow_pickle=False``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import io
 import os
 import pickle
-import re
 import zipfile
 import zlib
 from abc import ABC, abstractmethod
@@ -47,6 +44,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..processing_hierarchical_vl import region_box_problem
+from .feature_records import (
+    _b64_array,
+    _BadRecord,
+    _decode_id,
+    _key_location,
+    _number,
+    _numeric_image_id,
+    _overlapping_rows,
+    _sampled_width,
+)
 
 __all__ = [
     "FEATURE_FORMATS",
@@ -87,8 +94,6 @@ _WIDTH_KEYS = ("image_w", "image_width", "img_w", "width")
 _HEIGHT_KEYS = ("image_h", "image_height", "img_h", "height")
 _NUM_BOXES_KEYS = ("num_boxes", "num_bbox")
 _LMDB_RESERVED_KEYS = (b"keys", b"__keys__", b"__len__")
-
-_TRAILING_DIGITS = re.compile(r"(\d+)(?:\.[A-Za-z0-9]+)?$")
 
 # The globals a pickled dict of numpy arrays refers to (numpy 1.x ``numpy.core``, 2.x ``numpy._core``), plus the
 # harmless builtins of old protocols; everything else is refused by ``_RestrictedUnpickler``.
@@ -167,27 +172,6 @@ def canonical_image_id(image_id: Any) -> str:
     if text.isdigit():
         return str(int(text))
     return text
-
-
-def _numeric_image_id(name: str) -> str:
-    """Reduces a file-style image name to its trailing number, e.g. ``COCO_val2014_000000000042`` -> ``"42"``.
-
-    Raises:
-        ValueError: If the name does not end in digits.
-    """
-    match = _TRAILING_DIGITS.search(str(name).strip())
-    if match is None:
-        raise ValueError(f"image id {name!r} does not end in a number")
-    return str(int(match.group(1)))
-
-
-class _BadRecord(Exception):
-    """Raised while parsing one record; the reader turns it into an error or a skipped record."""
-
-    def __init__(self, problem: str, image_id: str | None = None):
-        super().__init__(problem)
-        self.problem = problem
-        self.image_id = image_id
 
 
 class _UnsafePickleError(pickle.UnpicklingError):
@@ -309,6 +293,8 @@ class RegionFeatureReader(ABC):
             self.progress_callback(units)
 
     def _image_id(self, raw: Any) -> str:
+        if isinstance(raw, (bytes, bytearray)):
+            raw = _decode_id(raw)  # a bad-record error, not a UnicodeDecodeError traceback
         if self.numeric_ids:
             try:
                 return _numeric_image_id(canonical_image_id(raw))
@@ -351,29 +337,6 @@ class RegionFeatureReader(ABC):
 # ---------------------------------------------------------------------------------------------------------------
 # TSV readers
 # ---------------------------------------------------------------------------------------------------------------
-def _b64_array(field_value: bytes, dtype: type, name: str, image_id: str | None = None) -> np.ndarray:
-    """Decodes one base64 column; tolerates the ``b'...'`` wrapping some Python 3 writers left behind."""
-    if field_value.startswith(b"b'") and field_value.endswith(b"'"):
-        field_value = field_value[2:-1]
-    try:
-        raw = base64.b64decode(field_value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise _BadRecord(f"bad base64 in column {name!r}: {error}", image_id) from None
-    itemsize = np.dtype(dtype).itemsize
-    if len(raw) % itemsize:
-        raise _BadRecord(
-            f"column {name!r} holds {len(raw)} bytes, not a whole number of {np.dtype(dtype).name}", image_id
-        )
-    return np.frombuffer(raw, dtype=dtype)
-
-
-def _number(value: bytes, name: str, kind: type = float) -> float | int:
-    try:
-        return kind(value)
-    except ValueError:
-        raise _BadRecord(f"column {name!r} is not a number: {value[:40]!r}") from None
-
-
 class _TSVReader(RegionFeatureReader):
     """Base of the TSV readers: one image per line, the columns named by ``columns`` (file order).
 
@@ -391,6 +354,8 @@ class _TSVReader(RegionFeatureReader):
         return self.path.stat().st_size
 
     def _entries(self) -> Iterator[tuple[str, Any, int]]:
+        if self.feature_dim is None:
+            self.feature_dim = _sampled_width(self.path, len(self.columns))  # a cut first line is then blamed
         with open(self.path, "rb") as handle:
             for line_number, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -410,7 +375,14 @@ class _TSVReader(RegionFeatureReader):
                 raise _BadRecord(
                     f"{len(fields)} tab-separated columns, expected {len(self.columns)} ({', '.join(self.columns)})"
                 )
-            return self._parse_fields(dict(zip(self.columns, fields)))
+            record = self._parse_fields(dict(zip(self.columns, fields)))
+            if truncated and self.feature_dim is None:  # nothing else tells whether its last column is whole
+                raise _BadRecord(
+                    f"its feature width {record.features.shape[1]} is confirmed by no other line, so the features "
+                    "may be cut short; pass feature_dim (--feature-dim) if the width is right",
+                    record.image_id,
+                )
+            return record
         except _BadRecord as bad:
             if truncated:
                 bad.problem = f"truncated line (no newline at end of file): {bad.problem}"
@@ -609,7 +581,7 @@ class _LMDBReader(RegionFeatureReader):
             for key, value in txn.cursor():
                 if key in _LMDB_RESERVED_KEYS:
                     continue
-                yield f"key {key.decode('utf-8', 'replace')!r}", (key, value), 1
+                yield _key_location(key), (key, value), 1
 
     def _parse(self, payload: Any) -> RegionFeatureRecord:
         key, value = payload
@@ -674,6 +646,13 @@ class _HDF5Reader(RegionFeatureReader):
             lengths["feature blocks"] = self._features.shape[0]
         if len(set(lengths.values())) != 1:
             raise RegionFeatureError(self.path, "file", f"per-image datasets disagree in length: {lengths}")
+        self._overlaps: dict[int, tuple[int, str]] = {}
+        if self._rows_table is not None:
+            self._overlaps = _overlapping_rows(np.asarray(self._rows_table).reshape(-1, 2), self._features.shape[0])
+        if self._overlaps and not self.skip_bad:
+            index, (other, text) = min(self._overlaps.items())
+            where = f"entries {index} and {other} (images {self._ids[index]!r} and {self._ids[other]!r})"
+            raise RegionFeatureError(self.path, where, f"overlapping row ranges in the row table: {text}")
         if self._boxes.shape[:-1] != self._features.shape[:-1]:
             raise RegionFeatureError(
                 self.path,
@@ -696,6 +675,8 @@ class _HDF5Reader(RegionFeatureReader):
             features = np.asarray(self._features[index], dtype=np.float32)
             boxes = np.asarray(self._boxes[index], dtype=np.float32)
         else:
+            if index in self._overlaps:
+                raise _BadRecord(self._overlaps[index][1], image_id)
             start, end = (int(v) for v in self._rows_table[index])
             total = self._features.shape[0]
             if not 0 <= start < end <= total:

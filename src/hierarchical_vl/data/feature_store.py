@@ -730,6 +730,7 @@ def convert_region_features(
                 source, format, feature_dim=writer.feature_dim, skip_bad=skip_bad, numeric_ids=numeric_ids
             )
             unit = reader.progress_unit
+            read = 0  # records of this source, good or bad (duplicates included)
             try:
                 with tqdm(
                     total=reader.progress_total,
@@ -741,6 +742,7 @@ def convert_region_features(
                 ) as bar:
                     reader.progress_callback = bar.update
                     for record in reader:
+                        read += 1
                         if record.image_id in first_seen:
                             where = f"image {record.image_id!r}"
                             problem = f"duplicate image id (already in {first_seen[record.image_id]})"
@@ -756,6 +758,11 @@ def convert_region_features(
                 if close is not None:
                     close()
             writer.skipped.extend(reader.skipped)
+            if not read and not reader.skipped:  # an empty shard is an error, not a silent no-op
+                problem = "no records (the source is empty)"
+                if not skip_bad:
+                    raise RegionFeatureError(source, "file", problem)
+                writer.skipped.append(SkippedRecord(str(source), "file", problem))
     return ConversionReport(
         writer.path, writer.num_images, writer.num_regions, int(writer.feature_dim), list(writer.skipped)
     )
