@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "DiskFullError",
+    "disk_full",
     "file_sha256",
     "atomic_path",
     "discard",
@@ -41,6 +43,29 @@ logger = logging.getLogger(__name__)
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+
+
+class DiskFullError(OSError):
+    """The disk filled up while something was written; nothing was published (``errno`` is ``ENOSPC``).
+
+    Its text is the one line to show the user (``strerror``), without the ``[Errno 28]`` prefix.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def disk_full(error: BaseException, message: str) -> DiskFullError | None:
+    """A [`DiskFullError`] with ``message`` when ``error`` is an ``ENOSPC`` ``OSError``, else ``None``.
+
+    Use as ``raise disk_full(error, "...") from error`` after checking for ``None`` (an existing
+    ``DiskFullError`` is returned unchanged, so its message is kept).
+    """
+    if isinstance(error, DiskFullError):
+        return error
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return DiskFullError(errno.ENOSPC, message)
+    return None
 
 
 def _default_mode(directory: bool) -> int:

@@ -28,6 +28,7 @@ __all__ = [
     "load_checkpoint",
     "load_processor",
     "save_model_with_checksums",
+    "save_staged",
     "verify_checksums",
 ]
 
@@ -48,9 +49,11 @@ class CheckpointIntegrityError(ValueError):
 def save_model_with_checksums(model: Any, directory: str | os.PathLike, **save_kwargs: Any) -> list[str]:
     """``model.save_pretrained(directory)`` plus a ``checksums.json`` of exactly the files that save wrote.
 
-    The save goes into a private staging folder inside ``directory`` first and is then moved into place, so the
-    manifest lists the save's own files (config, weights or shards and their index, remote code), never files
-    that were already there or that other programs write meanwhile.
+    The save and its manifest go into a private staging folder inside ``directory`` first and are then moved into
+    place (renames, which need no space), so the manifest lists the save's own files (config, weights or shards and
+    their index, remote code), never files that were already there or that other programs write meanwhile; and a
+    save that fails (e.g. ``ENOSPC``, a full disk) publishes nothing: the staging folder is removed and the previous
+    model in ``directory`` is left as it was.
 
     Args:
         model: A model with ``save_pretrained``.
@@ -60,25 +63,49 @@ def save_model_with_checksums(model: Any, directory: str | os.PathLike, **save_k
     Returns:
         The files the save wrote, relative to ``directory``, sorted (``checksums.json`` not included).
     """
-    from .atomic_files import write_json_atomic
+    names: list[str] = []
+
+    def save(staging: Path) -> None:
+        model.save_pretrained(staging, **save_kwargs)
+        names.extend(sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file()))
+        files = {
+            name: {"size": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)} for name in names
+        }
+        (staging / CHECKSUMS_FILE).write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=2) + "\n")
+
+    save_staged(save, directory)
+    return names
+
+
+def save_staged(save: Any, directory: str | os.PathLike) -> list[str]:
+    """Runs ``save(staging)`` into a private staging folder inside ``directory``, then moves its files into place.
+
+    Nothing is moved before ``save`` has finished, and the files are flushed to disk first; on any error the
+    staging folder is removed and ``directory`` is left as it was.
+
+    Args:
+        save: Writes the files, e.g. ``processor.save_pretrained``.
+        directory: The destination directory (created when missing).
+
+    Returns:
+        The files moved, relative to ``directory``, sorted.
+    """
+    from .atomic_files import _fsync
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     staging = directory / f".hvl-save-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        model.save_pretrained(staging, **save_kwargs)
+        save(staging)
         names = sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file())
-        files = {
-            name: {"size": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)} for name in names
-        }
+        _fsync(staging)
         for name in names:
             target = directory / name
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging / name, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    write_json_atomic(directory / CHECKSUMS_FILE, {"algorithm": "sha256", "files": files})
     return names
 
 

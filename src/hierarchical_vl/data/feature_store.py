@@ -38,7 +38,7 @@ try:  # POSIX: conversions to one destination are serialised with flock
 except ImportError:  # elsewhere there is no lock
     fcntl = None
 
-from ..atomic_files import discard, file_sha256, publish, temporary_sibling
+from ..atomic_files import DiskFullError, discard, file_sha256, publish, temporary_sibling
 from .feature_readers import (
     RegionFeatureError,
     RegionFeatureRecord,
@@ -68,13 +68,6 @@ _HASHED_BYTES = 1 << 20  # the first and the last MiB of each source file
 _CHECKSUM_KEY = "sha256"  # store.json: {member file: SHA-256 hex}; absent in stores of older versions
 _CHUNK = 8 << 20
 _REQUIRED_KEYS = ("format", "version", "num_images", "num_regions", "feature_dim")
-
-
-class DiskFullError(OSError):
-    """The disk filled up while a store was written; nothing was published (``errno`` is ``ENOSPC``)."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 class StoreBusyError(FileExistsError):

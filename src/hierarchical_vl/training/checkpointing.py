@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..atomic_files import file_sha256, publish
+from ..atomic_files import file_sha256, publish, remove_stale_temporaries
 
 __all__ = ["CheckpointError", "CheckpointManager"]
 
@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 _MANIFEST = "checkpoint_manifest.json"
 _TRAINER_STATE = "trainer_state.json"
 _NAME = re.compile(r"^step-(\d{8})$")
+_TEMPORARY = re.compile(r"^\.(tmp-step-\d{8})\.")
 _STATE_KEYS = ("stage", "updates", "evaluations", "data", "schedule")
 
 
@@ -31,22 +32,42 @@ class CheckpointManager:
 
     A checkpoint is first written to a hidden temporary directory (Accelerate state of every process, then the
     trainer state and a manifest with the size and SHA-256 of every file), and renamed into place only when
-    complete. On resume, checkpoints are verified against their manifest, newest first; a partial or corrupt one
-    is reported and skipped in favour of the previous good one, as is one whose manifest or trainer state is
-    broken.
+    complete. The temporary's name records the pid of the process that owns it (the main process),
+    ``.tmp-step-NNNNNNNN.<pid>.ckpt.tmp``, in the form of `hierarchical_vl.atomic_files.temporary_sibling`, so that
+    [`remove_stale_temporaries`] can remove those of killed runs, never a live process's. On resume, checkpoints
+    are verified against their manifest, newest first; a partial or corrupt one is reported and skipped in favour
+    of the previous good one, as is one whose manifest or trainer state is broken.
 
     Args:
         directory: The run's checkpoint directory.
         keep_last: Checkpoints kept; older ones are deleted after a new one is complete.
+        owner_pid: The pid recorded in temporary names: the main process's (the same on every process); this
+            process's by default.
     """
 
-    def __init__(self, directory: str | os.PathLike, keep_last: int = 2):
+    def __init__(self, directory: str | os.PathLike, keep_last: int = 2, owner_pid: int | None = None):
         self.directory = Path(directory)
         self.keep_last = keep_last
+        self.owner_pid = os.getpid() if owner_pid is None else owner_pid
 
     def temporary_path(self, step: int) -> Path:
         """The hidden directory every process saves the state of ``step`` into (the same name on all of them)."""
-        return self.directory / f".tmp-step-{step:08d}"
+        return self.directory / f".tmp-step-{step:08d}.{self.owner_pid}.ckpt.tmp"
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Removes the temporaries of checkpoints whose owner process is dead (killed runs); main process only.
+
+        Each ``.tmp-step-NNNNNNNN.<pid>.*.tmp`` is judged by `hierarchical_vl.atomic_files.remove_stale_temporaries`:
+        temporaries of live processes and names without a pid (older versions) are left alone.
+
+        Returns:
+            The temporaries removed.
+        """
+        try:
+            names = {match.group(1) for p in self.directory.iterdir() if (match := _TEMPORARY.match(p.name))}
+        except OSError:
+            return []
+        return [path for name in sorted(names) for path in remove_stale_temporaries(self.directory / name)]
 
     def final_path(self, step: int) -> Path:
         """Where the finished checkpoint of ``step`` lives."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..atomic_files import write_text_atomic
+from ..atomic_files import DiskFullError, write_text_atomic
 from ..tasks import TASK_SPECS
 
 __all__ = ["INTERRUPTED_EXIT_CODE", "add_commands", "interrupted_message", "parse_layers"]
@@ -72,6 +72,9 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(interrupted_message(training_args.output_dir), file=sys.stderr, flush=True)
         return INTERRUPTED_EXIT_CODE
+    except DiskFullError as error:
+        print(f"hvl train: {error}", file=sys.stderr, flush=True)
+        return 1
     print(f"trained {result.updates} updates in {result.train_seconds:.1f}s; model saved to {training_args.output_dir}")
     for record in result.evaluations[-3:]:
         print(json.dumps(record))

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..atomic_files import disk_full
 from ..configuration_hierarchical_vl import HierarchicalVLConfig
 from ..data import (
     RegionFeatureStore,
@@ -25,13 +26,14 @@ from ..data import (
     vqa_data_files,
 )
 from ..evaluation.evaluation_data import CorpusLayout, open_region_store
+from ..loading import save_staged
 from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from ..processing_hierarchical_vl import HierarchicalVLProcessor
 from ..tasks import TASK_SPECS, task_spec
 from ..tokenization_hierarchical_vl import HierarchicalVLTokenizer, load_glove_embeddings
 from .arguments import TrainingArguments
 from .batching import TaskDataSource
-from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult
+from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult, model_disk_full_message
 
 __all__ = [
     "PreparedData",
@@ -278,5 +280,11 @@ def train_from_arguments(
     trainer = MultiTaskTrainer(model, args, prepared.sources(), evaluate_fn, callbacks=callbacks)
     result = trainer.train()
     if trainer.accelerator.is_main_process:
-        prepared.processor.save_pretrained(Path(args.output_dir))
+        try:  # staged: a full disk leaves the previous processor files as they were
+            save_staged(prepared.processor.save_pretrained, Path(args.output_dir))
+        except OSError as error:
+            full = disk_full(error, model_disk_full_message(args.output_dir))
+            if full is None:
+                raise
+            raise full from error
     return result

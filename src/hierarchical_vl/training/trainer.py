@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
+from ..atomic_files import discard, disk_full
 from ..loading import save_model_with_checksums
 from .arguments import TrainingArguments
 from .batching import CyclingBatches, TaskDataSource
@@ -140,7 +141,9 @@ class MultiTaskTrainer:
             weight_decay=args.optimizer.weight_decay,
         )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", keep_last=args.keep_last)
+        self.checkpoints = CheckpointManager(
+            self.output_dir / "checkpoints", keep_last=args.keep_last, owner_pid=_main_process_pid(self.accelerator)
+        )
         acc = self.accelerator
         self.batches = {
             task: CyclingBatches(
@@ -183,11 +186,27 @@ class MultiTaskTrainer:
         acc = self.accelerator
         step = self.state["updates"]
         temporary = self.checkpoints.temporary_path(step)
-        acc.save_state(str(temporary))
+        try:
+            acc.save_state(str(temporary))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                self.checkpoints.finalize(step, self._trainer_state(schedule))
+        except OSError as error:
+            full = disk_full(error, self._disk_full_message(step))
+            if full is None:
+                raise
+            if acc.is_main_process:
+                discard(temporary)
+            raise full from error
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            self.checkpoints.finalize(step, self._trainer_state(schedule))
-        acc.wait_for_everyone()
+
+    def _disk_full_message(self, step: int) -> str:
+        previous = self.checkpoints.checkpoints()
+        return f"disk full while writing {self.checkpoints.final_path(step)}; nothing was published; " + (
+            f"the previous checkpoint at {previous[-1]} is intact"
+            if previous
+            else f"there was no previous checkpoint in {self.checkpoints.directory}"
+        )
 
     def _check_output_dir(self) -> None:
         """Refuses to resume a run of another configuration; with ``overwrite_output_dir`` starts afresh instead.
@@ -290,6 +309,7 @@ class MultiTaskTrainer:
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             args.save(self.output_dir / "training_args.yaml")
+            self.checkpoints.remove_stale_temporaries()  # those of killed runs; never a live process's
         if args.log_with:
             acc.init_trackers("hierarchical_vl", config=_flat_config(args))
         schedule = self._resume()
@@ -350,10 +370,35 @@ class MultiTaskTrainer:
         result.train_seconds = time.perf_counter() - started
         acc.wait_for_everyone()
         if acc.is_main_process:
-            save_model_with_checksums(acc.unwrap_model(self.model), self.output_dir, safe_serialization=True)
+            try:
+                save_model_with_checksums(acc.unwrap_model(self.model), self.output_dir, safe_serialization=True)
+            except OSError as error:
+                full = disk_full(error, model_disk_full_message(self.output_dir))
+                if full is None:
+                    raise
+                acc.end_training()
+                raise full from error
         acc.wait_for_everyone()
         acc.end_training()
         return result
+
+
+def _main_process_pid(accelerator: Accelerator) -> int:
+    """The main process's pid, on every process (checkpoint temporaries are named after it)."""
+    if accelerator.num_processes == 1:
+        return os.getpid()
+    from accelerate.utils import broadcast_object_list
+
+    return int(broadcast_object_list([os.getpid()], from_process=0)[0])
+
+
+def model_disk_full_message(directory: str | os.PathLike) -> str:
+    """The one line of a disk that filled up while the final model was saved into ``directory``."""
+    directory = Path(directory)
+    previous = (directory / "config.json").is_file()
+    return f"disk full while writing {directory}; nothing was published; " + (
+        f"the previous model at {directory} is intact" if previous else f"there was no previous model in {directory}"
+    )
 
 
 def _evaluated_tasks(stage) -> list[str]:
