@@ -21,7 +21,6 @@ second conversion into the same destination fails at once ([`StoreBusyError`]), 
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -38,7 +37,7 @@ try:  # POSIX: conversions to one destination are serialised with flock
 except ImportError:  # elsewhere there is no lock
     fcntl = None
 
-from ..atomic_files import DiskFullError, discard, file_sha256, publish, temporary_sibling
+from ..atomic_files import DiskFullError, discard, disk_full, file_sha256, publish, temporary_sibling
 from .feature_readers import (
     RegionFeatureError,
     RegionFeatureRecord,
@@ -508,11 +507,11 @@ class RegionFeatureStoreWriter:
 
     def _raise_disk_full(self, error: BaseException) -> None:
         """Re-raises an ``ENOSPC`` error as a one-line [`DiskFullError`] (after the caller cleaned up)."""
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC and not isinstance(error, DiskFullError):
-            raise DiskFullError(
-                errno.ENOSPC,
-                f"disk full while writing {self.path}; nothing was published; the previous store (if any) is intact",
-            ) from error
+        full = disk_full(
+            error, f"disk full while writing {self.path}; nothing was published; the previous store (if any) is intact"
+        )
+        if full is not None and full is not error:
+            raise full from error
 
     def __enter__(self) -> RegionFeatureStoreWriter:
         return self
