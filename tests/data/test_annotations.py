@@ -178,13 +178,19 @@ def _karpathy_entry(imgid: int, split: str, coco: bool = True) -> dict:
     return entry
 
 
-def test_karpathy_restval_joins_train_and_ids(tmp_path, hf_cache):
+def test_karpathy_splits_are_the_files_and_restval_is_named(tmp_path, hf_cache):
     splits = ["train", "restval", "val", "test", "test"]
     coco = tmp_path / "dataset_coco.json"
     coco.write_text(json.dumps({"images": [_karpathy_entry(i, s) for i, s in enumerate(splits)], "dataset": "coco"}))
     captions = load_karpathy_captions(coco, cache_dir=hf_cache)
-    assert {r["image_id"] for r in captions["train"]} == {50, 51}
-    assert sorted(set(captions["train"]["karpathy_split"])) == ["restval", "train"]
+    assert list(captions) == ["train", "restval", "val", "test"]
+    assert {r["image_id"] for r in captions["train"]} == {50}  # the paper's train: no restval
+    assert set(captions["restval"]["karpathy_split"]) == {"restval"} and captions["restval"][0]["image_id"] == 51
+    both = load_karpathy_captions(coco, split="train+restval", cache_dir=hf_cache)
+    assert {r["image_id"] for r in both} == {50, 51} and sorted(set(both["karpathy_split"])) == ["restval", "train"]
+    assert len(list(load_karpathy_captions(coco, split="train", streaming=True))) == captions["train"].num_rows
+    with pytest.raises(KeyError, match="train\\+restval"):
+        load_karpathy_captions(coco, split="trainval")
     assert captions["test"].num_rows == 10 and captions["val"][0]["caption"] == "A dog 2-0."
     flickr = tmp_path / "dataset_flickr30k.json"
     flickr.write_text(
@@ -196,6 +202,11 @@ def test_karpathy_restval_joins_train_and_ids(tmp_path, hf_cache):
         )
     )
     assert set(load_karpathy_captions(flickr, split="test", cache_dir=hf_cache)["image_id"]) == {1003, 1004}
+    entries = [_karpathy_entry(i, s, coco=False) for i, s in enumerate(["train", "val", "test"])]
+    flickr.write_text(json.dumps({"images": entries, "dataset": "flickr30k"}))  # as Flickr30k's: no restval
+    assert list(load_karpathy_captions(flickr, cache_dir=hf_cache)) == ["train", "val", "test"]
+    with pytest.raises(ValueError, match="dataset_flickr30k.json: no images of the Karpathy split 'restval'"):
+        load_karpathy_captions(flickr, split="restval", cache_dir=hf_cache)
 
 
 def test_coco_1k_test_folds():

@@ -135,8 +135,10 @@ def _karpathy(tmp_path, edit=None):
 
 
 def test_good_karpathy_file_still_loads(tmp_path):
-    rows = list(load_karpathy_captions(_karpathy(tmp_path), split="train", streaming=True))
+    rows = list(load_karpathy_captions(_karpathy(tmp_path), split="train+restval", streaming=True))
     assert [r["sentence_id"] for r in rows] == [0, 1, 5, 6]
+    rows = list(load_karpathy_captions(_karpathy(tmp_path), split="train", streaming=True))
+    assert [r["sentence_id"] for r in rows] == [0, 1]  # train alone: no restval
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,18 @@
 
 One row per caption: ``image_id`` (``cocoid`` for COCO, the number in the file name for Flickr30k), ``filename``,
 ``filepath`` (COCO only), ``karpathy_split`` (the file's own split, including ``restval``), ``sentence_id``,
-``caption`` (the raw text) and ``tokens``. The ``train`` split includes the ``restval`` images, as is standard.
-COCO's "1K test" is the mean over 5 folds of 1000 test images; [`karpathy_test_folds`] gives the folds.
+``caption`` (the raw text) and ``tokens``. COCO's "1K test" is the mean over 5 folds of 1000 test images;
+[`karpathy_test_folds`] gives the folds.
+
+Each split is exactly the images the file marks with it. COCO's file (123,287 images) holds:
+
+* ``train``: 82,783 images, all of COCO train2014 -- what the paper trains retrieval on;
+* ``restval``: 30,504 COCO val2014 images in neither val nor test;
+* ``val``: 5,000 COCO val2014 images;
+* ``test``: 5,000 COCO val2014 images (the "5K test"; its 5 folds of 1000 are the "1K test").
+
+``train+restval`` names both training parts at once (113,287 COCO images, the common practice of later work and
+what ``train`` meant in version 0.1 of this package). Flickr30k's file has no ``restval`` images.
 """
 
 from __future__ import annotations
@@ -20,15 +30,23 @@ from .json_stream import BadRecordError, iter_json_array
 __all__ = [
     "KARPATHY_SPLITS",
     "KARPATHY_SPLIT_VALUES",
+    "KARPATHY_TRAIN_AND_RESTVAL",
     "BadRecordError",
     "karpathy_test_folds",
     "load_karpathy_captions",
 ]
 
-KARPATHY_SPLITS = ("train", "val", "test")
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
+"""The splits of a Karpathy file, each exactly the images the file marks with it (what ``split=None`` loads)."""
 KARPATHY_SPLIT_VALUES = ("train", "val", "test", "restval")
 """The values of an entry's ``split`` field in the Karpathy files."""
-_SPLIT_MEMBERS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",)}
+KARPATHY_TRAIN_AND_RESTVAL = "train+restval"
+"""The split name of the ``train`` and ``restval`` images together (``train`` of version 0.1)."""
+_SPLIT_MEMBERS = {
+    **{split: (split,) for split in KARPATHY_SPLITS},
+    KARPATHY_TRAIN_AND_RESTVAL: ("train", "restval"),
+}
+"""Split name -> the ``split`` values of the file entries it holds."""
 _NUMBER_IN_NAME = re.compile(r"(\d+)\.[A-Za-z]+$")
 
 
@@ -146,7 +164,10 @@ def load_karpathy_captions(
 
     Args:
         path: ``dataset_coco.json`` or ``dataset_flickr30k.json``.
-        split: ``train`` (with ``restval``), ``val`` or ``test``; all three (a ``DatasetDict``) when ``None``.
+        split: ``train``, ``restval``, ``val`` or ``test`` -- exactly the images the file marks so, ``train`` without
+            ``restval`` (COCO: 82,783 images, the paper's training set) -- or ``train+restval`` for both (113,287
+            COCO images; what ``train`` meant in version 0.1). When ``None``, a ``DatasetDict`` of ``train``,
+            ``restval`` (where the file has it: Flickr30k's has not), ``val`` and ``test``.
         streaming: Return ``IterableDataset`` (``IterableDatasetDict``) that stream the file.
         cache_dir: Cache directory of the map-style datasets.
 
@@ -154,17 +175,33 @@ def load_karpathy_captions(
         ``Dataset``/``IterableDataset`` for one split, else ``DatasetDict``/``IterableDatasetDict``.
 
     Raises:
+        KeyError: If ``split`` is not one of the names above.
+        ValueError: If the file has no images of ``split`` (map-style only; a stream of it is empty).
         BadRecordError: (while the rows are generated) On an entry with a missing key or bad value, a split value
             outside train/val/test/restval, or an image or sentence id repeated in the file.
     """
     features = _features(_CAPTION_FEATURES)
-    if split is not None and split not in KARPATHY_SPLITS:
-        raise KeyError(f"no Karpathy split {split!r}; choose from {KARPATHY_SPLITS}")
-    splits = {
-        name: ({"path": str(path), "split": name}, (path, name))
-        for name in ([split] if split is not None else KARPATHY_SPLITS)
+    if split is not None and split not in _SPLIT_MEMBERS:
+        raise KeyError(f"no Karpathy split {split!r}; choose from {', '.join(_SPLIT_MEMBERS)}")
+    if split is not None:
+        names = [split]
+    else:  # restval only where the file has it (Flickr30k's has none)
+        names = [name for name in KARPATHY_SPLITS if name != "restval" or "restval" in _split_values(path)]
+    splits = {  # the members in the fingerprint: a cache of 0.1's ``train`` (with restval) is not reused
+        name: ({"path": str(path), "split": name}, (path, name, _SPLIT_MEMBERS[name])) for name in names
     }
-    return _load_splits(_generate_captions, features, splits, split=split, streaming=streaming, cache_dir=cache_dir)
+    try:
+        return _load_splits(_generate_captions, features, splits, split=split, streaming=streaming, cache_dir=cache_dir)
+    except ValueError:  # ``datasets`` refuses a split without rows, in its own words: name the file and split
+        if split is None or set(_SPLIT_MEMBERS[split]) & _split_values(path):
+            raise
+        found = ", ".join(sorted(_split_values(path))) or "none"
+        raise ValueError(f"{path}: no images of the Karpathy split {split!r} (the file's splits: {found})") from None
+
+
+def _split_values(path: str | os.PathLike) -> set[str]:
+    """The ``split`` values of a Karpathy file's entries."""
+    return {entry.get("split") for entry in iter_json_array(path, "images") if isinstance(entry, dict)}
 
 
 def karpathy_test_folds(image_ids: Iterable[Any], fold_size: int = 1000) -> list[list[int]]:

@@ -8,7 +8,9 @@ The directory layout is the one ``hvl data demo`` writes, which follows the real
     DIR/flickr30k_entities/               Sentences/, Annotations/, train.txt, val.txt, test.txt
 
 Each part can be pointed elsewhere. Region features that are not yet a store are converted once into
-``<features>.store`` next to them (see ``hvl features convert``) and reused afterwards. Training reads its splits
+``<features>.store`` next to them (see ``hvl features convert``) and reused afterwards. The features can be several
+sources converted into one store, as the releases come (`feature_sources`): a list of files, a glob
+(``bottom_up/trainval/*.tsv*``) or a directory of TSV shards (``bottom_up/trainval``). Training reads its splits
 through the same `CorpusLayout` (built from its data arguments) and opens the store with `open_region_store`.
 
 The file formats differ per task (VQA 2.0 JSON, a Karpathy split file, the Flickr30k Entities folders), so this is
@@ -18,8 +20,10 @@ the one place that knows, per task, where its annotations lie in a corpus and wh
 from __future__ import annotations
 
 import copy
+import glob
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,12 +39,85 @@ from ..data import (
 from ..data.feature_store import source_changes
 from ..tasks import TASK_SPECS, task_spec
 
-__all__ = ["CorpusLayout", "EvaluationData", "load_evaluation_data", "open_region_store"]
+__all__ = ["CorpusLayout", "EvaluationData", "feature_sources", "load_evaluation_data", "open_region_store"]
 
 logger = logging.getLogger(__name__)
 
 _STORE_MARKER = "store.json"
 _CAPTION_FILES = ("dataset_coco.json", "dataset_flickr30k.json")
+_GLOB_CHARACTERS = frozenset("*?[")
+_SEVERAL_SOURCES_STORE = "region_features.store"
+"""The default store name of several sources, in their common directory."""
+
+FeatureSources = str | os.PathLike | Sequence[str | os.PathLike]
+"""One region-feature source, or several converted into one store (see `feature_sources`)."""
+
+
+def _is_glob(value: str | os.PathLike) -> bool:
+    return any(character in _GLOB_CHARACTERS for character in str(value))
+
+
+def _tsv_shards(directory: Path) -> list[Path]:
+    """The TSV files of a directory (``*.tsv``, ``*.tsv.<n>``), sorted; empty for a store, LMDB or npz directory."""
+    if (directory / _STORE_MARKER).exists() or (directory / "data.mdb").exists():
+        return []
+    files = [p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if any(p.suffix in (".npz", ".npy") for p in files):
+        return []
+    return sorted(p for p in files if ".tsv" in (suffix.lower() for suffix in p.suffixes))
+
+
+def feature_sources(features: FeatureSources, root: str | os.PathLike | None = None) -> list[Path]:
+    """The region-feature sources that ``features`` names, in conversion order.
+
+    Each item is a file or directory in a format the feature readers know, a store directory (alone), a glob
+    (``trainval/*.tsv*``, sorted matches) or a directory of bottom-up TSV shards (its ``*.tsv`` and ``*.tsv.<n>``
+    files, sorted; the 10-100-box COCO release is such a directory). Relative items are taken under ``root``.
+
+    Args:
+        features: One source or a list of them.
+        root: Base directory of relative items (none when ``None``).
+
+    Returns:
+        The files and directories to convert (one path for one source, as given).
+
+    Raises:
+        FileNotFoundError: If a glob matches nothing.
+        ValueError: If the list is empty or names a store among other sources.
+    """
+    items = [features] if isinstance(features, (str, os.PathLike)) else list(features)
+    if not items:
+        raise ValueError("no region-feature sources given")
+    sources: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if root is not None and not path.is_absolute():
+            path = Path(root) / path
+        if _is_glob(item):
+            matches = sorted(Path(match) for match in glob.glob(str(path), recursive=True))
+            if not matches:
+                raise FileNotFoundError(f"no region-feature files match {path}")
+            sources.extend(matches)
+        elif path.is_dir() and _tsv_shards(path):
+            sources.extend(_tsv_shards(path))
+        else:
+            sources.append(path)
+    if len(sources) > 1:
+        stores = [str(source) for source in sources if (source / _STORE_MARKER).exists()]
+        if stores:
+            raise ValueError(f"a region store ({stores[0]}) must be the only feature source, not one of {len(sources)}")
+    return sources
+
+
+def _default_store_path(features: FeatureSources, sources: list[Path], root: str | os.PathLike | None) -> Path:
+    """``<features>.store`` next to one named file or directory (a directory of shards included), else
+    ``region_features.store`` in the sources' common directory."""
+    if isinstance(features, (str, os.PathLike)) and not _is_glob(features):
+        path = Path(features)
+        if root is not None and not path.is_absolute():
+            path = Path(root) / path
+        return path.with_name(path.name + ".store")
+    return Path(os.path.commonpath([str(source.parent.absolute()) for source in sources])) / _SEVERAL_SOURCES_STORE
 
 
 @dataclass
@@ -49,7 +126,8 @@ class CorpusLayout:
 
     Args:
         root: The corpus directory.
-        features: Region features: a `RegionFeatureStore` directory or a file/directory the feature readers know.
+        features: Region features: a `RegionFeatureStore` directory, a file/directory the feature readers know, a
+            glob or a directory of TSV shards, or a list of these converted into one store (`feature_sources`).
         vqa_dir: Directory with the official VQA 2.0 JSON files.
         captions_file: Karpathy split file; by default ``captions/dataset_coco.json`` or
             ``captions/dataset_flickr30k.json``, whichever exists.
@@ -57,7 +135,7 @@ class CorpusLayout:
     """
 
     root: str | os.PathLike = "."
-    features: str | os.PathLike = "features/region_features.tsv"
+    features: FeatureSources = "features/region_features.tsv"
     vqa_dir: str | os.PathLike = "vqa"
     captions_file: str | os.PathLike | None = None
     entities_dir: str | os.PathLike = "flickr30k_entities"
@@ -99,7 +177,8 @@ class CorpusLayout:
 
         Args:
             task: The task.
-            split: The split (``train``, ``val``, ``test``; VQA also ``test-dev``; Karpathy ``restval``).
+            split: The split (``train``, ``val``, ``test``; VQA also ``test-dev``; Karpathy also ``restval`` and
+                ``train+restval``, see `~hierarchical_vl.data.load_karpathy_captions`).
             answer_vocab: The VQA answer pool the soft labels refer to (needed for VQA).
             streaming: Stream the files instead of building map-style datasets.
         """
@@ -141,36 +220,48 @@ class EvaluationData:
 
 
 def open_region_store(
-    features: str | os.PathLike, store_path: str | os.PathLike | None = None, progress: bool = True
+    features: FeatureSources,
+    store_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    *,
+    root: str | os.PathLike | None = None,
 ) -> RegionFeatureStore:
     """Open region features as a `RegionFeatureStore`, converting them once when they are in another format.
 
     Training and evaluation both open their features here. A converted store records the identity of its
     sources (see `~hierarchical_vl.data.feature_store.source_identity`); when the features changed since (other
-    size, time or content) the store is rebuilt from them, with a warning naming the change. A store written by
-    an older version records no identity: it opens as before, with a warning that it may be stale.
+    size, time or content, or another list of sources: a shard added or removed) the store is rebuilt from them,
+    with a warning naming the change. A store written by an older version records no identity: it opens as before,
+    with a warning that it may be stale.
 
     Args:
-        features: A store directory, or a file/directory in a format the feature readers know.
-        store_path: Where the converted store goes (default: ``<features>.store`` next to the features).
+        features: A store directory, or the sources to convert (see `feature_sources`): a file/directory in a
+            format the feature readers know, a glob, a directory of TSV shards, or a list of these, converted
+            together into one store.
+        store_path: Where the converted store goes (default: ``<features>.store`` next to one named source,
+            ``region_features.store`` in the common directory of several).
         progress: Show the conversion's progress bar.
+        root: Base directory of relative ``features`` (none when ``None``).
 
     A store given directly is the user's own: when the sources it recorded are still where they were and have
     changed, it is refused (it is never replaced without being named in a command).
 
     Raises:
-        FileNotFoundError: If there is nothing at ``features``.
+        FileNotFoundError: If there is nothing at a source, or a glob matches nothing.
         ValueError: If a store given directly is older than the sources it was converted from.
     """
-    features = Path(features)
-    if (features / _STORE_MARKER).exists():
-        return _checked_store(features)
-    if not features.exists():
-        raise FileNotFoundError(f"no region features at {features}")
-    destination = Path(store_path) if store_path is not None else features.with_name(features.name + ".store")
+    sources = feature_sources(features, root)
+    if len(sources) == 1 and (sources[0] / _STORE_MARKER).exists():
+        return _checked_store(sources[0])
+    for source in sources:
+        if not source.exists():
+            raise FileNotFoundError(f"no region features at {source}")
+    convert = sources[0] if len(sources) == 1 else sources  # one source: recorded exactly as before
+    shown = sources[0] if len(sources) == 1 else f"{len(sources)} feature sources ({sources[0]}, ...)"
+    destination = Path(store_path) if store_path is not None else _default_store_path(features, sources, root)
     if not (destination / _STORE_MARKER).exists():
-        logger.info("converting %s into the region store %s", features, destination)
-        convert_region_features(features, destination, progress=progress)
+        logger.info("converting %s into the region store %s", shown, destination)
+        convert_region_features(convert, destination, progress=progress)
         return RegionFeatureStore(destination)
     store = RegionFeatureStore(destination)
     recorded = store.metadata.get("source_identity")
@@ -179,17 +270,15 @@ def open_region_store(
             "the region store %s records no identity of its sources (written by an older version): it is used as "
             "it is, but may be stale if %s changed since; delete it to convert again",
             destination,
-            features,
+            shown,
         )
         return store
-    changes = source_changes(recorded, features)
+    changes = source_changes(recorded, convert)
     if not changes:
         return store
-    logger.warning(
-        "%s changed since %s was converted (%s): converting again", features, destination, "; ".join(changes)
-    )
+    logger.warning("%s changed since %s was converted (%s): converting again", shown, destination, "; ".join(changes))
     del store
-    convert_region_features(features, destination, overwrite=True, progress=progress)
+    convert_region_features(convert, destination, overwrite=True, progress=progress)
     return RegionFeatureStore(destination)
 
 
@@ -254,7 +343,7 @@ def load_evaluation_data(
             setattr(config, name, value)
     answer_pool = [config.id2label[i] for i in range(config.num_answers)]
     task_splits = {task: (splits or {}).get(task, split) for task in tasks}
-    store = open_region_store(layout.path(layout.features), store_path, progress=progress)
+    store = open_region_store(layout.features, store_path, progress=progress, root=layout.root)
     data = EvaluationData(store=store, splits=task_splits)
     for task in tasks:
         rows = layout.read_split(task, task_splits[task], answer_vocab=answer_pool, streaming=True)

@@ -104,14 +104,21 @@ class DataArguments:
     Args:
         root: Base directory of the relative paths below.
         features: Region features: a ``RegionFeatureStore`` directory, or a file/directory in one of the readers'
-            formats (bottom-up TSV, HDF5, npz directory, LMDB), converted once into ``features_store``.
-        features_store: Where a converted store is kept (default: next to ``features`` with ``.store``).
+            formats (bottom-up TSV, HDF5, npz directory, LMDB), converted once into ``features_store``; also a glob
+            (``bottom_up/trainval/*.tsv*``), a directory of TSV shards (``bottom_up/trainval``) or a list of these
+            (COCO and Flickr30k files apart), all converted into the one store, which reconverts when any of
+            them changes (``hierarchical_vl.evaluation.evaluation_data.feature_sources``).
+        features_store: Where a converted store is kept (default: next to ``features`` with ``.store``; for a glob
+            or a list, ``region_features.store`` in the sources' common directory).
         vqa_dir: Directory with the official VQA 2.0 question and annotation JSON files.
         captions_file: Karpathy split file (``dataset_coco.json`` or ``dataset_flickr30k.json``).
         entities_dir: Flickr30k Entities directory (``Sentences/``, ``Annotations/``, split lists).
         vqa_train_splits: VQA splits trained on (``train``; add ``val`` for the paper's run 2).
         vqa_eval_split: VQA split evaluated.
-        caption_train_splits: Karpathy splits trained on (``restval`` may be added to ``train``).
+        caption_train_splits: Karpathy splits trained on. ``train`` is the file's ``train`` images only (COCO's
+            82,783 train2014 images, the paper's training set); add ``restval`` (30,504 more COCO val2014 images,
+            113,287 in all, common practice since) with ``[train, restval]`` or name both as ``train+restval``
+            (what ``train`` meant in version 0.1).
         caption_eval_split: Karpathy split evaluated.
         entities_train_split: Flickr30k Entities split trained on.
         entities_eval_split: Flickr30k Entities split evaluated.
@@ -128,7 +135,7 @@ class DataArguments:
     """
 
     root: str = "demo_corpus"
-    features: str = "features/region_features.tsv"
+    features: str | list[str] = "features/region_features.tsv"
     features_store: str | None = None
     vqa_dir: str = "vqa"
     captions_file: str = "captions/dataset_coco.json"

@@ -198,7 +198,7 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
         texts = (text for task, rows in train_rows.items() for text in rows[task_spec(task).text_field])
         tokenizer = HierarchicalVLTokenizer.from_texts(texts, min_frequency=data.min_word_frequency)
     config = build_config(args, tokenizer, answer_vocab)
-    store = open_region_store(data.path(data.features), data.path(data.features_store), progress=args.progress)
+    store = open_region_store(data.features, data.path(data.features_store), progress=args.progress, root=data.root)
     processor = HierarchicalVLProcessor.from_config(tokenizer, config)
     prepared = PreparedData(
         store=store, tokenizer=tokenizer, processor=processor, config=config, answer_vocab=answer_vocab
