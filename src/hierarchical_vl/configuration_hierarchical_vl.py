@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from importlib import resources
 from typing import Any
 
@@ -11,9 +13,28 @@ from transformers import PretrainedConfig
 TASKS = ("grounding", "retrieval", "vqa")
 """Task names understood by the model, in the order of their default encoder depth."""
 
-__all__ = ["TASKS", "HierarchicalVLConfig", "available_presets"]
+__all__ = ["CONFIG_VERSION", "TASKS", "HierarchicalVLConfig", "available_presets"]
 
 _PRESET_PACKAGE = "hierarchical_vl.presets"
+
+CONFIG_VERSION = 2
+"""Version of the configuration format, written into every new ``config.json`` as ``config_version``.
+
+1 (the format of package versions up to 0.1, which wrote no ``config_version``): the language projection and the
+summary networks used ``hidden_dropout``, the LSTM forget gates had an effective bias of 1 (all in ``b_ih``), the
+learned initial LSTM states started at zero and weights were Xavier-uniform. 2: the fields below say each of these,
+with DCN's values as defaults.
+"""
+
+_VERSION_1_VALUES = {
+    "lstm_forget_bias": 1.0,
+    "initial_state_init": "zeros",
+    "initializer_distribution": "uniform",
+}
+"""What version 1 did for the fields that version 2 added (the two dropouts followed ``hidden_dropout``)."""
+
+_INITIAL_STATE_INITS = ("xavier", "zeros")
+_INITIALIZER_DISTRIBUTIONS = ("normal", "uniform")
 
 
 class HierarchicalVLConfig(PretrainedConfig):
@@ -21,7 +42,9 @@ class HierarchicalVLConfig(PretrainedConfig):
 
     The defaults are the model of Nguyen & Okatani (CVPR 2019): five dense co-attention layers at d=1024 over
     Faster R-CNN region features and GloVe + BiLSTM word features, with the grounding decoder at layer 2, the
-    image-caption retrieval decoder at layer 3 and the VQA decoder at layer 5.
+    image-caption retrieval decoder at layer 3 and the VQA decoder at layer 5. Where the paper is silent the defaults
+    are those of the authors' DCN code: dropout 0.1 before the language projection, none in the summary networks,
+    an effective LSTM forget-gate bias of 2, Xavier-initialised learned LSTM states and Xavier-normal weights.
 
     Args:
         vocab_size: Number of words in the word-level vocabulary (pad id 0).
@@ -37,8 +60,10 @@ class HierarchicalVLConfig(PretrainedConfig):
         num_layers: Number L of dense co-attention layers in the encoder.
         num_attention_heads: Heads h of each co-attention layer (``hidden_size`` must be divisible by it).
         num_null_tokens: Learned "nowhere to attend" vectors prepended to each modality in every layer.
-        hidden_dropout: Dropout over fully connected layers: the language projection, the co-attention fusion
-            layers and the task MLPs (0.3 in the paper).
+        hidden_dropout: Dropout in the co-attention fusion layers and the VQA classifier MLP (0.3 in the paper).
+        text_projection_dropout: Dropout on ``[embedding ; lstm_out]`` before the language projection to d (0.1,
+            DCN's ``droprnn``).
+        summary_dropout: Dropout inside the summary networks' scoring MLP (0.0: DCN has none).
         summary_glimpses: K parallel attention maps of each summary network.
         task_layers: Encoder depth (1-based) at which each task's decoder reads, e.g.
             ``{"grounding": 2, "retrieval": 3, "vqa": 5}``.
@@ -47,7 +72,17 @@ class HierarchicalVLConfig(PretrainedConfig):
         max_regions: Cap on regions per image, the one cap of training, evaluation and the processor.
         max_question_words: Cap on words per VQA question (training, evaluation and inference alike).
         max_caption_words: Cap on words per caption and per grounding sentence (likewise).
-        initializer_gain: Gain of the Xavier (Glorot) uniform initialisation.
+        initializer_gain: Gain of the Xavier (Glorot) initialisation.
+        initializer_distribution: ``"normal"`` (Xavier-normal, DCN's) or ``"uniform"`` (Xavier-uniform) for every
+            weight matrix, the word embeddings, the null tokens and Xavier-initialised LSTM states.
+        lstm_forget_bias: Effective forget-gate bias of every LSTM layer and direction, split equally over ``b_ih``
+            and ``b_hh`` (2.0: DCN sets 1 in each).
+        initial_state_init: Initialisation of the learned initial LSTM states h0 and c0: ``"xavier"`` (DCN's, with
+            the fans of DCN's single `(2 * 2 * lstm_num_layers, lstm_hidden_size)` parameter that holds both) or
+            ``"zeros"``.
+        config_version: Format version of the configuration ([`CONFIG_VERSION`] for a new one). A ``config.json``
+            without it was written by version 0.1: loading it (`from_pretrained`, `from_dict`, `from_json_file`)
+            fills the fields it lacks with that version's behaviour, so an old checkpoint trains as it did.
 
     The common transformers names answer too: ``num_hidden_layers`` is ``num_layers``, ``num_labels`` the size of
     the answer pool; ``return_dict``, ``output_attentions`` and ``output_hidden_states`` set the models' defaults.
@@ -71,6 +106,8 @@ class HierarchicalVLConfig(PretrainedConfig):
         num_attention_heads: int = 4,
         num_null_tokens: int = 3,
         hidden_dropout: float = 0.3,
+        text_projection_dropout: float = 0.1,
+        summary_dropout: float = 0.0,
         summary_glimpses: int = 4,
         task_layers: dict[str, int] | None = None,
         num_answers: int | None = None,
@@ -78,6 +115,10 @@ class HierarchicalVLConfig(PretrainedConfig):
         max_question_words: int = 14,
         max_caption_words: int = 32,
         initializer_gain: float = 1.0,
+        initializer_distribution: str = "normal",
+        lstm_forget_bias: float = 2.0,
+        initial_state_init: str = "xavier",
+        config_version: int = CONFIG_VERSION,
         **kwargs: Any,
     ):
         id2label = kwargs.get("id2label")
@@ -108,12 +149,18 @@ class HierarchicalVLConfig(PretrainedConfig):
         self.num_attention_heads = num_attention_heads
         self.num_null_tokens = num_null_tokens
         self.hidden_dropout = hidden_dropout
+        self.text_projection_dropout = text_projection_dropout
+        self.summary_dropout = summary_dropout
         self.summary_glimpses = summary_glimpses
         self.task_layers = dict(task_layers) if task_layers is not None else {"grounding": 2, "retrieval": 3, "vqa": 5}
         self.max_regions = max_regions
         self.max_question_words = max_question_words
         self.max_caption_words = max_caption_words
         self.initializer_gain = initializer_gain
+        self.initializer_distribution = initializer_distribution
+        self.lstm_forget_bias = lstm_forget_bias
+        self.initial_state_init = initial_state_init
+        self.config_version = config_version
         super().__init__(**kwargs)
         if id2label is None and len(self.id2label) != num_answers:
             self.num_labels = num_answers
@@ -151,10 +198,27 @@ class HierarchicalVLConfig(PretrainedConfig):
                 f"HierarchicalVLConfig.hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
-        for name in ("lstm_dropout", "hidden_dropout"):
+        for name in ("lstm_dropout", "hidden_dropout", "text_projection_dropout", "summary_dropout"):
             value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
                 raise ValueError(f"HierarchicalVLConfig.{name} must be in [0, 1), got {value!r}")
+        choices = {
+            "initializer_distribution": _INITIALIZER_DISTRIBUTIONS,
+            "initial_state_init": _INITIAL_STATE_INITS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"HierarchicalVLConfig.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
+                )
+        bias = self.lstm_forget_bias
+        if not isinstance(bias, (int, float)) or isinstance(bias, bool) or not math.isfinite(bias):
+            raise ValueError(f"HierarchicalVLConfig.lstm_forget_bias must be a finite number, got {bias!r}")
+        if self.config_version not in range(1, CONFIG_VERSION + 1) or isinstance(self.config_version, bool):
+            raise ValueError(
+                f"HierarchicalVLConfig.config_version must be an integer in 1..{CONFIG_VERSION}, got "
+                f"{self.config_version!r} (a newer version of the package wrote it?)"
+            )
         unknown = sorted(set(self.task_layers) - set(TASKS))
         if unknown:
             raise ValueError(f"Unknown task name(s) in task_layers: {unknown}; known tasks are {list(TASKS)}")
@@ -168,6 +232,21 @@ class HierarchicalVLConfig(PretrainedConfig):
                 )
         if self.num_answers < 1:
             raise ValueError("the VQA answer pool (id2label / num_answers) must not be empty")
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> HierarchicalVLConfig:
+        """Build a configuration from a saved dictionary; one of version 1 keeps that version's behaviour.
+
+        Every loading path (`from_pretrained`, the Auto classes, `from_json_file`) comes here, so this is where a
+        ``config.json`` without ``config_version`` gets the values that version 1 used for the fields it lacks
+        (see [`CONFIG_VERSION`]).
+        """
+        return super().from_dict(_upgraded(config_dict), **kwargs)
+
+    @classmethod
+    def from_json_file(cls, json_file: str | os.PathLike) -> HierarchicalVLConfig:
+        """Build a configuration from a ``config.json`` (of any version, see `from_dict`)."""
+        return cls.from_dict(cls._dict_from_json_file(json_file))
 
     def layer_for(self, task: str) -> int:
         """The encoder depth at which ``task``'s decoder reads."""
@@ -192,6 +271,20 @@ class HierarchicalVLConfig(PretrainedConfig):
             values.pop("num_answers", None)
         values.update(overrides)
         return cls(**values)
+
+
+def _upgraded(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """``config_dict`` with the fields that its format version lacks set to what that version did."""
+    if "config_version" in config_dict:
+        return config_dict
+    old = dict(config_dict)
+    hidden_dropout = old.get("hidden_dropout", 0.3)
+    old.setdefault("text_projection_dropout", hidden_dropout)
+    old.setdefault("summary_dropout", hidden_dropout)
+    for name, value in _VERSION_1_VALUES.items():
+        old.setdefault(name, value)
+    old["config_version"] = 1
+    return old
 
 
 def available_presets() -> list[str]:

@@ -49,7 +49,9 @@ def _masked_fill_min(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 class HierarchicalVLLanguageEncoder(nn.Module):
     """Word embeddings (GloVe-initialisable) and a bidirectional LSTM, projected to d.
 
-    ``output = Linear(Dropout([embedding ; lstm_out]))``: `(B, N, E + 2 * lstm_hidden) -> (B, N, d)`.
+    ``output = Linear(Dropout([embedding ; lstm_out]))``: `(B, N, E + 2 * lstm_hidden) -> (B, N, d)`, the dropout
+    being ``config.text_projection_dropout``. The learned initial states h0 and c0 are together DCN's single
+    `(2 * 2L, H)` parameter.
     Sequences are packed, so padding never reaches the real words' states.
     """
 
@@ -68,7 +70,7 @@ class HierarchicalVLLanguageEncoder(nn.Module):
         state_shape = (2 * config.lstm_num_layers, config.lstm_hidden_size)
         self.initial_hidden = nn.Parameter(torch.zeros(state_shape))  # (2L, H) learned h0
         self.initial_cell = nn.Parameter(torch.zeros(state_shape))  # (2L, H) learned c0
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = nn.Dropout(config.text_projection_dropout)
         self.projection = nn.Linear(config.word_embedding_dim + 2 * config.lstm_hidden_size, config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -369,8 +371,9 @@ class HierarchicalVLEncoder(nn.Module):
 class SummaryNetwork(nn.Module):
     """Attention pooling with G glimpses (paper Eq. 4-6).
 
-    ``MLP(d -> d, ReLU, d -> G)`` scores each element; a masked softmax over the sequence gives G maps that are
-    averaged; the summary is the weighted sum of the features.
+    ``MLP(d -> d, ReLU, Dropout(config.summary_dropout), d -> G)`` scores each element (DCN has no dropout there:
+    ``summary_dropout`` 0); a masked softmax over the sequence gives G maps that are averaged; the summary is the
+    weighted sum of the features.
     """
 
     def __init__(self, config: HierarchicalVLConfig):
@@ -378,7 +381,7 @@ class SummaryNetwork(nn.Module):
         self.hidden = nn.Linear(config.hidden_size, config.hidden_size)
         # No bias: a constant added to every element's score cancels in the softmax over the sequence.
         self.scores = nn.Linear(config.hidden_size, config.summary_glimpses, bias=False)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = nn.Dropout(config.summary_dropout)
 
     def weights(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """`(B, L)` pooling weights of `(B, L, d)` features (the mean of the G glimpses' softmaxes)."""

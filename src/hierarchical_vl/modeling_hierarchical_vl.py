@@ -15,6 +15,7 @@ else from the package but its configuration, so that a saved checkpoint can carr
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -167,34 +168,43 @@ class HierarchicalVLPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Xavier (Glorot) uniform weights, zero biases, LSTM forget-gate bias 1, learned null tokens and states."""
-        gain = self.config.initializer_gain
+        """Xavier (Glorot) weights, zero biases, the LSTM forget-gate bias, learned null tokens and LSTM states.
+
+        ``config.initializer_distribution`` picks Xavier-normal (DCN) or Xavier-uniform; ``config.lstm_forget_bias``
+        is split equally over ``b_ih`` and ``b_hh``; ``config.initial_state_init`` sets h0/c0 to Xavier (DCN) or
+        zeros. Parameters loaded from a checkpoint are left as loaded; those it lacks are set here.
+        """
+        config = self.config
+        gain = config.initializer_gain
+        xavier = init.xavier_normal_ if config.initializer_distribution == "normal" else init.xavier_uniform_
         if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight, gain=gain)
+            xavier(module.weight, gain=gain)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.xavier_uniform_(module.weight, gain=gain)
+            xavier(module.weight, gain=gain)
             if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
                 module.weight[module.padding_idx].zero_()
         elif isinstance(module, nn.LSTM):
             hidden = module.hidden_size
             for name, param in module.named_parameters():
                 if name.startswith("weight"):
-                    init.xavier_uniform_(param, gain=gain)
-                elif name.startswith("bias_ih"):
-                    # Gate order (input, forget, cell, output); b_ih + b_hh gives the forget gate a bias of 1.
-                    if not getattr(param, "_is_hf_initialized", False):
-                        param.zero_()
-                        param[hidden : 2 * hidden].fill_(1.0)
-                elif name.startswith("bias_hh"):
-                    init.zeros_(param)
+                    xavier(param, gain=gain)
+                elif name.startswith("bias") and not getattr(param, "_is_hf_initialized", False):
+                    # Gate order (input, forget, cell, output); b_ih + b_hh is the forget gate's effective bias.
+                    param.zero_()
+                    param[hidden : 2 * hidden].fill_(config.lstm_forget_bias / 2)
         elif isinstance(module, HierarchicalVLLanguageEncoder):
-            init.zeros_(module.initial_hidden)
-            init.zeros_(module.initial_cell)
+            states = (module.initial_hidden, module.initial_cell)
+            if config.initial_state_init == "zeros":
+                for state in states:
+                    init.zeros_(state)
+            else:  # DCN: one Xavier-initialised (2 * 2L, H) parameter holding h0 and c0
+                rows, hidden = module.initial_hidden.shape
+                _xavier_with_fans(states, hidden, 2 * rows, gain, config.initializer_distribution)
         elif isinstance(module, DenseCoAttentionLayer):
-            init.xavier_uniform_(module.text_null_tokens, gain=gain)
-            init.xavier_uniform_(module.image_null_tokens, gain=gain)
+            xavier(module.text_null_tokens, gain=gain)
+            xavier(module.image_null_tokens, gain=gain)
 
     @contextlib.contextmanager
     def inference(self) -> Iterator[None]:
@@ -529,6 +539,18 @@ class _PairScoringMixin:
             batch_size,
         )
         return self.score_encoded_pairs(captions, images, text_index, image_index, batch_size)
+
+
+def _xavier_with_fans(
+    tensors: tuple[torch.Tensor, ...], fan_in: int, fan_out: int, gain: float, distribution: str
+) -> None:
+    """Xavier initialisation of ``tensors`` as parts of one matrix with the given fans (each loaded one is kept)."""
+    std = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    for tensor in tensors:
+        if distribution == "normal":
+            init.normal_(tensor, 0.0, std)
+        else:
+            init.uniform_(tensor, -math.sqrt(3.0) * std, math.sqrt(3.0) * std)
 
 
 def _store(terms: CoAttentionTerms, dtype: torch.dtype | None) -> CoAttentionTerms:

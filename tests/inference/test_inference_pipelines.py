@@ -168,7 +168,10 @@ def test_retrieval_ranking_equals_sorted_score_pairs(kind, checkpoints, processo
     assert [item["index"] for item in ranked] == order.tolist()
     assert [item["caption"] for item in ranked] == [CAPTIONS[i] for i in order]
     np.testing.assert_allclose([item["score"] for item in ranked], scores[order], rtol=1e-6)
-    assert pipe({"image_id": "img1", "captions": CAPTIONS}, top_k=2, batch_size=3) == ranked[:2]
+    # Another pair batching: the same ranking; scores equal up to float rounding (batch-dependent kernels).
+    rebatched = pipe({"image_id": "img1", "captions": CAPTIONS}, top_k=2, batch_size=3)
+    assert [item["index"] for item in rebatched] == [item["index"] for item in ranked[:2]]
+    assert [item["score"] for item in rebatched] == pytest.approx([item["score"] for item in ranked[:2]], abs=1e-6)
 
     image_ids = ["img0", "img1", "img2", "img3"]
     ranked_images = pipe({"caption": CAPTIONS[0], "image_ids": image_ids}, batch_size=2)
@@ -311,7 +314,8 @@ def test_pipeline_and_thin_predictor_give_identical_results(checkpoints, store):
     assert explained == pipe({"image_id": "img1", "caption": CAPTIONS[0]}, return_attention=True)
     matrix = retrieval.score(image_ids, CAPTIONS, batch_size=5)  # (3, 4)
     assert matrix.dtype == np.float32 and matrix.shape == (3, 4)
-    np.testing.assert_array_equal(matrix, pipe({"image_ids": image_ids, "captions": CAPTIONS}))
+    # batch_size 5 against the default: equal up to float rounding (batch-dependent kernels).
+    np.testing.assert_allclose(matrix, pipe({"image_ids": image_ids, "captions": CAPTIONS}), rtol=0, atol=1e-6)
     assert explained["score"] == pytest.approx(float(matrix[1, 0]), abs=1e-5)
 
     grounding = GroundingPredictor.from_pretrained(checkpoint, feature_store=store)

@@ -261,21 +261,25 @@ def test_grounding_phrase_vector_is_mean_of_span(config, inputs):
     torch.testing.assert_close(logits[0, 0], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_initialisation(config):
+@pytest.mark.parametrize("distribution", ["normal", "uniform"])
+def test_initialisation(config, distribution):
+    """Xavier weights of the configured distribution, zero biases, half the forget-gate bias in each LSTM bias."""
+    config.initializer_distribution = distribution
     model = HierarchicalVLForMultiTask(config)
     lstm = model.hierarchical_vl.text_embeddings.lstm
     hidden = config.lstm_hidden_size
     for name, param in lstm.named_parameters():
-        if name.startswith("bias_ih"):
-            assert torch.all(param[hidden : 2 * hidden] == 1.0) and torch.all(param[:hidden] == 0.0)
-        if name.startswith("bias_hh"):
-            assert torch.all(param == 0.0)
+        if name.startswith("bias"):
+            expected = torch.zeros_like(param)
+            expected[hidden : 2 * hidden] = config.lstm_forget_bias / 2
+            assert torch.equal(param, expected), name
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear):
             fan_in, fan_out = module.weight.shape[1], module.weight.shape[0]
-            bound = math.sqrt(6.0 / (fan_in + fan_out))
-            assert module.weight.abs().max() <= bound + 1e-6, name
-            assert module.weight.std() > bound / 4, name  # not left at zero
+            std = math.sqrt(2.0 / (fan_in + fan_out))
+            if distribution == "uniform":
+                assert module.weight.abs().max() <= math.sqrt(3.0) * std + 1e-6, name
+            assert module.weight.std() > std / 4, name  # not left at zero
             if module.bias is not None:
                 assert torch.all(module.bias == 0), name
     embeddings = model.hierarchical_vl.text_embeddings.word_embeddings

@@ -141,7 +141,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(uninterrupted, tiny_c
 
 def test_two_processes_train_like_one(tiny_corpus, tmp_path):
     """accelerate launch with two CPU processes (gloo): same updates as one process on the whole batch."""
-    no_dropout = {"region_feature_dim": 32, "hidden_dropout": 0.0, "lstm_dropout": 0.0}
+    no_dropout = {"region_feature_dim": 32, "hidden_dropout": 0.0, "lstm_dropout": 0.0, "text_projection_dropout": 0.0}
     stages = [{"name": "vqa", "tasks": ["vqa"], "cycle_length": 5}]
     tasks = {"vqa": {"iterations": 10, "lr_step": 5, "batch_size": 8}}
     single = write_config(

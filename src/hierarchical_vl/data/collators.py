@@ -45,7 +45,17 @@ from .encoded_datasets import (
 )
 from .feature_store import RegionFeatureStore
 
-__all__ = ["GroundingCollator", "RetrievalCollator", "VQACollator", "region_tensors", "text_tensors"]
+__all__ = [
+    "NEGATIVE_MINING",
+    "GroundingCollator",
+    "RetrievalCollator",
+    "VQACollator",
+    "region_tensors",
+    "text_tensors",
+]
+
+NEGATIVE_MINING = ("random", "hard")
+"""How retrieval batches get their negatives: random in-batch shifts (the default) or the hardest by current score."""
 
 
 def _indices(items: Any) -> np.ndarray:
@@ -131,17 +141,25 @@ class RetrievalCollator:
     """Batches of image-caption pairs with in-batch negatives, from
     `EncodedCaptionDataset`.
 
-    From B matched (image, caption) pairs it emits the B positives, then for each of
-    ``negatives_per_positive`` = k random shifts s (distinct, 1 <= s < B, drawn per batch from the seed and the
-    batch's indices) the B pairs (image i, caption of example i + s) and then the B pairs (image of example i + s,
-    caption i): (1 + 2k) B rows with ``labels`` (B',) float32 1 for the positives and 0 for the negatives. A label
-    is 1 exactly when the image is the caption's own, so a batch that does repeat an image still gets correct
-    labels. Each image's regions are read from the store once and repeated with an index gather.
+    With ``negative_mining="random"`` (the default): from B matched (image, caption) pairs it emits the B positives,
+    then for each of ``negatives_per_positive`` = k random shifts s (distinct, 1 <= s < B, drawn per batch from the
+    seed and the batch's indices) the B pairs (image i, caption of example i + s) and then the B pairs (image of
+    example i + s, caption i): (1 + 2k) B rows with ``labels`` (B',) float32 1 for the positives and 0 for the
+    negatives. A label is 1 exactly when the image is the caption's own, so a batch that does repeat an image still
+    gets correct labels. Each image's regions are read from the store once and repeated with an index gather.
     Metadata: ``image_id``, ``sentence_id`` and ``pair`` (``positive``, ``other_caption``, ``other_image``) per row.
+
+    With ``negative_mining="hard"`` the negatives depend on the model, which a collator does not have: it emits the
+    B positives only, plus ``image_positions`` (B,) int64, each row's image position in ``dataset.images`` (it tells
+    which in-batch pairs are not negatives). The training step then picks each positive's k hardest in-batch
+    negatives by the current model's scores (``hierarchical_vl.training.negative_mining.mine_hard_negatives``),
+    which also removes ``image_positions`` before the batch goes to the model.
 
     Args:
         dataset: The encoded captions.
-        negatives_per_positive: k above (clamped to B - 1); 0 gives positives only.
+        negatives_per_positive: k above (clamped to B - 1); 0 gives positives only. Unused with ``"hard"``, where
+            the mining step is given k.
+        negative_mining: ``"random"`` (negatives by random shifts, here) or ``"hard"`` (positives for mining).
         max_regions: Cap on regions per image (default: ``HierarchicalVLConfig().max_regions``).
         seed: Seed of the shifts.
         include_metadata: Add the ``"metadata"`` entry.
@@ -152,14 +170,18 @@ class RetrievalCollator:
         dataset: EncodedCaptionDataset,
         *,
         negatives_per_positive: int = 1,
+        negative_mining: str = "random",
         max_regions: int | None = None,
         seed: int = 0,
         include_metadata: bool = True,
     ):
         if negatives_per_positive < 0:
             raise ValueError("negatives_per_positive must be >= 0")
+        if negative_mining not in NEGATIVE_MINING:
+            raise ValueError(f"negative_mining must be one of {list(NEGATIVE_MINING)}, got {negative_mining!r}")
         self.dataset = dataset
         self.negatives_per_positive = negatives_per_positive
+        self.negative_mining = negative_mining
         self.max_regions = _region_cap(max_regions)
         self.seed = seed
         self.include_metadata = include_metadata
@@ -168,6 +190,10 @@ class RetrievalCollator:
         index = _indices(items)  # (B,) caption indices
         size = len(index)
         own_image = self.dataset.caption_image[index]  # (B,)
+        if self.negative_mining == "hard":
+            batch = self.pairs(index, own_image, kinds=["positive"] * size)
+            batch["image_positions"] = torch.from_numpy(own_image.astype(np.int64))
+            return batch
         count = min(self.negatives_per_positive, max(size - 1, 0))
         rng = np.random.default_rng([self.seed, zlib.crc32(index.tobytes())])
         shifts = rng.choice(np.arange(1, size), size=count, replace=False) if count else np.zeros(0, np.int64)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from ..atomic_files import write_text_atomic
+from ..data.collators import NEGATIVE_MINING
 from ..tasks import TASK_SPECS
 
 __all__ = [
@@ -130,7 +131,10 @@ class DataArguments:
         max_question_words: Words kept per question (``config.max_question_words``); ``None`` keeps the preset's.
         max_caption_words: Words kept per caption and grounding sentence (``config.max_caption_words``); ``None``
             keeps the preset's.
-        retrieval_negatives: Negative pairs per positive in retrieval batches (in each direction).
+        retrieval_negatives: Negative pairs per positive in retrieval batches (in each direction), k.
+        retrieval_negative_mining: How they are chosen among the batch's other captions and images: ``random``
+            (random in-batch shifts, the default; the paper does not say) or ``hard`` (the k with the highest
+            current score, see ``hierarchical_vl.training.negative_mining``).
         allow_contamination: Start even if an evaluation image is in another task's training split.
     """
 
@@ -153,6 +157,7 @@ class DataArguments:
     max_question_words: int | None = None
     max_caption_words: int | None = None
     retrieval_negatives: int = 1
+    retrieval_negative_mining: str = "random"
     allow_contamination: bool = False
 
     def path(self, value: str | None) -> Path | None:
@@ -271,6 +276,13 @@ class TrainingArguments:
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         if self.gradient_accumulation_steps < 1 or self.keep_last < 1:
             raise ValueError("gradient_accumulation_steps and keep_last must be positive")
+        if self.data.retrieval_negative_mining not in NEGATIVE_MINING:
+            raise ValueError(
+                f"data.retrieval_negative_mining must be one of {list(NEGATIVE_MINING)}, got "
+                f"{self.data.retrieval_negative_mining!r}"
+            )
+        if not isinstance(self.data.retrieval_negatives, int) or self.data.retrieval_negatives < 0:
+            raise ValueError(f"data.retrieval_negatives must be an integer >= 0, got {self.data.retrieval_negatives!r}")
 
     @property
     def trained_tasks(self) -> list[str]:
@@ -326,6 +338,8 @@ class TrainingArguments:
             top = key.split(".", 1)[0]
             if top in RUN_INDEPENDENT_FIELDS or top not in saved_fields:
                 continue
+            if key not in old and new.get(key) == ADDED_FIELD_DEFAULTS.get(key, "<none>"):
+                continue  # a field added since the file was written, at the value that does what it did
             if old.get(key, "<absent>") != new.get(key, "<absent>"):
                 differences.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
         return differences
@@ -335,6 +349,9 @@ RUN_INDEPENDENT_FIELDS = frozenset(
     {"output_dir", "overwrite_output_dir", "progress", "log_every", "log_with", "num_workers", "keep_last"}
 )
 """`TrainingArguments` fields that a resumed run may change: they do not change what is trained."""
+
+ADDED_FIELD_DEFAULTS = {"data.retrieval_negative_mining": "random"}
+"""Nested fields added after version 0.1 and their defaults, which do what an older file's run did."""
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

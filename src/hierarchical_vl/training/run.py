@@ -161,9 +161,14 @@ def build_config(
 
 
 def _collator_options(task: str, args: TrainingArguments) -> dict[str, Any]:
-    """Training settings of a task's collator beyond the caps: retrieval's negatives (``data.retrieval_negatives``)."""
+    """Training settings of a task's collator beyond the caps: retrieval's negatives (``data.retrieval_negatives``,
+    ``data.retrieval_negative_mining``)."""
     if task == "retrieval":
-        return {"negatives_per_positive": args.data.retrieval_negatives, "seed": args.seed}
+        return {
+            "negatives_per_positive": args.data.retrieval_negatives,
+            "negative_mining": args.data.retrieval_negative_mining,
+            "seed": args.seed,
+        }
     return {}
 
 

@@ -27,6 +27,7 @@ from ..loading import save_model_with_checksums
 from .arguments import TrainingArguments
 from .batching import CyclingBatches, TaskDataSource
 from .checkpointing import CheckpointManager
+from .negative_mining import mine_hard_negatives
 from .schedule import TaskSwitchingSchedule, TaskTiming
 
 __all__ = ["MultiTaskTrainer", "TrainerCallback", "TrainingResult", "UpdateState"]
@@ -285,6 +286,9 @@ class MultiTaskTrainer:
             self._data_wait += time.perf_counter() - start
             batch.pop("metadata", None)
             batch = {key: value.to(acc.device, non_blocking=True) for key, value in batch.items()}
+            if task == "retrieval" and self.args.data.retrieval_negative_mining == "hard":
+                with acc.autocast():
+                    batch = mine_hard_negatives(acc.unwrap_model(self.model), batch, self.args.data.retrieval_negatives)
             with acc.accumulate(self.model):
                 with acc.autocast():
                     loss = self.model(task=task, **batch).loss
