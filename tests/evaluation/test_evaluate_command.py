@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,8 +25,12 @@ from hierarchical_vl.data import (
     iter_json_array,
     load_vqa,
 )
+from hierarchical_vl.data.collators import region_tensors, text_tensors
 from hierarchical_vl.evaluation import (
+    PROTOCOLS,
     CorpusLayout,
+    EvaluationProtocol,
+    RetrievalScorer,
     evaluate_grounding,
     evaluate_retrieval,
     evaluate_tasks,
@@ -32,7 +38,7 @@ from hierarchical_vl.evaluation import (
     load_evaluation_data,
     model_tasks,
 )
-from hierarchical_vl.metrics import read_vqa_submission
+from hierarchical_vl.metrics import coco_1k_5fold, read_vqa_submission, retrieval_recall, vqa_accuracy
 
 VQA_KEYS = {"vqa/overall", "vqa/yes/no", "vqa/number", "vqa/other"}
 RETRIEVAL_KEYS = {f"retrieval/{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)}
@@ -208,3 +214,107 @@ def test_library_functions_on_rows_and_fold_protocols(demo):
     assert merged["retrieval/shortlist_k"] == 2 and "vqa/overall" in merged
     assert model.training  # evaluation runs in eval mode and gives the model back as it was
     assert merged["vqa/overall"] == from_rows["vqa/overall"]  # dropout was off
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation protocols (``--protocol paper|current``)
+
+
+def _annotations(demo, split="val2014"):
+    references, types = {}, {}
+    for annotation in iter_json_array(demo["paths"].vqa_annotations[split], "annotations"):
+        references[annotation["question_id"]] = [answer["answer"] for answer in annotation["answers"]]
+        types[annotation["question_id"]] = annotation["answer_type"]
+    return references, types
+
+
+@pytest.mark.parametrize(("protocol", "legacy"), [("paper", True), ("current", False)])
+def test_protocol_scores_vqa_with_its_metric_version_and_records_itself(demo, tmp_path, protocol, legacy):
+    output = tmp_path / "vqa.json"
+    assert _evaluate(demo, "--task", "vqa", "--split", "val", "--protocol", protocol, "--output", str(output)) == 0
+    result = json.loads(output.read_text())
+    assert result["protocol"] == PROTOCOLS[protocol].to_dict()
+    assert result["legacy_vqa"] is legacy
+    predictions = read_vqa_submission(result["info"]["vqa_predictions"])
+    references, types = _annotations(demo)
+    expected = vqa_accuracy(predictions, {q: references[q] for q in predictions}, types, legacy=legacy)
+    assert result["metrics"]["vqa/overall"] == expected["overall"]
+    assert {f"vqa/{t}": v for t, v in expected["per_answer_type"].items()} == {
+        k: v for k, v in result["metrics"].items() if k in VQA_KEYS - {"vqa/overall"}
+    }
+
+
+def test_paper_protocol_records_every_field_and_its_grounding_rule(demo, tmp_path, capsys):
+    output = tmp_path / "paper.json"
+    assert _evaluate(demo, "--split", "val", "--protocol", "paper", "--output", str(output)) == 0
+    assert "evaluation protocol: paper+coco_retrieval=full" in capsys.readouterr().out
+    result = json.loads(output.read_text())
+    # 30 demo images are no multiple of 1,000: the COCO ranking falls back to the whole split, and says so.
+    paper = PROTOCOLS["paper"].with_overrides(coco_retrieval="full")
+    assert result["protocol"] == paper.to_dict()
+    assert set(result["protocol"]) == {f.name for f in dataclasses.fields(EvaluationProtocol)}
+    assert result["info"]["retrieval_protocol"] == "full"
+    # Grounding was scored with merged boxes: the same numbers as the function with box_matching="merged".
+    model = HierarchicalVLForMultiTask.from_pretrained(demo["multitask"])
+    data = load_evaluation_data(
+        CorpusLayout(root=demo["corpus"]), ["grounding"], "val", demo["tokenizer"], config=model.config, progress=False
+    )
+    merged = evaluate_grounding(model, data.grounding, box_matching="merged")
+    assert {k: v for k, v in result["metrics"].items() if k.startswith("grounding/")} == merged
+
+
+def test_single_field_flags_override_the_protocol(demo, tmp_path):
+    output = tmp_path / "overridden.json"
+    arguments = ("--task", "grounding", "--split", "val", "--output", str(output))
+    assert _evaluate(demo, *arguments, "--legacy-vqa", "--box-matching", "merged") == 0
+    result = json.loads(output.read_text())
+    assert result["protocol"]["name"] == "current+vqa_metric=legacy+box_matching=merged"
+    assert result["protocol"]["vqa_metric"] == "legacy" and result["protocol"]["box_matching"] == "merged"
+    assert result["legacy_vqa"] is True
+    assert _evaluate(demo, "--protocol", "paper", "--box-matching", "any", *arguments) == 0
+    result = json.loads(output.read_text())
+    assert result["protocol"] == PROTOCOLS["paper"].with_overrides(box_matching="any").to_dict()
+
+
+def test_old_retrieval_protocol_spellings_still_work_with_a_deprecation_warning(demo, tmp_path, capsys):
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    arguments = ("--task", "retrieval", "--split", "test")
+    assert _evaluate(demo, *arguments, "--retrieval-protocol", "full", "--output", str(new)) == 0
+    with pytest.warns(FutureWarning, match="--protocol full is deprecated.*--retrieval-protocol full"):
+        assert _evaluate(demo, *arguments, "--protocol", "full", "--output", str(old)) == 0
+    old_result, new_result = json.loads(old.read_text()), json.loads(new.read_text())
+    assert old_result["metrics"] == new_result["metrics"]
+    assert old_result["protocol"] == new_result["protocol"] == PROTOCOLS["current"].to_dict()
+    capsys.readouterr()
+    with pytest.warns(FutureWarning):
+        assert _evaluate(demo, *arguments, "--protocol", "1k", "--retrieval-protocol", "full") == 1
+    assert "--protocol 1k contradicts --retrieval-protocol full" in capsys.readouterr().err
+    # An explicit fold ranking keeps its error on a split of another size (it is not silently replaced).
+    assert _evaluate(demo, *arguments, "--retrieval-protocol", "1k") == 1
+    assert "multiple of 1000" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _evaluate(demo, *arguments, "--protocol", "bogus")
+
+
+def test_protocol_fold_ranking_equals_coco_1k_5fold_on_the_same_scores(demo):
+    model = HierarchicalVLForMultiTask.from_pretrained(demo["multitask"])
+    data = load_evaluation_data(
+        CorpusLayout(root=demo["corpus"]), ["retrieval"], "val", demo["tokenizer"], config=model.config, progress=False
+    )
+    n_images = len(data.retrieval.images)
+    fold = next(size for size in (5, 3, 2, 1) if n_images % size == 0 and n_images > size)
+    protocol = PROTOCOLS["paper"].with_overrides(retrieval_fold_size=fold)
+    options = protocol.task_options("retrieval", caption_corpus="coco", num_images=n_images)
+    assert options == {"protocol": "both", "fold_size": fold}
+    metrics = evaluate_retrieval(model, data.retrieval, **options)
+    # The reference: the exact score matrix, ranked whole (5K) and in folds (1K) by the metric functions.
+    text = text_tensors(data.retrieval, np.arange(len(data.retrieval)))
+    image, _ = region_tensors(data.store, data.retrieval.images_store_index, model.config.max_regions)
+    matrix = RetrievalScorer(model).score_matrix(text, image, progress=False)
+    caption_image = data.retrieval.caption_image
+    folds = coco_1k_5fold(matrix, caption_image, num_folds=n_images // fold, fold_size=fold)
+    assert {k[len("retrieval/1k/") :]: v for k, v in metrics.items() if k.startswith("retrieval/1k/")} == folds
+    full = retrieval_recall(matrix, caption_image)
+    assert {name: metrics[f"retrieval/{name}"] for name in full} == full
+    # Flickr30k's 1K test is its whole split.
+    assert protocol.task_options("retrieval", caption_corpus="flickr30k", num_images=n_images)["protocol"] == "full"

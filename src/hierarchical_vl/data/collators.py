@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..metrics.grounding import box_iou
+from ..metrics.grounding import BOX_MATCHING, box_iou, merge_boxes
 from ..processing_hierarchical_vl import region_inputs, text_inputs
 from .encoded_datasets import (
     EncodedCaptionDataset,
@@ -243,7 +243,8 @@ class GroundingCollator:
     """Batches of `EncodedGroundingDataset`.
 
     Adds ``phrase_spans`` (B, H, 2) int64 inclusive token spans, ``phrase_mask`` (B, H) int64 and ``labels``
-    (B, H, T) float32: 1 where the region's IoU with any ground-truth box of the phrase is >= ``iou_threshold``
+    (B, H, T) float32: 1 where the region's IoU with any ground-truth box of the phrase (``box_matching="any"``)
+    or with their merged box (``"merged"``, see ``hierarchical_vl.metrics.grounding``) is >= ``iou_threshold``
     (IoU of continuous x1 y1 x2 y2 pixel boxes; padded phrases and regions are 0). Metadata: ``image_id``,
     ``sentence``, ``phrases``, ``phrase_ids``, ``gt_boxes`` (per phrase, (G, 4) pixels) and ``region_boxes``
     ((T, 4) pixels per image, for recall at IoU 0.5).
@@ -252,6 +253,8 @@ class GroundingCollator:
         dataset: The encoded sentences.
         max_regions: Cap on regions per image (default: ``HierarchicalVLConfig().max_regions``).
         iou_threshold: IoU at which a region counts as showing the phrase.
+        box_matching: How a phrase with several ground-truth boxes is matched: ``"any"`` box (default) or their
+            ``"merged"`` union box; training and evaluation use the same rule.
         include_metadata: Add the ``"metadata"`` entry.
     """
 
@@ -261,11 +264,15 @@ class GroundingCollator:
         *,
         max_regions: int | None = None,
         iou_threshold: float = 0.5,
+        box_matching: str = "any",
         include_metadata: bool = True,
     ):
+        if box_matching not in BOX_MATCHING:
+            raise ValueError(f"box_matching must be one of {BOX_MATCHING}, got {box_matching!r}")
         self.dataset = dataset
         self.max_regions = _region_cap(max_regions)
         self.iou_threshold = iou_threshold
+        self.box_matching = box_matching
         self.include_metadata = include_metadata
 
     def __call__(self, items: Any) -> dict[str, Any]:
@@ -292,6 +299,12 @@ class GroundingCollator:
         box_mask = np.arange(depth)[None, None, :] < box_counts[..., None]  # (B, H, G)
         box_rows = np.where(box_mask, box_first[..., None] + np.arange(depth), 0)
         gt_boxes = np.where(box_mask[..., None], ds.gt_boxes[box_rows] if len(ds.gt_boxes) else 0, 0)
+        if self.box_matching == "merged":
+            # One union box per phrase, (B, H, 1, 4); a padded phrase keeps a zero box (masked below).
+            has_box = box_mask.any(axis=2)  # (B, H)
+            merged = merge_boxes(gt_boxes, box_mask | ~has_box[..., None])
+            gt_boxes = np.where(has_box[..., None], merged, 0)[:, :, None, :]
+            box_mask, depth = has_box[..., None], 1
 
         region_boxes = np.asarray(ds.store.boxes[rows])  # (B, T, 4) pixels
         iou = box_iou(gt_boxes.reshape(size, width * depth, 4), region_boxes)  # (B, H * G, T)

@@ -6,6 +6,8 @@
   return flat metrics (``"vqa/overall"``, ``"retrieval/i2t_r1"``, ``"grounding/r1"``, ...).
 * `CorpusLayout`: where each task's annotations lie in a corpus directory, and the one reader of their files
   (training reads through it too); `open_region_store`: the one opener of region features.
+* `EvaluationProtocol`, `PROTOCOLS` (``current``, ``paper``): how each task is scored, recorded in every results
+  file; `caption_corpus` tells COCO from Flickr30k; `first_images` caps a split at its first N images.
 * `load_evaluation_data`: the encoded evaluation splits of a corpus directory, with a model's input caps;
   `format_results_table`: the paper's tables.
 
@@ -15,6 +17,7 @@ Checkpoints load with ``hierarchical_vl.loading.load_checkpoint``.
 from __future__ import annotations
 
 from .evaluation_data import CorpusLayout, EvaluationData, load_evaluation_data, open_region_store
+from .protocols import PROTOCOLS, EvaluationProtocol, caption_corpus, evaluation_protocol, first_images
 from .results_table import format_results_table, write_results_json
 from .retrieval_ranking import (
     FIRST_STAGES,
@@ -28,15 +31,20 @@ from .task_evaluation import evaluate_grounding, evaluate_retrieval, evaluate_ta
 
 __all__ = [
     "FIRST_STAGES",
+    "PROTOCOLS",
     "CorpusLayout",
     "EvaluationData",
+    "EvaluationProtocol",
     "RetrievalScorer",
     "ScoringStats",
     "StaleCacheError",
+    "caption_corpus",
     "evaluate_grounding",
     "evaluate_retrieval",
     "evaluate_tasks",
     "evaluate_vqa",
+    "evaluation_protocol",
+    "first_images",
     "format_results_table",
     "load_evaluation_data",
     "model_tasks",

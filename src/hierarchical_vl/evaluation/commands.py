@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..metrics.grounding import BOX_MATCHING
 from ..tasks import TASK_SPECS
+from .protocols import PROTOCOLS, EvaluationProtocol, caption_corpus, evaluation_protocol
 from .retrieval_ranking import FIRST_STAGES
 from .task_evaluation import RETRIEVAL_PROTOCOLS
 
@@ -30,13 +33,51 @@ def _vqa_options(args: argparse.Namespace, data: Any, info: dict[str, Any]) -> d
     return {"batch_size": args.batch_size, "legacy": args.legacy_vqa, "submission_path": predictions}
 
 
-def _retrieval_options(args: argparse.Namespace, model: Any, device: torch.device) -> dict[str, Any]:
+def _protocol(args: argparse.Namespace) -> EvaluationProtocol:
+    """The protocol of ``--protocol`` with the single-field flags applied (an old ``--protocol full|1k|both`` is
+    the retrieval ranking: it becomes ``--retrieval-protocol``, with a deprecation warning)."""
+    name = args.protocol
+    if name in RETRIEVAL_PROTOCOLS:
+        warnings.warn(
+            f"hvl evaluate --protocol {name} is deprecated: --protocol now names the evaluation protocol "
+            f"({', '.join(PROTOCOLS)}); use --retrieval-protocol {name}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        if args.retrieval_protocol not in (None, name):
+            raise ValueError(f"--protocol {name} contradicts --retrieval-protocol {args.retrieval_protocol}")
+        args.retrieval_protocol, name = name, "current"
+    protocol = evaluation_protocol(name)
+    changes: dict[str, Any] = {}
+    if args.legacy_vqa:
+        changes["vqa_metric"] = "legacy"
+    if args.box_matching is not None:
+        changes["box_matching"] = args.box_matching
+    return protocol.with_overrides(**changes)
+
+
+def _retrieval_protocol(args: argparse.Namespace, layout: Any, data: Any) -> tuple[EvaluationProtocol, dict]:
+    """The protocol with the ranking of the evaluated caption corpus (``--retrieval-protocol`` replaces the
+    protocol's), and the retrieval options it gives."""
+    corpus = caption_corpus(layout.captions_path())
+    protocol = args.evaluation_protocol
+    if args.retrieval_protocol is not None:
+        protocol = protocol.with_overrides(**{f"{corpus}_retrieval": args.retrieval_protocol})
+        return protocol, {"protocol": args.retrieval_protocol, "fold_size": protocol.retrieval_fold_size}
+    options = protocol.task_options("retrieval", caption_corpus=corpus, num_images=len(data.retrieval.images))
+    # A split too small for the protocol's folds is ranked whole: the recorded protocol says so.
+    return protocol.with_overrides(**{f"{corpus}_retrieval": options["protocol"]}), options
+
+
+def _retrieval_options(
+    args: argparse.Namespace, model: Any, device: torch.device, ranking: dict[str, Any]
+) -> dict[str, Any]:
     from .retrieval_ranking import RetrievalScorer
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
     scorer = RetrievalScorer(model, batch_size=args.pair_batch_size, dtype=dtype, device=device)
     return {
-        "protocol": args.protocol,
+        **ranking,
         "shortlist": args.shortlist,
         "first_stage": args.first_stage,
         "shortlist_check": args.shortlist_check,
@@ -53,6 +94,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .results_table import format_results_table, write_results_json
 
     progress = not args.no_progress
+    args.evaluation_protocol = _protocol(args)
+    args.legacy_vqa = args.evaluation_protocol.legacy_vqa
     model = load_model(args.checkpoint, task=None if args.task == "all" else args.task)
     tokenizer = load_processor(args.checkpoint, model.config).tokenizer
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -91,14 +134,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     metrics: dict[str, Any] = {}
     info: dict[str, Any] = {}
+    protocol = args.evaluation_protocol
+    ranking = None
+    if "retrieval" in tasks:
+        protocol, ranking = _retrieval_protocol(args, layout, data)
+        info["retrieval_protocol"] = ranking["protocol"]
+    print(f"evaluation protocol: {protocol.name}")
     for task in tasks:
         # The command's own flags per task; everything else is the task's evaluation function.
         if task == "vqa":
             options = _vqa_options(args, data, info)
         elif task == "retrieval":
-            options = _retrieval_options(args, model, device)
+            options = _retrieval_options(args, model, device, ranking)
         else:
-            options = {"batch_size": args.batch_size}
+            options = {"batch_size": args.batch_size, "box_matching": protocol.box_matching}
         start = time.perf_counter()
         metrics.update(
             task_spec(task).evaluate_fn(
@@ -127,7 +176,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                 "checkpoint": str(args.checkpoint),
                 "data_dir": str(args.data_dir),
                 "splits": data.splits,
-                "legacy_vqa": args.legacy_vqa,
+                "protocol": protocol.to_dict(),
+                "legacy_vqa": protocol.legacy_vqa,
                 "metrics": metrics,
                 "info": info,
             },
@@ -174,18 +224,33 @@ def add_commands(subparsers: Any) -> None:
         help="VQA predictions file in the official submission format (default: next to --output)",
     )
     parser.add_argument(
+        "--protocol",
+        choices=(*PROTOCOLS, *RETRIEVAL_PROTOCOLS),
+        default="current",
+        help="evaluation protocol: current (the package's defaults) or paper (legacy VQA code, merged grounding "
+        "boxes, COCO 1K and 5K, Flickr30k 1K test); full|1k|both are deprecated spellings of --retrieval-protocol",
+    )
+    parser.add_argument(
         "--legacy-vqa",
         action="store_true",
-        help="score VQA with the official code as it was before its 2021 fix (papers of 2015-2020)",
+        help="score VQA with the official code as it was before its 2021 fix (papers of 2015-2020), whatever the "
+        "protocol",
+    )
+    parser.add_argument(
+        "--box-matching",
+        choices=BOX_MATCHING,
+        default=None,
+        help="grounding: a phrase with several boxes is matched by any box or by their merged box (default: the "
+        "protocol's)",
     )
     parser.add_argument("--batch-size", type=int, default=128, help="questions / sentences per forward pass")
     parser.add_argument("--pair-batch-size", type=int, default=512, help="image-caption pairs per forward pass")
     parser.add_argument(
-        "--protocol",
+        "--retrieval-protocol",
         choices=RETRIEVAL_PROTOCOLS,
-        default="full",
+        default=None,
         help="retrieval: full = one ranking over the split (COCO 5K, Flickr30k 1K); 1k = mean over "
-        "folds of 1000 images (COCO 1K); both",
+        "folds of 1000 images (COCO 1K); both (default: the protocol's for the corpus)",
     )
     parser.add_argument(
         "--shortlist",

@@ -171,7 +171,13 @@ class CorpusLayout:
         return self.task_path(task).exists()
 
     def read_split(
-        self, task: str, split: str, *, answer_vocab: list[str] | None = None, streaming: bool = False
+        self,
+        task: str,
+        split: str,
+        *,
+        answer_vocab: list[str] | None = None,
+        answer_normalizer: Any = None,
+        streaming: bool = False,
     ) -> Any:
         """The annotation rows of one split of ``task`` (``datasets`` rows, as the ``load_*`` functions give).
 
@@ -180,13 +186,16 @@ class CorpusLayout:
             split: The split (``train``, ``val``, ``test``; VQA also ``test-dev``; Karpathy also ``restval`` and
                 ``train+restval``, see `~hierarchical_vl.data.load_karpathy_captions`).
             answer_vocab: The VQA answer pool the soft labels refer to (needed for VQA).
+            answer_normalizer: How VQA answers are compared with the pool's for the soft labels (the loader's
+                default when ``None``); the one the pool was counted with.
             streaming: Stream the files instead of building map-style datasets.
         """
         path = self.task_path(task)
         if task == "vqa":
             if answer_vocab is None:
                 raise ValueError("reading VQA needs the answer pool (answer_vocab)")
-            return load_vqa(path, split=split, answer_vocab=answer_vocab, streaming=streaming)
+            options = {} if answer_normalizer is None else {"normalize": answer_normalizer}
+            return load_vqa(path, split=split, answer_vocab=answer_vocab, streaming=streaming, **options)
         if task == "retrieval":
             return load_karpathy_captions(path, split=split, streaming=streaming)
         return load_flickr30k_entities(path, split=split, streaming=streaming)

@@ -286,10 +286,12 @@ def evaluate_grounding(
     device: str | torch.device | None = None,
     max_regions: int | None = None,
     iou_threshold: float = 0.5,
+    box_matching: str = "any",
     num_workers: int = 0,
     progress: bool = False,
 ) -> dict[str, float]:
-    """Phrase grounding Recall@K: a phrase counts when one of its top-K regions has IoU >= 0.5 with its boxes.
+    """Phrase grounding Recall@K: a phrase counts when one of its top-K regions has IoU >= 0.5 with its boxes
+    (any of them, or their merged box: ``box_matching``).
 
     Args:
         model: A grounding head or the multi-task model.
@@ -302,6 +304,8 @@ def evaluate_grounding(
         device: Where to run (the model is moved there); the model's device by default.
         max_regions: Cap on regions per image (``model.config.max_regions`` by default).
         iou_threshold: IoU a region needs with a ground-truth box of the phrase.
+        box_matching: ``"any"``: IoU with one of the phrase's boxes; ``"merged"``: IoU with their union box
+            (Plummer et al., the paper's protocol). See ``hierarchical_vl.metrics.grounding``.
         num_workers: DataLoader workers.
         progress: Show a progress bar.
 
@@ -317,6 +321,7 @@ def evaluate_grounding(
         model.config,
         max_regions=max_regions or model.config.max_regions,
         iou_threshold=iou_threshold,
+        box_matching=box_matching,
     )
     region_scores, region_boxes, gt_boxes = [], [], []
     with model.inference():
@@ -331,7 +336,9 @@ def evaluate_grounding(
                     gt_boxes.append(np.asarray(truth))
     if not region_scores:
         raise ValueError("the grounding split has no grounded phrase to evaluate")
-    result = grounding_recall(region_scores, region_boxes, gt_boxes, iou_threshold=iou_threshold)
+    result = grounding_recall(
+        region_scores, region_boxes, gt_boxes, iou_threshold=iou_threshold, box_matching=box_matching
+    )
     metrics = {f"grounding/{name}": value for name, value in result.items() if name != "num_phrases"}
     metrics["grounding/num_phrases"] = result["num_phrases"]
     return metrics

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from .grounding import box_iou, grounding_ranks, grounding_recall
+from .grounding import BOX_MATCHING, box_iou, grounding_ranks, grounding_recall, merge_boxes
 from .retrieval import coco_1k_5fold, retrieval_ranks, retrieval_recall
 from .vqa import (
     ANSWER_TYPES,
@@ -23,12 +23,14 @@ from .vqa import (
 
 __all__ = [
     "ANSWER_TYPES",
+    "BOX_MATCHING",
     "METRIC_NAMES",
     "box_iou",
     "coco_1k_5fold",
     "grounding_ranks",
     "grounding_recall",
     "load_metric",
+    "merge_boxes",
     "normalize_vqa_answer",
     "read_vqa_submission",
     "retrieval_ranks",

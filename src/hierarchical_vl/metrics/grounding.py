@@ -5,8 +5,15 @@ The data loaders convert the 1-based inclusive VOC boxes of Flickr30k Entities (
 convention, and bottom-up-attention region boxes already use it. Pass ``offset=1`` to measure inclusive integer
 pixel boxes the VOC way (width = ``x2 - x1 + 1``).
 
-A phrase counts as grounded at K when one of its K best-scoring regions has IoU >= the threshold (0.5) with *any*
-of its ground-truth boxes (a phrase may refer to several boxes). Regions that score the same as the best correct
+A phrase may refer to several ground-truth boxes. Two rules say which region is correct for it
+(``box_matching``, `BOX_MATCHING`):
+
+* ``"any"`` (the default): IoU >= the threshold (0.5) with *any* of its boxes;
+* ``"merged"``: IoU >= the threshold with the union box of its boxes (min x1, min y1, max x2, max y2,
+  [`merge_boxes`]), the rule of Plummer et al. (Flickr30k Entities), which the paper follows.
+
+A single-box phrase is scored identically under both. A phrase counts as grounded at K when one of its K
+best-scoring regions is correct. Regions that score the same as the best correct
 region are ranked before it (ties broken against the ground truth, as in [`hierarchical_vl.metrics.retrieval`]),
 so a constant scorer does not get credit for ties. The upper bound is the percentage of phrases for which at least
 one candidate region reaches the threshold, i.e. the best any scorer could do with those regions.
@@ -19,7 +26,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["box_iou", "grounding_ranks", "grounding_recall"]
+__all__ = ["BOX_MATCHING", "box_iou", "grounding_ranks", "grounding_recall", "merge_boxes"]
+
+BOX_MATCHING = ("any", "merged")
+"""The rules matching a region to a phrase with several ground-truth boxes: any one of them, or their union box."""
 
 
 def _as_boxes(boxes: Any, name: str, dtype: Any = None) -> np.ndarray:
@@ -75,6 +85,37 @@ def box_iou(a: Any, b: Any, offset: float = 0.0) -> np.ndarray:
         return np.where(union > 0, inter / np.where(union > 0, union, 1), 0).astype(dtype, copy=False)
 
 
+def merge_boxes(boxes: Any, mask: Any = None) -> np.ndarray:
+    """The union box of each set of boxes: min x1, min y1, max x2, max y2 (the "merged box" of Flickr30k Entities).
+
+    Args:
+        boxes: Boxes, shape (G, 4), or a batch (..., G, 4), as x1 y1 x2 y2.
+        mask: Optional (..., G) mask, true for real boxes (padding is ignored); every set needs one real box.
+
+    Returns:
+        The merged boxes, shape (4,) for (G, 4) input, else (..., 4); the dtype of ``boxes`` (float32 or float64).
+
+    Raises:
+        ValueError: If a set has no (real) box.
+    """
+    boxes = _as_boxes(boxes, "boxes")
+    valid = (
+        np.ones(boxes.shape[:-1], dtype=bool)
+        if mask is None
+        else np.broadcast_to(np.asarray(mask, bool), boxes.shape[:-1])
+    )
+    if not valid.any(axis=-1).all():
+        raise ValueError("merge_boxes: a set of boxes has no box to merge")
+    lower = np.where(valid[..., None], boxes[..., :2], np.inf).min(axis=-2)  # (..., 2)
+    upper = np.where(valid[..., None], boxes[..., 2:], -np.inf).max(axis=-2)  # (..., 2)
+    return np.concatenate([lower, upper], axis=-1).astype(boxes.dtype, copy=False)
+
+
+def _check_box_matching(box_matching: str) -> None:
+    if box_matching not in BOX_MATCHING:
+        raise ValueError(f"box_matching must be one of {BOX_MATCHING}, got {box_matching!r}")
+
+
 def _phrases(region_scores: Any, region_boxes: Any, region_mask: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per-phrase (scores (T,), boxes (T, 4)) with padding removed."""
     if region_mask is not None:
@@ -99,10 +140,12 @@ def grounding_ranks(
     iou_threshold: float = 0.5,
     region_mask: Any = None,
     offset: float = 0.0,
+    box_matching: str = "any",
 ) -> np.ndarray:
     """0-based rank of the best-ranked correct region of every phrase.
 
-    A region is correct when its IoU with any ground-truth box of the phrase is >= ``iou_threshold``. The rank is
+    A region is correct when its IoU with any ground-truth box of the phrase (``box_matching="any"``) or with
+    their merged box (``"merged"``) is >= ``iou_threshold``. The rank is
     the number of incorrect regions scoring >= the best correct region (ties broken against the ground truth).
 
     Args:
@@ -113,10 +156,12 @@ def grounding_ranks(
         iou_threshold: IoU a region needs to count as correct.
         region_mask: Optional (P, T) mask, true for real regions, when scores and boxes are padded arrays.
         offset: Box convention passed to [`box_iou`].
+        box_matching: ``"any"`` or ``"merged"`` (see the module docstring).
 
     Returns:
         Ranks, shape (P,), float: ``inf`` for a phrase without any correct region.
     """
+    _check_box_matching(box_matching)
     phrases = _phrases(region_scores, region_boxes, region_mask)
     if len(gt_boxes) != len(phrases):
         raise ValueError(f"got regions for {len(phrases)} phrases but ground-truth boxes for {len(gt_boxes)}")
@@ -139,6 +184,8 @@ def grounding_ranks(
             raise ValueError(f"{where}: {scores.shape[0]} region scores but {boxes.shape[0]} region boxes")
         if gts.shape[0] == 0:
             raise ValueError(f"{where}: no ground-truth box (phrases without boxes are not evaluated; drop them)")
+        if box_matching == "merged":
+            gts = merge_boxes(gts)[None]  # (1, 4)
         correct = (box_iou(boxes, gts, offset=offset) >= iou_threshold).any(axis=1)  # (T_p,)
         if not correct.any():
             ranks[p] = np.inf
@@ -156,6 +203,7 @@ def grounding_recall(
     iou_threshold: float = 0.5,
     region_mask: Any = None,
     offset: float = 0.0,
+    box_matching: str = "any",
 ) -> dict[str, float]:
     """Phrase grounding Recall@K and its upper bound.
 
@@ -168,15 +216,20 @@ def grounding_recall(
         iou_threshold: IoU a region needs with a ground-truth box to count as correct.
         region_mask: Optional (P, T) mask, true for real regions, when scores and boxes are padded arrays.
         offset: Box convention passed to [`box_iou`] (0: continuous coordinates).
+        box_matching: ``"any"``: a region is correct with IoU >= ``iou_threshold`` with one of the phrase's boxes;
+            ``"merged"``: with their union box (Plummer et al., the paper's protocol).
 
     Returns:
         ``{"r1": float, "r5": float, "r10": float, "upper_bound": float, "num_phrases": int}`` (one ``r{k}`` per
-        K), in percent rounded to 2 decimals.
+        K), in percent rounded to 2 decimals. The upper bound is the share of phrases with at least one correct
+        candidate region under ``box_matching``.
     """
     ks = tuple(ks) if isinstance(ks, (Sequence, np.ndarray)) else ()
     if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
         raise ValueError(f"ks must be a non-empty sequence of positive integers, got {ks!r}")
-    ranks = grounding_ranks(region_scores, region_boxes, gt_boxes, iou_threshold, region_mask, offset)
+    ranks = grounding_ranks(
+        region_scores, region_boxes, gt_boxes, iou_threshold, region_mask, offset, box_matching=box_matching
+    )
     out: dict[str, float] = {f"r{int(k)}": round(100.0 * float(np.mean(ranks < k)), 2) for k in ks}
     out["upper_bound"] = round(100.0 * float(np.mean(np.isfinite(ranks))), 2)
     out["num_phrases"] = int(ranks.size)

@@ -136,6 +136,15 @@ class DataArguments:
             (random in-batch shifts, the default; the paper does not say) or ``hard`` (the k with the highest
             current score, see ``hierarchical_vl.training.negative_mining``).
         allow_contamination: Start even if an evaluation image is in another task's training split.
+        eval_max_images: Evaluate during training on the first N images of each evaluation split (file order, with
+            all their questions, captions and phrases); ``0`` = every image; ``None`` keeps the protocol's
+            (``paper``: 1,000, ``current``: every image).
+        answer_pool_splits: VQA splits whose annotations make the answer pool; ``None`` keeps the protocol's
+            (``paper``: train and val, the standard 3,129-answer pool of Teney et al.; ``current``: the training
+            splits ``vqa_train_splits``).
+        answer_normalization: How answers are compared while counting the pool (and for the soft labels):
+            ``text`` (lowercase, single spaces) or ``official`` (the official VQA normalisation); ``None`` keeps the
+            protocol's (``paper``: official, ``current``: text).
     """
 
     root: str = "demo_corpus"
@@ -159,6 +168,9 @@ class DataArguments:
     retrieval_negatives: int = 1
     retrieval_negative_mining: str = "random"
     allow_contamination: bool = False
+    eval_max_images: int | None = None
+    answer_pool_splits: list[str] | None = None
+    answer_normalization: str | None = None
 
     def path(self, value: str | None) -> Path | None:
         """``value`` resolved against ``root``."""
@@ -218,6 +230,10 @@ class TrainingArguments:
         progress: Show a progress bar.
         overwrite_output_dir: Start afresh in an ``output_dir`` that holds a run of another configuration (its
             checkpoints are removed); without it such a run is refused rather than resumed (``--overwrite-output``).
+        protocol: The evaluation protocol (``current`` or ``paper``, see ``hierarchical_vl.evaluation.protocols``)
+            of the trainer's evaluations, of the grounding training labels (its box matching) and of the answer
+            pool; ``data.eval_max_images``, ``data.answer_pool_splits`` and ``data.answer_normalization`` override
+            single fields of it.
     """
 
     output_dir: str = "outputs/run"
@@ -240,6 +256,7 @@ class TrainingArguments:
     num_workers: int = 0
     progress: bool = True
     overwrite_output_dir: bool = False
+    protocol: str = "current"
 
     def __post_init__(self) -> None:
         self.model_overrides = _with_task_layers(dict(self.model_overrides or {}), self.tasks)
@@ -283,6 +300,35 @@ class TrainingArguments:
             )
         if not isinstance(self.data.retrieval_negatives, int) or self.data.retrieval_negatives < 0:
             raise ValueError(f"data.retrieval_negatives must be an integer >= 0, got {self.data.retrieval_negatives!r}")
+        cap = self.data.eval_max_images
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
+            raise ValueError(f"data.eval_max_images must be a non-negative integer (0: every image), got {cap!r}")
+        self.evaluation_protocol()
+
+    def evaluation_protocol(self) -> Any:
+        """The run's `EvaluationProtocol`: ``protocol`` with the data arguments' overrides (named in its name).
+
+        Raises:
+            ValueError: If ``protocol`` names no protocol, or an override is not a valid value.
+        """
+        from ..evaluation.protocols import evaluation_protocol
+
+        try:
+            protocol = evaluation_protocol(self.protocol)
+        except ValueError as error:
+            raise ValueError(f"protocol: {error}") from None
+        data = self.data
+        changes: dict[str, Any] = {}
+        if data.eval_max_images is not None:
+            changes["eval_max_images"] = data.eval_max_images or None
+        if data.answer_pool_splits is not None:
+            changes["answer_pool_splits"] = data.answer_pool_splits
+        if data.answer_normalization is not None:
+            changes["answer_normalization"] = data.answer_normalization
+        try:
+            return protocol.with_overrides(**changes)
+        except ValueError as error:
+            raise ValueError(f"data: {error}") from None
 
     @property
     def trained_tasks(self) -> list[str]:
@@ -322,7 +368,7 @@ class TrainingArguments:
 
         Fields that do not change what is trained (`RUN_INDEPENDENT_FIELDS`: output place, progress, logging,
         workers, checkpoint retention) are ignored, and so are top-level fields the saved file does not have (it was
-        written by an older version).
+        written by an older version) and the later fields of `ADDED_FIELD_DEFAULTS` at the value such a run had.
 
         Args:
             saved: A ``training_args.yaml`` written by [`save`].
@@ -336,10 +382,11 @@ class TrainingArguments:
         differences = []
         for key in sorted(set(old) | set(new)):
             top = key.split(".", 1)[0]
-            if top in RUN_INDEPENDENT_FIELDS or top not in saved_fields:
+            if key not in old and key in ADDED_FIELD_DEFAULTS:
+                if new.get(key) == ADDED_FIELD_DEFAULTS[key]:
+                    continue  # added after the saved file was written, at the value that run had
+            elif top in RUN_INDEPENDENT_FIELDS or top not in saved_fields:
                 continue
-            if key not in old and new.get(key) == ADDED_FIELD_DEFAULTS.get(key, "<none>"):
-                continue  # a field added since the file was written, at the value that does what it did
             if old.get(key, "<absent>") != new.get(key, "<absent>"):
                 differences.append(f"{key}: {old.get(key, '<absent>')!r} -> {new.get(key, '<absent>')!r}")
         return differences
@@ -350,8 +397,14 @@ RUN_INDEPENDENT_FIELDS = frozenset(
 )
 """`TrainingArguments` fields that a resumed run may change: they do not change what is trained."""
 
-ADDED_FIELD_DEFAULTS = {"data.retrieval_negative_mining": "random"}
-"""Nested fields added after version 0.1 and their defaults, which do what an older file's run did."""
+ADDED_FIELD_DEFAULTS: dict[str, Any] = {
+    "protocol": "current",
+    "data.retrieval_negative_mining": "random",
+    "data.eval_max_images": None,
+    "data.answer_pool_splits": None,
+    "data.answer_normalization": None,
+}
+"""Fields added after version 0.1 with the value a run saved without them had (their absence is no difference)."""
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -26,6 +26,7 @@ from ..data import (
     vqa_data_files,
 )
 from ..evaluation.evaluation_data import CorpusLayout, open_region_store
+from ..evaluation.protocols import EvaluationProtocol, caption_corpus, first_images
 from ..loading import save_staged
 from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from ..processing_hierarchical_vl import HierarchicalVLProcessor
@@ -62,6 +63,10 @@ class PreparedData:
         train: The encoded training dataset of each trained task.
         eval: The encoded evaluation dataset of each evaluated task.
         collators: The training collator of each trained task.
+        protocol: The evaluation protocol the data were prepared for (answer pool, evaluation cap, grounding
+            labels) and the evaluation follows.
+        caption_corpus: ``"coco"`` or ``"flickr30k"``: the corpus of the Karpathy file (``None`` without
+            retrieval).
     """
 
     store: RegionFeatureStore
@@ -72,6 +77,8 @@ class PreparedData:
     train: dict[str, Any] = field(default_factory=dict)
     eval: dict[str, Any] = field(default_factory=dict)
     collators: dict[str, Any] = field(default_factory=dict)
+    protocol: EvaluationProtocol = field(default_factory=lambda: EvaluationProtocol(name="current"))
+    caption_corpus: str | None = None
 
     def sources(self) -> dict[str, TaskDataSource]:
         """The training data of each task, as the trainer takes it."""
@@ -90,19 +97,25 @@ def _layout(args: TrainingArguments) -> CorpusLayout:
 
 
 def _answer_pool(args: TrainingArguments, layout: CorpusLayout) -> list[str]:
-    """The VQA answer pool: the checkpoint's (``init_from``), else the answers of the training annotations."""
+    """The VQA answer pool: the checkpoint's (``init_from``), else the answers of the annotations of the
+    protocol's pool splits (the training splits by default), compared with its answer normalisation."""
     if args.init_from:
         config = HierarchicalVLConfig.from_pretrained(args.init_from)
         if "vqa" in config.task_layers:
             return [config.id2label[i] for i in range(config.num_answers)]
+    protocol = args.evaluation_protocol()
     files = vqa_data_files(layout.task_path("vqa"))
     train_splits, eval_split = args.data.splits("vqa")
-    missing = [split for split in [*train_splits, eval_split] if split not in files]
+    pool_splits = list(protocol.answer_pool_splits or train_splits)
+    missing = [split for split in dict.fromkeys([*train_splits, eval_split, *pool_splits]) if split not in files]
     if missing:
         raise FileNotFoundError(f"VQA splits {missing} not found in {layout.task_path('vqa')} (found {sorted(files)})")
-    annotation_files = [files[split][1] for split in train_splits if files[split][1] is not None]
+    annotation_files = [files[split][1] for split in pool_splits if files[split][1] is not None]
     frequency = args.data.min_answer_frequency
-    answers = build_vqa_answer_vocab(annotation_files, **({} if frequency is None else {"min_count": frequency + 1}))
+    options: dict[str, Any] = {"normalize": protocol.answer_normalizer()}
+    if frequency is not None:
+        options["min_count"] = frequency + 1
+    answers = build_vqa_answer_vocab(annotation_files, **options)
     if not answers:
         raise ValueError(
             f"no answer of {annotation_files} is frequent enough for the answer pool "
@@ -162,13 +175,16 @@ def build_config(
 
 def _collator_options(task: str, args: TrainingArguments) -> dict[str, Any]:
     """Training settings of a task's collator beyond the caps: retrieval's negatives (``data.retrieval_negatives``,
-    ``data.retrieval_negative_mining``)."""
+    ``data.retrieval_negative_mining``), grounding's box matching (the protocol's, so that training labels and
+    evaluation agree)."""
     if task == "retrieval":
         return {
             "negatives_per_positive": args.data.retrieval_negatives,
             "negative_mining": args.data.retrieval_negative_mining,
             "seed": args.seed,
         }
+    if task == "grounding":
+        return {"box_matching": args.evaluation_protocol().box_matching}
     return {}
 
 
@@ -179,19 +195,23 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
     The tokenizer's vocabulary is the words of the training text of every task (unless one is given).
     """
     data = args.data
+    protocol = args.evaluation_protocol()
     trained, evaluated = args.trained_tasks, args.evaluated_tasks
     layout = _layout(args)
     needed = [task for task in TASK_SPECS if task in trained or task in evaluated]
     answer_vocab = _answer_pool(args, layout) if "vqa" in needed else []
+    # The soft labels compare answers as the pool was counted (the loader's default for the current protocol).
+    normalizer = protocol.answer_normalizer() if protocol.answer_normalization != "text" else None
     train_rows: dict[str, Any] = {}
     eval_rows: dict[str, Any] = {}
     for task in needed:
         train_splits, eval_split = data.splits(task)
+        read = {"answer_vocab": answer_vocab, "answer_normalizer": normalizer}
         if task in trained:
-            parts = [layout.read_split(task, split, answer_vocab=answer_vocab) for split in train_splits]
+            parts = [layout.read_split(task, split, **read) for split in train_splits]
             train_rows[task] = _concatenate(parts)
         if task in evaluated:
-            eval_rows[task] = layout.read_split(task, eval_split, answer_vocab=answer_vocab)
+            eval_rows[task] = first_images(layout.read_split(task, eval_split, **read), protocol.eval_max_images)
 
     splits = [SplitImages.from_rows(task, "train", "train", rows) for task, rows in train_rows.items()]
     splits += [SplitImages.from_rows(task, "eval", "eval", rows) for task, rows in eval_rows.items()]
@@ -206,7 +226,13 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
     store = open_region_store(data.features, data.path(data.features_store), progress=args.progress, root=data.root)
     processor = HierarchicalVLProcessor.from_config(tokenizer, config)
     prepared = PreparedData(
-        store=store, tokenizer=tokenizer, processor=processor, config=config, answer_vocab=answer_vocab
+        store=store,
+        tokenizer=tokenizer,
+        processor=processor,
+        config=config,
+        answer_vocab=answer_vocab,
+        protocol=protocol,
+        caption_corpus=caption_corpus(layout.task_path("retrieval")) if "retrieval" in evaluated else None,
     )
     for task, rows in train_rows.items():
         spec = task_spec(task)
@@ -249,7 +275,8 @@ def make_evaluate_fn(prepared: PreparedData, batch_size: int = 128):
     """``evaluate_fn(model, tasks) -> {"task/metric": value}`` over the prepared evaluation splits.
 
     Each task runs its evaluation function (`TaskSpec.evaluate_fn`) with ``batch_size`` times its
-    ``eval_batch_scale`` examples per forward pass.
+    ``eval_batch_scale`` examples per forward pass, scored as the prepared data's protocol says (VQA metric
+    version, retrieval ranking of the caption corpus, grounding box matching).
     """
 
     def evaluate(model: torch.nn.Module, tasks: list[str]) -> Mapping[str, float]:
@@ -261,7 +288,15 @@ def make_evaluate_fn(prepared: PreparedData, batch_size: int = 128):
             spec = task_spec(task)
             results.update(
                 spec.evaluate_fn(
-                    model, prepared.eval[task], batch_size=spec.eval_batch_scale * batch_size, device=device
+                    model,
+                    prepared.eval[task],
+                    batch_size=spec.eval_batch_scale * batch_size,
+                    device=device,
+                    **prepared.protocol.task_options(
+                        task,
+                        caption_corpus=prepared.caption_corpus or "coco",
+                        num_images=len(prepared.eval[task].images) if task == "retrieval" else None,
+                    ),
                 )
             )
         return results

@@ -39,11 +39,13 @@ _EvaluateFn = Callable[[torch.nn.Module, list[str]], Mapping[str, float]]
 
 @dataclass
 class TrainingResult:
-    """What a run did: updates per stage, the evaluations, and where the final model is."""
+    """What a run did: updates per stage, the evaluations (scored under ``protocol``, the evaluation protocol's
+    name and every field), and where the final model is."""
 
     updates: int = 0
     stage_updates: dict[str, int] = field(default_factory=dict)
     evaluations: list[dict[str, Any]] = field(default_factory=list)
+    protocol: dict[str, Any] = field(default_factory=dict)
     final_losses: dict[str, float] = field(default_factory=dict)
     data_wait_seconds: float = 0.0
     train_seconds: float = 0.0
@@ -180,6 +182,7 @@ class MultiTaskTrainer:
             **self.state,
             "schedule": schedule.state_dict() if schedule is not None else None,
             "data": {task: batches.state_dict() for task, batches in self.batches.items()},
+            "protocol": self.args.evaluation_protocol().to_dict(),  # how the evaluations were scored
         }
 
     def save_checkpoint(self, schedule: TaskSwitchingSchedule | None) -> None:
@@ -369,6 +372,7 @@ class MultiTaskTrainer:
             self.save_checkpoint(None)
         result.updates = self.state["updates"]
         result.evaluations = list(self.state["evaluations"])
+        result.protocol = self.args.evaluation_protocol().to_dict()
         result.final_losses = running
         result.data_wait_seconds = self._data_wait
         result.train_seconds = time.perf_counter() - started

@@ -12,8 +12,9 @@ __all__ = ["GroundingRecall"]
 
 _DESCRIPTION = """\
 Phrase grounding Recall@K (Flickr30k Entities): a phrase counts at K when one of its K best-scoring candidate
-regions has IoU >= 0.5 with any of its ground-truth boxes (ties broken against the ground truth). Also reports the
-upper bound, the percentage of phrases for which some candidate region reaches the threshold. Boxes are
+regions has IoU >= 0.5 with any of its ground-truth boxes (`box_matching="any"`) or with their merged (union) box
+(`box_matching="merged"`, the rule of Plummer et al.); ties are broken against the ground truth. Also reports the
+upper bound, the percentage of phrases for which some candidate region reaches the threshold under that rule. Boxes are
 x1 y1 x2 y2 in pixels, continuous coordinates (width = x2 - x1) unless `offset=1`.
 
 Input schema: one example per phrase. `predictions` are the scores of the candidate regions of the phrase's image,
@@ -28,6 +29,7 @@ Args:
     ks (`tuple` of `int`, defaults to `(1, 5, 10)`): the K of Recall@K.
     iou_threshold (`float`, defaults to 0.5): IoU a region needs to count as correct.
     offset (`float`, defaults to 0): 0 for continuous box coordinates, 1 for inclusive pixel coordinates.
+    box_matching (`str`, defaults to `"any"`): `"any"` (one of the phrase's boxes) or `"merged"` (their union box).
 Returns:
     r1, r5, r10, upper_bound (`float`, percent), num_phrases (`int`).
 Examples:
@@ -61,7 +63,15 @@ _FEATURES = datasets.Features(
 class GroundingRecall(evaluate.Metric):
     """Phrase grounding Recall@K and its upper bound."""
 
-    def _compute(self, predictions, region_boxes, references, ks=(1, 5, 10), iou_threshold=0.5, offset=0.0):
+    def _compute(
+        self, predictions, region_boxes, references, ks=(1, 5, 10), iou_threshold=0.5, offset=0.0, box_matching="any"
+    ):
         return grounding_recall(
-            predictions, region_boxes, references, ks=ks, iou_threshold=iou_threshold, offset=offset
+            predictions,
+            region_boxes,
+            references,
+            ks=ks,
+            iou_threshold=iou_threshold,
+            offset=offset,
+            box_matching=box_matching,
         )
