@@ -29,12 +29,12 @@ FLICKR = {"train": 4 * _C, "val": 2 * _C, "test": 2 * _C}  # Karpathy Flickr30k 
 PAPER_EXPECTED = {
     "paper_run1": (
         {"vqa": VQA["train"], "retrieval": COCO["train"], "grounding": FLICKR["train"]},
-        {"retrieval": COCO["test"], "grounding": FLICKR["test"]},
+        {"retrieval": COCO["val"], "grounding": FLICKR["val"]},  # validation during training (protocol: paper)
     ),
     "paper_run2": ({"vqa": VQA["train"] + VQA["val"], "retrieval": COCO["train"], "grounding": FLICKR["train"]}, {}),
     "paper_flickr30k": (
         {"vqa": VQA["train"], "retrieval": FLICKR["train"], "grounding": FLICKR["train"]},
-        {"retrieval": FLICKR["test"], "grounding": FLICKR["test"]},
+        {"retrieval": FLICKR["val"], "grounding": FLICKR["val"]},
     ),
     "paper_single_vqa": ({"vqa": VQA["train"]}, {"vqa": VQA["val"]}),
     "paper_single_retrieval_coco": ({"retrieval": COCO["train"]}, {"retrieval": COCO["val"]}),
