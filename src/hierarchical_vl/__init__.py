@@ -4,13 +4,15 @@ The top level holds what most users call: the configuration, the models, the tok
 and `load_checkpoint`. The rest lives in its own module: the building blocks and outputs in
 ``hierarchical_vl.modeling_hierarchical_vl``, the task registry in ``hierarchical_vl.tasks``, data in
 ``hierarchical_vl.data``, metrics in ``hierarchical_vl.metrics``, evaluation in ``hierarchical_vl.evaluation``,
-pipelines and predictors in ``hierarchical_vl.pipelines``, the Hub helpers in ``hierarchical_vl.hub``.
+pipelines and predictors in ``hierarchical_vl.pipelines``, the region-feature extractor in
+``hierarchical_vl.extraction``, the Hub helpers in ``hierarchical_vl.hub``.
 
 Importing the package registers the model with transformers' Auto classes and its pipelines.
 """
 
 from .auto_registration import register_auto_classes
 from .configuration_hierarchical_vl import HierarchicalVLConfig, available_presets
+from .extraction import RegionFeatureExtractor, RegionFeatureExtractorConfig
 from .loading import load_checkpoint, load_processor
 from .modeling_hierarchical_vl import (
     HierarchicalVLForImageTextRetrieval,
@@ -39,6 +41,8 @@ __all__ = [
     "HierarchicalVLPreTrainedModel",
     "HierarchicalVLProcessor",
     "HierarchicalVLTokenizer",
+    "RegionFeatureExtractor",
+    "RegionFeatureExtractorConfig",
     "__version__",
     "available_presets",
     "load_checkpoint",

@@ -11,7 +11,13 @@ The predictors build the same pipelines around a model and a processor and give 
     VQAPredictor.from_pretrained("path/to/checkpoint", feature_store=store).predict("what colour is the cat?", "42")
 
 An image is given by its region features (see [`resolve_image`]): an `(T, F)` array, a record ``{"features",
-"boxes", "width", "height"}``, an [`ImageRegions`], or an image id looked up in the ``feature_store``.
+"boxes", "width", "height"}``, an [`ImageRegions`], or an image id looked up in the ``feature_store``. With a
+region-feature extractor (``feature_extractor=`` a [`RegionFeatureExtractor`] or its folder, or a ``detector/``
+folder saved beside the checkpoint), an image can also be the picture itself: a PIL image, an image file path or
+an (H, W, 3) uint8 array::
+
+    vqa = pipeline("hierarchical-vl-vqa", model="path/to/checkpoint", feature_extractor="path/to/detector")
+    vqa({"question": "what colour is the cat?", "image": "cat.jpg"})
 
 Checkpoints may hold a single-task head or the multi-task model; a multi-task model runs the pipeline's task.
 Scores are the model's sigmoid outputs (paper Eq. 7, 8 and 10).
@@ -67,13 +73,27 @@ def _hub_kwargs(kwargs: Mapping[str, Any], *extra: str) -> dict[str, Any]:
 _IMAGE_KEYS = ("image", "image_id", "region_features", "region_boxes", "image_size")
 
 
+def _resolve(image: Any, feature_store: Any) -> ImageRegions:
+    """[`resolve_image`], and a raw image (PIL image, image path, uint8 array) when an extractor is configured."""
+    from .extraction.raw_images import RawImageLookup, is_raw_image
+
+    if isinstance(feature_store, RawImageLookup) and is_raw_image(image):
+        return ImageRegions.from_record(feature_store.regions(image))
+    if feature_store is None and is_raw_image(image) and not isinstance(image, (str, np.ndarray)):
+        raise ValueError(
+            "the image is a picture, but no region-feature extractor is configured: pass feature_extractor=... "
+            "(a RegionFeatureExtractor or its folder) or save one as detector/ beside the checkpoint"
+        )
+    return resolve_image(image, feature_store)
+
+
 def _image_of(fields: Mapping[str, Any], feature_store: Any) -> ImageRegions:
     """The image of a pipeline input: its ``image``, ``image_id`` or ``region_features`` (with ``region_boxes``
     and ``image_size`` ``(width, height)``)."""
     if fields.get("image") is not None:
-        return resolve_image(fields["image"], feature_store)
+        return _resolve(fields["image"], feature_store)
     if fields.get("image_id") is not None:
-        return resolve_image(fields["image_id"], feature_store)
+        return _resolve(fields["image_id"], feature_store)
     if fields.get("region_features") is not None:
         size = fields.get("image_size")
         width, height = (None, None) if size is None else size
@@ -159,6 +179,14 @@ class _HierarchicalVLPipeline(Pipeline):
     _load_feature_extractor = False
 
     def __init__(self, model: Any, processor: Any = None, tokenizer: Any = None, **kwargs: Any):
+        # transformers' own ``feature_extractor`` argument (audio) carries the region-feature extractor here
+        extractor = kwargs.pop("feature_extractor", None) or kwargs.pop("region_feature_extractor", None)
+        if extractor is None:  # a detector saved beside the checkpoint
+            from .extraction.raw_images import detector_beside
+
+            extractor = detector_beside(getattr(getattr(model, "config", None), "_name_or_path", None))
+        if extractor is not None:
+            kwargs["region_feature_extractor"] = extractor
         if isinstance(processor, PreTrainedTokenizerBase):
             processor, tokenizer = None, processor
         if processor is None and tokenizer is not None:
@@ -178,7 +206,13 @@ class _HierarchicalVLPipeline(Pipeline):
     @property
     def feature_store(self) -> Any:
         """The feature store given to the constructor (a call's ``feature_store`` overrides it), or ``None``."""
-        return self._preprocess_params.get("feature_store")
+        store = self._preprocess_params.get("feature_store")
+        return getattr(store, "store", store) if type(store).__name__ == "RawImageLookup" else store
+
+    @property
+    def region_feature_extractor(self) -> Any:
+        """The region-feature extractor that turns raw images into regions, or ``None``."""
+        return getattr(self, "_raw_images", None)
 
     def __call__(self, inputs: Any = None, **kwargs: Any):
         """Run on one input (a dict), a list of them (see the class), or the input given as keyword arguments."""
@@ -192,12 +226,37 @@ class _HierarchicalVLPipeline(Pipeline):
             return []
         return super().__call__(inputs, **kwargs)
 
-    def _sanitize_parameters(self, feature_store=None, max_words=None, **unknown):
+    def _sanitize_parameters(
+        self, feature_store=None, max_words=None, feature_extractor=None, region_feature_extractor=None, **unknown
+    ):
+        feature_extractor = feature_extractor if feature_extractor is not None else region_feature_extractor
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown parameters {sorted(unknown)}")
         if max_words is not None and (not isinstance(max_words, (int, np.integer)) or max_words < 1):
             raise ValueError(f"max_words must be a positive integer, got {max_words!r}")
+        if feature_extractor is None and feature_store is not None:  # a call's store: keep the extractor
+            feature_extractor = getattr(self, "_raw_images", None)
+        if feature_extractor is not None:
+            feature_store = self._raw_image_lookup(feature_extractor, feature_store)
         return _given(feature_store=feature_store, max_words=max_words)
+
+    def _raw_image_lookup(self, feature_extractor: Any, feature_store: Any) -> Any:
+        """The feature store wrapped so that raw images run through ``feature_extractor`` (kept for later calls)."""
+        from .extraction import RegionFeatureExtractor
+        from .extraction.raw_images import RawImageLookup
+
+        if isinstance(feature_extractor, RawImageLookup):
+            feature_extractor = feature_extractor.extractor
+        if not isinstance(feature_extractor, RegionFeatureExtractor):
+            feature_extractor = RegionFeatureExtractor.from_pretrained(feature_extractor)
+        self._raw_images = feature_extractor
+        if feature_store is None:
+            feature_store = (
+                self._preprocess_params.get("feature_store") if hasattr(self, "_preprocess_params") else None
+            )
+        if isinstance(feature_store, RawImageLookup):
+            feature_store = feature_store.store
+        return RawImageLookup(feature_extractor, feature_store)
 
     def _text_inputs(self, texts: list[str], max_words: int | None, phrase_char_spans=None) -> dict[str, Any]:
         """``input_ids`` and ``attention_mask`` `(B, N)` (with ``phrase_spans`` `(B, H, 2)` and ``phrase_mask``)."""
@@ -366,7 +425,7 @@ class RetrievalPipeline(_HierarchicalVLPipeline):
         elif not len(images):
             raise ValueError("give at least one image")
         else:
-            regions = [resolve_image(image, feature_store) for image in images]
+            regions = [_resolve(image, feature_store) for image in images]
         text_inputs, image_inputs = self._text_inputs(captions, max_words), self._region_inputs(regions)
         example = {"query": query, "captions": captions, "regions": regions}
         if query == "pair":  # one forward pass, which also gives the attention
@@ -518,18 +577,31 @@ class _Predictor:
         processor: The [`HierarchicalVLProcessor`] (or the word tokenizer) of the checkpoint.
         feature_store: Where image ids are looked up.
         max_words: Cap on words (the task's cap in the model config by default).
+        feature_extractor: A [`RegionFeatureExtractor`] (or its folder) that turns raw images into regions.
     """
 
     pipeline_class: type[_HierarchicalVLPipeline] = _HierarchicalVLPipeline
 
-    def __init__(self, model: Any, processor: Any, feature_store: Any = None, max_words: int | None = None):
-        options = _given(feature_store=feature_store, max_words=max_words)
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        feature_store: Any = None,
+        max_words: int | None = None,
+        feature_extractor: Any = None,
+    ):
+        options = _given(feature_store=feature_store, max_words=max_words, region_feature_extractor=feature_extractor)
         device = None if getattr(model, "hf_device_map", None) else model.device  # stay where the model is
         self.pipeline = self.pipeline_class(model, processor=processor, device=device, **options)
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: Any, feature_store: Any = None, device: Any = None, **kwargs: Any
+        cls,
+        pretrained_model_name_or_path: Any,
+        feature_store: Any = None,
+        device: Any = None,
+        feature_extractor: Any = None,
+        **kwargs: Any,
     ):
         """Load the model and the processor of a checkpoint (a folder or a Hub repository id).
 
@@ -537,13 +609,15 @@ class _Predictor:
             pretrained_model_name_or_path: The checkpoint.
             feature_store: Where image ids are looked up.
             device: Device to move the model to.
+            feature_extractor: Turns raw images into regions (default: a ``detector/`` folder beside the
+                checkpoint, if any).
             **kwargs: Passed to the model's ``from_pretrained``.
         """
         model = load_checkpoint(pretrained_model_name_or_path, task=cls.pipeline_class.model_task, **kwargs)
         if device is not None:
             model.to(device)
         processor = load_processor(pretrained_model_name_or_path, model.config, **_hub_kwargs(kwargs))
-        return cls(model, processor, feature_store=feature_store)
+        return cls(model, processor, feature_store=feature_store, feature_extractor=feature_extractor)
 
     @property
     def model(self) -> Any:

@@ -1,4 +1,5 @@
-"""``hvl features convert``, ``hvl features verify`` and ``hvl data demo``."""
+"""``hvl features convert``, ``hvl features verify`` and ``hvl data demo`` (``hvl features extract``, ``compare``
+and ``convert-detector`` live in ``hierarchical_vl.extraction.commands``)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,10 @@ def add_commands(subparsers: Any) -> None:
     )
     verify.add_argument("store", metavar="STORE", help="store directory to check")
     verify.set_defaults(func=_verify)
+
+    from ..extraction.commands import add_extraction_commands
+
+    add_extraction_commands(feature_commands)  # extract, compare, convert-detector
 
     data = subparsers.add_parser("data", help="datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
