@@ -193,7 +193,9 @@ def _architecture_rows(model: Any, config: HierarchicalVLConfig, tasks: list[str
         ("Summary networks", f"{config.summary_glimpses} glimpses"),
         (
             "Dropout",
-            f"{config.hidden_dropout} on fully connected layers, {config.lstm_dropout} between LSTM layers",
+            f"{config.text_projection_dropout} before the language projection, {config.hidden_dropout} in the "
+            f"co-attention fusion and the VQA MLP, {config.summary_dropout} in the summary networks, "
+            f"{config.lstm_dropout} between LSTM layers",
         ),
     ]
     if "vqa" in tasks:
