@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "hierarchical_vl.demo",
     "hierarchical_vl.data.commands",
     "hierarchical_vl.training.commands",
+    "hierarchical_vl.training.experiments",
     "hierarchical_vl.evaluation.commands",
     "hierarchical_vl.metrics.commands",
 )

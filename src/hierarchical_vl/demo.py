@@ -2,8 +2,9 @@
 
 ``hvl demo --model-only`` builds the paper-size model, runs every head on generated inputs, saves and reloads it
 and prints a report ([`model_report`]). Without ``--model-only`` the demo also generates the demo corpus, trains
-single-task and multi-task models on it with the paper's curriculum, prints a table in the spirit of the paper's
-Table 1 ([`format_comparison_table`]) and answers one query per task with the saved checkpoint ([`run_demo`]).
+every task combination of the paper's Table 1 on it with the paper's curriculum, plus each task alone matched to
+the updates it got with all tasks, prints the table with reference rows for chance and simple priors
+(``hvl experiment table1``) and answers one query per task with the saved checkpoint ([`run_demo`]).
 
 This is a command module: only the CLI imports it. Training, evaluation and the pipelines are imported inside the
 functions that need them, so building the model report needs neither.
@@ -12,9 +13,9 @@ functions that need them, so building the model report needs neither.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,10 +28,12 @@ from .configuration_hierarchical_vl import HierarchicalVLConfig
 from .modeling_hierarchical_vl import HierarchicalVLForMultiTask
 
 if TYPE_CHECKING:
-    from .training.arguments import TrainingArguments
     from .training.run import PreparedData
 
-__all__ = ["add_commands", "format_comparison_table", "model_report", "run_demo"]
+__all__ = ["DEMO_IMAGES", "add_commands", "model_report", "run_demo"]
+
+DEMO_IMAGES = 300
+"""Images in the demo corpus by default."""
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -127,65 +130,6 @@ def model_report(preset: str = "paper", batch_size: int = 2, seed: int = 0) -> l
     return lines
 
 
-_ROWS = [
-    ("VQA accuracy", "vqa/overall"),
-    ("  yes/no", "vqa/yes/no"),
-    ("  number", "vqa/number"),
-    ("  other", "vqa/other"),
-    ("ICR image annotation R@1", "retrieval/i2t_r1"),
-    ("ICR image retrieval R@1", "retrieval/t2i_r1"),
-    ("ICR rsum", "retrieval/rsum"),
-    ("VG R@1", "grounding/r1"),
-    ("VG R@5", "grounding/r5"),
-]
-
-
-def format_comparison_table(columns: dict[str, dict[str, float]]) -> str:
-    """A plain-text table of evaluation results: one row per metric, one column per model.
-
-    Args:
-        columns: Model name -> ``{"task/metric": value}`` (missing metrics are shown as ``-``).
-
-    Returns:
-        The table.
-    """
-    names = list(columns)
-    width = max(len(label) for label, _ in _ROWS) + 2
-    lines = [" " * width + "".join(f"{name:>14}" for name in names)]
-    for label, key in _ROWS:
-        cells = "".join(f"{columns[n][key]:>14.2f}" if key in columns[n] else f"{'-':>14}" for n in names)
-        lines.append(f"{label:<{width}}{cells}")
-    return "\n".join(lines)
-
-
-def _single_task_arguments(base: TrainingArguments, task: str, output_dir: Path) -> TrainingArguments:
-    from .training.arguments import StageArguments
-
-    args = copy.deepcopy(base)
-    args.output_dir = str(output_dir)
-    args.tasks = {task: base.tasks[task]}
-    args.curriculum = [
-        StageArguments(tasks=[task], cycle_length=base.curriculum[0].cycle_length, name=f"single-{task}")
-    ]
-    args.validate()
-    return args
-
-
-def _updates_per_task(args: TrainingArguments) -> dict[str, int]:
-    """How many updates each task gets over all stages of a run (Algorithm 1's sequences)."""
-    from .training.schedule import TaskSwitchingSchedule, TaskTiming
-
-    counts: dict[str, int] = {}
-    for stage in args.curriculum:
-        timings = [
-            TaskTiming(t, args.tasks[t].iterations, args.tasks[t].lr_step, args.tasks[t].batch_size)
-            for t in stage.tasks
-        ]
-        for task in TaskSwitchingSchedule(timings, stage.cycle_length).sequence():
-            counts[task] = counts.get(task, 0) + 1
-    return counts
-
-
 def _queries(checkpoint: Path, prepared: PreparedData) -> list[str]:
     """Answers one query per task with the saved multi-task checkpoint, through the predict helpers."""
     from .pipelines import GroundingPredictor, RetrievalPredictor, VQAPredictor
@@ -236,24 +180,23 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
     Args:
         output_dir: Where the corpus, the checkpoints and the report go.
         seed: Seed of the corpus and the training runs.
-        num_images: Images in the demo corpus (300 by default).
+        num_images: Images in the demo corpus (the demo's default by default).
 
     Returns:
         The process exit code.
     """
     from .data import generate_demo_corpus
     from .training.arguments import load_training_arguments
-    from .training.run import build_model, make_evaluate_fn, prepare_data, train_from_arguments
+    from .training.experiments import format_table1, run_table1
+    from .training.run import prepare_data
 
     started = time.perf_counter()
     output_dir = Path(output_dir)
     corpus = output_dir / "corpus"
-    paths = generate_demo_corpus(corpus, num_images=num_images or 300, seed=seed)
+    paths = generate_demo_corpus(corpus, num_images=num_images or DEMO_IMAGES, seed=seed)
     print(f"\ndemo corpus written to {paths.root} (bottom-up TSV, VQA 2.0 JSON, Karpathy captions, Flickr30k Entities)")
 
-    base = load_training_arguments(
-        "demo", [f"output_dir={output_dir / 'multitask'}", f"data.root={corpus}", f"seed={seed}"]
-    )
+    base = load_training_arguments("demo", [f"data.root={corpus}", f"seed={seed}"])
     prepared = prepare_data(base)
     print(
         "training examples: "
@@ -262,41 +205,16 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
         + ", ".join(f"{task} {len(data)}" for task, data in prepared.eval.items())
         + f"; vocabulary {len(prepared.tokenizer)} words, {len(prepared.answer_vocab)} answers"
     )
-    evaluate = make_evaluate_fn(prepared, base.eval_batch_size)
-    tasks = ["vqa", "retrieval", "grounding"]
-    columns: dict[str, dict[str, float]] = {}
+    print("curriculum of the demo configuration: " + " -> ".join("+".join(s.tasks) for s in base.curriculum))
+    result = run_table1(base, [seed], output_dir / "table1", prepared=prepared)
+    table = format_table1(result)
+    print("\nThe paper's Table 1 on the demo corpus's evaluation splits:\n\n" + table)
 
-    untrained = build_model(base, prepared).eval()
-    with torch.no_grad():
-        columns["untrained"] = dict(evaluate(untrained, tasks))
-
-    columns["single-task"] = {}
-    for task in tasks:
-        args = _single_task_arguments(base, task, output_dir / f"single_{task}")
-        print(f"\n== single-task training: {task} ({_updates_per_task(args)[task]} updates)")
-        result = train_from_arguments(args, prepared)
-        columns["single-task"].update(result.evaluations[-1])
-
-    print("\n== multi-task training with the curriculum: " + " -> ".join("+".join(s.tasks) for s in base.curriculum))
-    result = train_from_arguments(base, prepared)
-    columns["multi-task"] = dict(result.evaluations[-1])
-    for column in columns.values():
-        column.pop("update", None)
-        column.pop("stage", None)
-
-    table = format_comparison_table(columns)
-    print("\nResults on the demo corpus's evaluation splits (in the spirit of the paper's Table 1):\n" + table)
-    single_updates: dict[str, int] = {}
-    for task in tasks:
-        single_updates.update(_updates_per_task(_single_task_arguments(base, task, output_dir / f"single_{task}")))
-    multi_updates = _updates_per_task(base)
-    print(
-        "updates per task: single-task "
-        + ", ".join(f"{t} {single_updates[t]}" for t in tasks)
-        + "; multi-task (all curriculum stages) "
-        + ", ".join(f"{t} {multi_updates[t]}" for t in tasks)
-    )
-    checkpoint = Path(base.output_dir)
+    combinations = [row for row in result.rows if row.kind == "combination"]
+    trained = Path(max(combinations, key=lambda row: len(row.tasks)).output_dirs[0])  # the all-task model
+    checkpoint = output_dir / "multitask"  # where the README's commands find it
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    shutil.copytree(trained, checkpoint, ignore=shutil.ignore_patterns("checkpoints"))
     reloaded = HierarchicalVLForMultiTask.from_pretrained(checkpoint)
     print(
         f"\nmulti-task checkpoint saved to {checkpoint} ({reloaded.num_parameters():,} parameters, "
@@ -308,7 +226,7 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
     elapsed = time.perf_counter() - started
     write_text_atomic(
         output_dir / "report.json",
-        json.dumps({"results": columns, "queries": queries, "seconds": elapsed}, indent=2),
+        json.dumps({"table1": result.to_dict(), "queries": queries, "seconds": elapsed}, indent=2),
     )
     print(f"\ndemo finished in {elapsed:.0f}s; report in {output_dir / 'report.json'}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -38,6 +39,7 @@ from hierarchical_vl.evaluation import (
     load_evaluation_data,
     model_tasks,
 )
+from hierarchical_vl.evaluation.baselines import PRIOR_NAMES
 from hierarchical_vl.metrics import coco_1k_5fold, read_vqa_submission, retrieval_recall, vqa_accuracy
 
 VQA_KEYS = {"vqa/overall", "vqa/yes/no", "vqa/number", "vqa/other"}
@@ -111,6 +113,51 @@ def test_evaluate_all_tasks_prints_the_tables_and_writes_json(demo, tmp_path, ca
     predictions = read_vqa_submission(result["info"]["vqa_predictions"])
     assert len(predictions) == metrics["vqa/num_questions"] > 0
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_evaluate_shows_and_writes_the_prior_rows(demo, tmp_path, capsys):
+    output = tmp_path / "results.json"
+    assert _evaluate(demo, "--task", "all", "--split", "val", "--output", str(output)) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(output.read_text())
+    priors, metrics = result["priors"], result["metrics"]
+    assert list(priors) == list(PRIOR_NAMES)
+    assert result["info"]["vqa_prior_splits"] == ["train"]
+    # The VQA prior by hand: the most frequent train answer of each question type (ties: alphabetical).
+    counts: dict[str, Counter] = {}
+    for record in iter_json_array(demo["paths"].vqa_annotations["train2014"], "annotations"):
+        counts.setdefault(record["question_type"], Counter())[record["multiple_choice_answer"]] += 1
+    overall = sum(counts.values(), Counter())
+    best = {kind: min(c, key=lambda a, c=c: (-c[a], a)) for kind, c in counts.items()}
+    fallback = min(overall, key=lambda a: (-overall[a], a))
+    val = list(iter_json_array(demo["paths"].vqa_annotations["val2014"], "annotations"))
+    expected = vqa_accuracy(
+        {r["question_id"]: best.get(r["question_type"], fallback) for r in val},
+        {r["question_id"]: r["answers"] for r in val},
+        {r["question_id"]: r["answer_type"] for r in val},
+        question_types={r["question_id"]: r["question_type"] for r in val},
+    )
+    vqa_prior = priors["most frequent answer per question type"]
+    assert vqa_prior["vqa/overall"] == expected["overall"]
+    assert {k: vqa_prior[f"vqa/{k}"] for k in expected["per_answer_type"]} == expected["per_answer_type"]
+    assert {k: vqa_prior[f"vqa/question_type/{k}"] for k in expected["per_question_type"]} == expected[
+        "per_question_type"
+    ]
+    # The model's own per-question-type accuracies are there too, for the same types.
+    assert {k for k in metrics if k.startswith("vqa/question_type/")} == {
+        k for k in vqa_prior if k.startswith("vqa/question_type/")
+    }
+    # Retrieval chance with 5 captions per image: R@1 is 1 / #images both ways.
+    n_images = metrics["retrieval/num_images"]
+    assert priors["chance"]["retrieval/i2t_r1"] == priors["chance"]["retrieval/t2i_r1"] == round(100 / n_images, 2)
+    assert priors["chance"]["grounding/num_phrases"] == metrics["grounding/num_phrases"]
+    assert priors["chance"]["grounding/upper_bound"] == metrics["grounding/upper_bound"]
+    for name in ("largest box", "first box"):
+        assert 0.0 <= priors[name]["grounding/r1"] <= priors[name]["grounding/r5"] <= 100.0
+    for name in (*PRIOR_NAMES, "VQA accuracy per question type"):
+        assert name in printed
+    assert _evaluate(demo, "--task", "grounding", "--split", "val", "--no-priors") == 0
+    assert "largest box" not in capsys.readouterr().out
 
 
 def test_two_stage_retrieval_reports_agreement_and_resumes(demo, tmp_path, capsys):

@@ -198,6 +198,54 @@ def test_vqa_accuracy_overall_and_per_answer_type_with_dicts():
     assert result["counts"] == {"overall": 4, "yes/no": 2, "number": 1, "other": 1}
 
 
+def test_vqa_accuracy_per_question_type():
+    predictions = {11: "yes", 12: "2", 13: "red", 14: "no", 15: "2"}
+    references = {
+        11: ["yes"] * 10,  # 1.0
+        12: _answers(1),  # 0.3
+        13: ["red"] * 2 + ["blue"] * 8,  # 0.6
+        14: ["yes"] * 9 + ["no"],  # 0.3
+        15: _answers(2),  # 0.6
+    }
+    answer_types = {11: "yes/no", 12: "number", 13: "other", 14: "yes/no", 15: "number"}
+    question_types = {11: "is there a", 12: "how many", 13: "what color is the", 14: "is there a", 15: "how many"}
+    result = vqa_accuracy(predictions, references, answer_types, question_types=question_types)
+    assert result["per_question_type"] == {
+        "how many": round(100 * (0.3 + 0.6) / 2, 2),
+        "is there a": round(100 * (1.0 + 0.3) / 2, 2),
+        "what color is the": 60.0,
+    }
+    assert result["question_type_counts"] == {"how many": 2, "is there a": 2, "what color is the": 1}
+    # The rest of the result is as without question types, and lists work like dicts.
+    plain = vqa_accuracy(predictions, references, answer_types)
+    assert {k: v for k, v in result.items() if "question_type" not in k} == plain
+    assert "per_question_type" not in plain
+    ids = list(references)
+    by_list = vqa_accuracy(
+        [predictions[q] for q in ids],
+        [references[q] for q in ids],
+        question_types=[question_types[q] for q in ids],
+    )
+    assert by_list["per_question_type"] == result["per_question_type"]
+    # Rounded like the per-answer-type accuracies: 1/3 of the questions right -> 33.33.
+    thirds = vqa_accuracy(["2"] * 3, [_answers(4), _answers(0), _answers(0)], question_types=["how many"] * 3)
+    assert thirds["per_question_type"] == {"how many": 33.33}
+
+
+@pytest.mark.parametrize(
+    ("predictions", "references", "question_types", "message"),
+    [
+        (["a"], [_answers(1)], ["x", "y"], "2 question types but 1 references"),
+        ({1: "a"}, {1: _answers(1)}, {2: "how many"}, "question_types has no entry"),
+        ({1: "a"}, {1: _answers(1)}, ["how many"], "question_types must be a dict"),
+        (["a"], [_answers(1)], [None], "question type must be a string"),
+    ],
+)
+def test_vqa_accuracy_question_type_errors(predictions, references, question_types, message):
+    with pytest.raises(ValueError, match=message):
+        vqa_accuracy(predictions, references, question_types=question_types)
+
+
 def test_vqa_accuracy_rounds_like_the_official_code():
     result = vqa_accuracy(["2", "2", "2"], [_answers(4), _answers(1), _answers(2)])
     assert result["overall"] == round(100 * (1.0 + 0.3 + 0.6) / 3, 2) == 63.33

@@ -100,7 +100,8 @@ class VQACollator:
     """Batches of `EncodedVQADataset`.
 
     Adds ``labels`` (B, num_answers) float32 soft scores (absent for test splits) and metadata ``question_id``,
-    ``image_id``, ``question``, ``answers`` (the 10 strings, for the official accuracy) and ``answer_type``.
+    ``image_id``, ``question``, ``answers`` (the 10 strings, for the official accuracy), ``answer_type`` and
+    ``question_type``.
 
     Args:
         dataset: The encoded VQA dataset.
@@ -133,6 +134,7 @@ class VQACollator:
                 "question": [ds.texts[i] for i in index],
                 "answers": [[table[c] for c in codes if c >= 0] for codes in ds.answer_codes[index]],
                 "answer_type": [types[c] for c in ds.answer_type_codes[index]],
+                "question_type": [ds.question_type_table[c] for c in ds.question_type_codes[index]],
             }
         return batch
 

@@ -244,6 +244,8 @@ class EncodedVQADataset(EncodedDataset):
         label_ids: (M, S) int32 answer ids of the soft labels, -1 padded (S <= 10).
         label_scores: (M, S) float32 soft scores.
         has_labels: Whether the split has annotations (test splits do not).
+        question_type_table: The distinct question types (the annotations' ``question_type``, ``""`` when absent);
+            ``question_type_codes``: (M,) int32 index of each question's type in it.
         answer_vocab: The answer vocabulary (``num_answers`` = its length).
     """
 
@@ -270,10 +272,10 @@ class EncodedVQADataset(EncodedDataset):
             except (KeyError, AttributeError, TypeError):
                 raise ValueError("pass answer_vocab= (the rows carry no ClassLabel 'labels' feature)") from None
         self.answer_vocab = list(answer_vocab)
-        columns = ["question_id", "image_id", "question", "labels", "scores", "answer_type"]
+        columns = ["question_id", "image_id", "question", "labels", "scores", "answer_type", "question_type"]
         if keep_answers:
             columns.append("answers")
-        question_ids, image_ids, texts, answer_types = [], [], [], []
+        question_ids, image_ids, texts, answer_types, question_types = [], [], [], [], []
         label_rows, score_rows, answer_rows = [], [], []
         token_chunks = []
         for batch in _iter_row_batches(rows, columns):
@@ -282,6 +284,7 @@ class EncodedVQADataset(EncodedDataset):
             image_ids += batch["image_id"]
             texts += batch["question"]
             answer_types += batch.get("answer_type") or [""] * size
+            question_types += batch.get("question_type") or [""] * size
             label_rows += batch.get("labels") or [[]] * size
             score_rows += batch.get("scores") or [[]] * size
             if keep_answers:
@@ -308,6 +311,8 @@ class EncodedVQADataset(EncodedDataset):
         self.answer_table = list(answer_table)
         self.answer_type_table = sorted(set(answer_types))
         type_code = {t: i for i, t in enumerate(self.answer_type_table)}
+        self.question_type_table = sorted(set(question_types))
+        kind_code = {t: i for i, t in enumerate(self.question_type_table)}
         arrays = {
             "question_ids": _id_array(question_ids),
             "image_ids": _id_array(image_ids),
@@ -318,6 +323,7 @@ class EncodedVQADataset(EncodedDataset):
             "label_scores": label_scores,
             "answer_codes": answer_codes,
             "answer_type_codes": np.asarray([type_code[t] for t in answer_types], dtype=np.int16),
+            "question_type_codes": np.asarray([kind_code[t] for t in question_types], dtype=np.int32),
         }
         image_index = self._resolve_images(image_ids, missing_images)
         self._set_arrays(arrays, image_index, image_index >= 0, "questions")

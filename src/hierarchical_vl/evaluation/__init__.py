@@ -10,12 +10,21 @@
   file; `caption_corpus` tells COCO from Flickr30k; `first_images` caps a split at its first N images.
 * `load_evaluation_data`: the encoded evaluation splits of a corpus directory, with a model's input caps;
   `format_results_table`: the paper's tables.
+* `prior_metrics` (``baselines``): the reference rows of chance and simple priors (VQA: the most frequent answer per
+  question type; retrieval and grounding: chance; grounding: the largest box, the first box).
 
 Checkpoints load with ``hierarchical_vl.loading.load_checkpoint``.
 """
 
 from __future__ import annotations
 
+from .baselines import (
+    PRIOR_NAMES,
+    QuestionTypePrior,
+    grounding_chance_recall,
+    prior_metrics,
+    retrieval_chance_recall,
+)
 from .evaluation_data import CorpusLayout, EvaluationData, load_evaluation_data, open_region_store
 from .protocols import PROTOCOLS, EvaluationProtocol, caption_corpus, evaluation_protocol, first_images
 from .results_table import format_results_table, write_results_json
@@ -27,11 +36,22 @@ from .retrieval_ranking import (
     shortlist_agreement,
     shortlist_mask,
 )
-from .task_evaluation import evaluate_grounding, evaluate_retrieval, evaluate_tasks, evaluate_vqa, model_tasks
+from .task_evaluation import (
+    QUESTION_TYPE_PREFIX,
+    evaluate_grounding,
+    evaluate_retrieval,
+    evaluate_tasks,
+    evaluate_vqa,
+    model_tasks,
+    vqa_metrics,
+)
 
 __all__ = [
     "FIRST_STAGES",
+    "PRIOR_NAMES",
     "PROTOCOLS",
+    "QUESTION_TYPE_PREFIX",
+    "QuestionTypePrior",
     "CorpusLayout",
     "EvaluationData",
     "EvaluationProtocol",
@@ -46,10 +66,14 @@ __all__ = [
     "evaluation_protocol",
     "first_images",
     "format_results_table",
+    "grounding_chance_recall",
     "load_evaluation_data",
     "model_tasks",
     "open_region_store",
+    "prior_metrics",
+    "retrieval_chance_recall",
     "shortlist_agreement",
     "shortlist_mask",
+    "vqa_metrics",
     "write_results_json",
 ]

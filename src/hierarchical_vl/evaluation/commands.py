@@ -86,6 +86,42 @@ def _retrieval_options(
     }
 
 
+def _priors(
+    args: argparse.Namespace,
+    layout: Any,
+    data: Any,
+    config: Any,
+    info: dict[str, Any],
+    protocol: EvaluationProtocol,
+    ranking: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The reference rows of chance and simple priors on the evaluated splits (VQA's prior from ``--prior-splits``),
+    scored under the same protocol as the model (VQA metric version, box matching, retrieval ranking)."""
+    from ..data import vqa_data_files
+    from .baselines import QuestionTypePrior, prior_metrics
+
+    vqa_prior = None
+    if data.vqa is not None and data.vqa.has_labels:
+        splits = [split for split in args.prior_splits.split(",") if split]
+        found = vqa_data_files(layout.task_path("vqa"))
+        usable = [split for split in splits if split in found and found[split][1] is not None]
+        if usable:
+            pool = [config.id2label[i] for i in range(config.num_answers)]
+            vqa_prior = QuestionTypePrior.from_corpus(layout, usable, pool)
+            info["vqa_prior_splits"] = usable
+        else:
+            print(f"no annotated VQA split {splits} in the corpus: no VQA prior row")
+    return prior_metrics(
+        data.datasets,
+        vqa_prior=vqa_prior,
+        max_regions=args.max_regions or config.max_regions,
+        legacy=protocol.legacy_vqa,
+        box_matching=protocol.box_matching,
+        retrieval_ranking=ranking["protocol"] if ranking else "full",
+        fold_size=ranking["fold_size"] if ranking else protocol.retrieval_fold_size,
+    )
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from ..loading import load_checkpoint as load_model
     from ..loading import load_processor
@@ -167,8 +203,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             info["retrieval_seconds"] = round(time.perf_counter() - start, 2)
             info["retrieval_last_matrix"] = options["scorer"].stats_dict()
 
+    priors = {} if args.no_priors else _priors(args, layout, data, config, info, protocol, ranking)
     print()
-    print(format_results_table(metrics, data.splits))
+    print(format_results_table(metrics, data.splits, priors))
     if args.output is not None:
         write_results_json(
             args.output,
@@ -179,6 +216,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                 "protocol": protocol.to_dict(),
                 "legacy_vqa": protocol.legacy_vqa,
                 "metrics": metrics,
+                "priors": priors,
                 "info": info,
             },
         )
@@ -300,4 +338,15 @@ def add_commands(subparsers: Any) -> None:
     )
     parser.add_argument("--entities-dir", default=None, help="Flickr30k Entities directory under DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--prior-splits",
+        default="train",
+        help="VQA splits (comma-separated) whose annotations give the 'most frequent answer per question type' "
+        "prior row (default: train)",
+    )
+    parser.add_argument(
+        "--no-priors",
+        action="store_true",
+        help="leave out the reference rows (chance, most frequent answer per question type, largest / first box)",
+    )
     parser.set_defaults(func=_run)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..atomic_files import write_json_atomic
 from ..metrics import ANSWER_TYPES
+from .task_evaluation import QUESTION_TYPE_PREFIX
 
 __all__ = ["format_results_table", "write_results_json"]
 
@@ -28,30 +29,66 @@ def _retrieval_rows(metrics: dict[str, Any], prefix: str, label: str) -> list[st
     return [row + _cell(metrics.get(f"{prefix}rsum"), 9) + "   " + "".join(_cell(m, 6) for m in medians)]
 
 
-def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None = None) -> str:
+def _priors_with(priors: dict[str, dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """The reference rows that have ``key``."""
+    return {name: values for name, values in priors.items() if key in values}
+
+
+def _vqa_lines(metrics: dict[str, Any], priors: dict[str, dict[str, Any]], splits: dict[str, str]) -> list[str]:
+    lines = [f"VQA 2.0 ({splits.get('vqa', '?')}, {metrics['vqa/num_questions']} questions)"]
+    if "vqa/overall" not in metrics:
+        lines.append("  no annotations for this split: predictions written for the evaluation server")
+        return lines
+    types = [t for t in ANSWER_TYPES if f"vqa/{t}" in metrics]
+    types += sorted(
+        k[4:]
+        for k in metrics
+        if k.startswith("vqa/")
+        and not k.startswith(QUESTION_TYPE_PREFIX)
+        and k[4:] not in {*ANSWER_TYPES, "overall", "num_questions"}
+    )
+    references = _priors_with(priors, "vqa/overall")
+    width = max([len(name) for name in references] + [len("model")]) + 2 if references else 0
+    heading = f"{'Overall':>9}" + "".join(f"{_ANSWER_TYPE_HEADINGS.get(t, t):>9}" for t in types)
+    lines.append("  " + " " * width + heading)
+    rows = {"model": metrics} | references if references else {"": metrics}
+    for name, values in rows.items():
+        cells = _cell(values.get("vqa/overall"), 9) + "".join(_cell(values.get(f"vqa/{t}"), 9) for t in types)
+        lines.append("  " + f"{name:<{width}}" + cells)
+    kinds = sorted(k[len(QUESTION_TYPE_PREFIX) :] for k in metrics if k.startswith(QUESTION_TYPE_PREFIX))
+    if kinds:
+        names = ["model", *references]
+        label = max(len(kind) for kind in kinds) + 2
+        lines.append("")
+        lines.append("VQA accuracy per question type")
+        lines.append("  " + " " * label + "".join(f"{name:>{max(len(name), 7) + 2}}" for name in names))
+        for kind in kinds:
+            cells = "".join(
+                _cell(values.get(QUESTION_TYPE_PREFIX + kind), max(len(name), 7) + 2)
+                for name, values in zip(names, [metrics, *references.values()])
+            )
+            lines.append("  " + f"{kind or '(no type)':<{label}}" + cells)
+    return lines
+
+
+def format_results_table(
+    metrics: dict[str, Any],
+    splits: dict[str, str] | None = None,
+    priors: dict[str, dict[str, Any]] | None = None,
+) -> str:
     """The metrics of `evaluate_vqa` / `evaluate_retrieval` / `evaluate_grounding` as the paper's tables.
 
     Args:
         metrics: Flat metrics (``vqa/...``, ``retrieval/...``, ``grounding/...``); tasks that are absent are left out.
         splits: The split each task was evaluated on, for the headings.
+        priors: Reference rows shown under the model's (`hierarchical_vl.evaluation.baselines.prior_metrics`):
+            row name -> flat metrics keyed like ``metrics``.
     """
     splits = splits or {}
+    priors = priors or {}
     lines: list[str] = []
     if "vqa/num_questions" in metrics:
-        lines.append(f"VQA 2.0 ({splits.get('vqa', '?')}, {metrics['vqa/num_questions']} questions)")
-        if "vqa/overall" in metrics:
-            types = [t for t in ANSWER_TYPES if f"vqa/{t}" in metrics]
-            types += sorted(
-                k[4:]
-                for k in metrics
-                if k.startswith("vqa/") and k[4:] not in {*ANSWER_TYPES, "overall", "num_questions"}
-            )
-            lines.append("  " + f"{'Overall':>9}" + "".join(f"{_ANSWER_TYPE_HEADINGS.get(t, t):>9}" for t in types))
-            lines.append(
-                "  " + _cell(metrics["vqa/overall"], 9) + "".join(_cell(metrics[f"vqa/{t}"], 9) for t in types)
-            )
-        else:
-            lines.append("  no annotations for this split: predictions written for the evaluation server")
+        lines += _vqa_lines(metrics, priors, splits)
     if "retrieval/num_images" in metrics:
         if lines:
             lines.append("")
@@ -77,6 +114,8 @@ def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None 
         lines += _retrieval_rows(metrics, "retrieval/", f"all {n_images} images")
         lines += _retrieval_rows(metrics, "retrieval/1k/", "1K (mean of folds)")
         lines += _retrieval_rows(metrics, "retrieval/exact/", "exact (no shortlist)")
+        for name, values in _priors_with(priors, "retrieval/i2t_r1").items():
+            lines += _retrieval_rows(values, "retrieval/", name)
         agreement = {k.split("/")[-1]: v for k, v in metrics.items() if k.startswith("retrieval/shortlist/")}
         if agreement:
             lines.append("  shortlist vs exact ranking: " + ", ".join(f"{k} {v:.2f}%" for k, v in agreement.items()))
@@ -86,12 +125,17 @@ def format_results_table(metrics: dict[str, Any], splits: dict[str, str] | None 
         lines.append(
             f"Phrase grounding ({splits.get('grounding', '?')}, {metrics.get('grounding/num_phrases')} phrases)"
         )
-        lines.append("  " + "".join(f"{f'R@{k}':>7}" for k in _KS) + f"{'Upper bound':>14}")
-        lines.append(
-            "  "
-            + "".join(_cell(metrics.get(f"grounding/r{k}")) for k in _KS)
-            + _cell(metrics.get("grounding/upper_bound"), 14)
-        )
+        references = _priors_with(priors, "grounding/r1")
+        width = max([len(name) for name in references] + [len("model")]) + 2 if references else 0
+        lines.append("  " + " " * width + "".join(f"{f'R@{k}':>7}" for k in _KS) + f"{'Upper bound':>14}")
+        rows = {"model": metrics} | references if references else {"": metrics}
+        for name, values in rows.items():
+            lines.append(
+                "  "
+                + f"{name:<{width}}"
+                + "".join(_cell(values.get(f"grounding/r{k}")) for k in _KS)
+                + _cell(values.get("grounding/upper_bound"), 14)
+            )
     return "\n".join(lines)
 
 

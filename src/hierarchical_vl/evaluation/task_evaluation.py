@@ -29,18 +29,23 @@ from ..tasks import TASK_SPECS, model_tasks, task_spec
 from .retrieval_ranking import RetrievalScorer, shortlist_agreement
 
 __all__ = [
+    "QUESTION_TYPE_PREFIX",
     "RETRIEVAL_PROTOCOLS",
     "evaluate_grounding",
     "evaluate_retrieval",
     "evaluate_tasks",
     "evaluate_vqa",
     "model_tasks",
+    "vqa_metrics",
 ]
 
 logger = logging.getLogger(__name__)
 
 RETRIEVAL_PROTOCOLS = ("full", "1k", "both")
 """The ``protocol`` values of `evaluate_retrieval`."""
+
+QUESTION_TYPE_PREFIX = "vqa/question_type/"
+"""Prefix of the per-question-type VQA accuracies in the flat metrics (``vqa/question_type/how many``)."""
 
 
 def _check_task(model: torch.nn.Module, task: str) -> None:
@@ -113,7 +118,8 @@ def evaluate_vqa(
         progress: Show a progress bar.
 
     Returns:
-        ``{"vqa/overall", "vqa/yes/no", "vqa/number", "vqa/other", "vqa/num_questions"}`` (types present only);
+        ``{"vqa/overall", "vqa/yes/no", "vqa/number", "vqa/other", "vqa/num_questions"}`` (types present only)
+        and ``vqa/question_type/<type>`` per question type when the annotations have them (see `vqa_metrics`);
         only ``vqa/num_questions`` for a split without annotations (test), whose answers go to the submission.
     """
     _check_task(model, "vqa")
@@ -126,6 +132,7 @@ def evaluate_vqa(
     predictions: dict[int, str] = {}
     references: dict[int, list[str]] = {}
     answer_types: dict[int, str] = {}
+    question_types: dict[int, str] = {}
     with model.inference():
         for batch in _batches(dataset, collator, batch_size, num_workers, progress, "vqa"):
             best = _run_task(model, "vqa", batch, device).logits.argmax(dim=-1).cpu().tolist()  # (B,)
@@ -135,19 +142,47 @@ def evaluate_vqa(
                 predictions[question_id] = answer_pool[best[row]]
                 references[question_id] = metadata["answers"][row]
                 answer_types[question_id] = metadata["answer_type"][row]
+                question_types[question_id] = metadata["question_type"][row]
     if submission_path is not None:
         write_vqa_submission(predictions, submission_path)
+    return vqa_metrics(predictions, references, answer_types, question_types, legacy=legacy)
+
+
+def vqa_metrics(
+    predictions: dict[int, str],
+    references: dict[int, list[str]],
+    answer_types: dict[int, str],
+    question_types: dict[int, str],
+    legacy: bool = False,
+) -> dict[str, float]:
+    """The flat VQA metrics of predictions (official accuracy, via `vqa_accuracy`), as `evaluate_vqa` reports them.
+
+    Questions without answers (test splits) are counted but not scored. The per-question-type accuracies
+    (``vqa/question_type/<type>``) are added when the questions have types.
+
+    Args:
+        predictions: Question id -> predicted answer.
+        references: Question id -> its 10 human answers (empty when unannotated).
+        answer_types: Question id -> answer type.
+        question_types: Question id -> question type (``""`` when the annotations have none).
+        legacy: Score with the official code as it was before its 2021 fix.
+    """
     metrics: dict[str, float] = {"vqa/num_questions": len(predictions)}
-    if dataset.has_labels:
-        scored = [q for q, answers in references.items() if answers]
-        result = vqa_accuracy(
-            {q: predictions[q] for q in scored},
-            {q: references[q] for q in scored},
-            {q: answer_types[q] for q in scored},
-            legacy=legacy,
-        )
-        metrics["vqa/overall"] = result["overall"]
-        metrics.update({f"vqa/{name}": value for name, value in result["per_answer_type"].items()})
+    scored = [q for q, answers in references.items() if answers]
+    if not scored:
+        return metrics
+    with_kinds = any(question_types[q] for q in scored)
+    result = vqa_accuracy(
+        {q: predictions[q] for q in scored},
+        {q: references[q] for q in scored},
+        {q: answer_types[q] for q in scored},
+        legacy=legacy,
+        question_types={q: question_types[q] for q in scored} if with_kinds else None,
+    )
+    metrics["vqa/overall"] = result["overall"]
+    metrics.update({f"vqa/{name}": value for name, value in result["per_answer_type"].items()})
+    for kind, value in result.get("per_question_type", {}).items():
+        metrics[f"{QUESTION_TYPE_PREFIX}{kind}"] = value
     return metrics
 
 

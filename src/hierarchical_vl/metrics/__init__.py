@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
-from .grounding import BOX_MATCHING, box_iou, grounding_ranks, grounding_recall, merge_boxes
+from .grounding import BOX_MATCHING, box_iou, correct_regions, grounding_ranks, grounding_recall, merge_boxes
 from .retrieval import coco_1k_5fold, retrieval_ranks, retrieval_recall
 from .vqa import (
     ANSWER_TYPES,
@@ -27,6 +27,7 @@ __all__ = [
     "METRIC_NAMES",
     "box_iou",
     "coco_1k_5fold",
+    "correct_regions",
     "grounding_ranks",
     "grounding_recall",
     "load_metric",

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BOX_MATCHING", "box_iou", "grounding_ranks", "grounding_recall", "merge_boxes"]
+__all__ = ["BOX_MATCHING", "box_iou", "correct_regions", "grounding_ranks", "grounding_recall", "merge_boxes"]
 
 BOX_MATCHING = ("any", "merged")
 """The rules matching a region to a phrase with several ground-truth boxes: any one of them, or their union box."""
@@ -116,6 +116,32 @@ def _check_box_matching(box_matching: str) -> None:
         raise ValueError(f"box_matching must be one of {BOX_MATCHING}, got {box_matching!r}")
 
 
+def correct_regions(
+    region_boxes: Any,
+    gt_boxes: Any,
+    iou_threshold: float = 0.5,
+    offset: float = 0.0,
+    box_matching: str = "any",
+) -> np.ndarray:
+    """Which candidate regions ground a phrase: IoU >= ``iou_threshold`` with any of its ground-truth boxes
+    (``box_matching="any"``) or with their merged box (``"merged"``).
+
+    Args:
+        region_boxes: The candidate boxes, shape (T, 4).
+        gt_boxes: The phrase's ground-truth boxes, shape (G, 4).
+        iou_threshold: IoU a region needs to count as correct.
+        offset: Box convention passed to [`box_iou`].
+        box_matching: ``any`` or ``merged`` (see the module docstring).
+
+    Returns:
+        (T,) bool.
+    """
+    _check_box_matching(box_matching)
+    if box_matching == "merged":
+        gt_boxes = merge_boxes(gt_boxes)[None]  # (1, 4)
+    return (box_iou(region_boxes, gt_boxes, offset=offset) >= iou_threshold).any(axis=1)
+
+
 def _phrases(region_scores: Any, region_boxes: Any, region_mask: Any) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per-phrase (scores (T,), boxes (T, 4)) with padding removed."""
     if region_mask is not None:
@@ -184,9 +210,7 @@ def grounding_ranks(
             raise ValueError(f"{where}: {scores.shape[0]} region scores but {boxes.shape[0]} region boxes")
         if gts.shape[0] == 0:
             raise ValueError(f"{where}: no ground-truth box (phrases without boxes are not evaluated; drop them)")
-        if box_matching == "merged":
-            gts = merge_boxes(gts)[None]  # (1, 4)
-        correct = (box_iou(boxes, gts, offset=offset) >= iou_threshold).any(axis=1)  # (T_p,)
+        correct = correct_regions(boxes, gts, iou_threshold, offset, box_matching)  # (T_p,)
         if not correct.any():
             ranks[p] = np.inf
             continue

@@ -191,8 +191,11 @@ def vqa_question_accuracy(prediction: str, answers: Sequence[str], legacy: bool 
     return _question_accuracy(prediction, _answer_strings(answers, "answers"), legacy)
 
 
-def _aligned(predictions: Any, references: Any, answer_types: Any) -> tuple[list, list, list, list | None]:
-    """Question ids, predictions, references and answer types in one order (the order of the references)."""
+def _aligned(
+    predictions: Any, references: Any, answer_types: Any, name: str = "answer_types"
+) -> tuple[list, list, list, list | None]:
+    """Question ids, predictions, references and answer types (or the per-question values of the argument
+    ``name``) in one order (the order of the references)."""
     if isinstance(references, Mapping):
         if not isinstance(predictions, Mapping):
             raise ValueError("references are keyed by question id, so predictions must be a dict as well")
@@ -212,10 +215,10 @@ def _aligned(predictions: Any, references: Any, answer_types: Any) -> tuple[list
         elif isinstance(answer_types, Mapping):
             absent = [key for key in keys if key not in answer_types]
             if absent:
-                raise ValueError(f"answer_types has no entry for {len(absent)} question(s), e.g. {absent[:5]}")
+                raise ValueError(f"{name} has no entry for {len(absent)} question(s), e.g. {absent[:5]}")
             types = [answer_types[key] for key in keys]
         else:
-            raise ValueError("references are keyed by question id, so answer_types must be a dict as well")
+            raise ValueError(f"references are keyed by question id, so {name} must be a dict as well")
         return keys, preds, refs, types
     if isinstance(predictions, Mapping):
         raise ValueError("predictions are keyed by question id, so references must be a dict as well")
@@ -225,10 +228,10 @@ def _aligned(predictions: Any, references: Any, answer_types: Any) -> tuple[list
     types = None
     if answer_types is not None:
         if isinstance(answer_types, Mapping):
-            raise ValueError("predictions and references are lists, so answer_types must be a list as well")
+            raise ValueError(f"predictions and references are lists, so {name} must be a list as well")
         types = list(answer_types)
         if len(types) != len(refs):
-            raise ValueError(f"got {len(types)} answer types but {len(refs)} references")
+            raise ValueError(f"got {len(types)} {name.replace('_', ' ')} but {len(refs)} references")
     return list(range(len(refs))), preds, refs, types
 
 
@@ -241,8 +244,9 @@ def vqa_accuracy(
     references: Mapping[Any, Sequence[str]] | Sequence[Sequence[str]],
     answer_types: Mapping[Any, str] | Sequence[str] | None = None,
     legacy: bool = False,
+    question_types: Mapping[Any, str] | Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """VQA accuracy of a set of predictions, overall and per answer type.
+    """VQA accuracy of a set of predictions, overall, per answer type and optionally per question type.
 
     Args:
         predictions: Predicted answers, either a dict question id -> answer or a list parallel to ``references``.
@@ -251,13 +255,20 @@ def vqa_accuracy(
         answer_types: Optional answer type of each question ("yes/no", "number", "other"), keyed like
             ``references``.
         legacy: Use the pre-2021 official code (see the module docstring).
+        question_types: Optional question type of each question (the annotations' ``question_type``, e.g.
+            "what color is the"), keyed like ``references``: adds the per-question-type breakdown.
 
     Returns:
         ``{"overall": float, "per_answer_type": {type: float}, "counts": {"overall": int, type: int}}`` with
         accuracies in percent rounded to 2 decimals. ``per_answer_type`` lists only the types present, the three
-        VQA types first; it is empty without ``answer_types``.
+        VQA types first; it is empty without ``answer_types``. With ``question_types`` the result also has
+        ``"per_question_type": {type: float}`` (rounded the same way, types in sorted order) and
+        ``"question_type_counts": {type: int}``.
     """
     keys, preds, refs, types = _aligned(predictions, references, answer_types)
+    question_kinds = None
+    if question_types is not None:
+        question_kinds = _aligned(predictions, references, question_types, "question_types")[3]
     if not refs:
         raise ValueError("no questions to score: predictions and references are empty")
     accs = []
@@ -273,11 +284,20 @@ def vqa_accuracy(
                 raise ValueError(f"question {key!r}: the answer type must be a string, got {answer_type!r}")
             by_type.setdefault(answer_type, []).append(acc)
     order = [t for t in ANSWER_TYPES if t in by_type] + sorted(t for t in by_type if t not in ANSWER_TYPES)
-    return {
+    result: dict[str, Any] = {
         "overall": _percent(accs),
         "per_answer_type": {t: _percent(by_type[t]) for t in order},
         "counts": {"overall": len(accs), **{t: len(by_type[t]) for t in order}},
     }
+    if question_kinds is not None:
+        by_kind: dict[str, list[float]] = {}
+        for key, kind, acc in zip(keys, question_kinds, accs):
+            if not isinstance(kind, str):
+                raise ValueError(f"question {key!r}: the question type must be a string, got {kind!r}")
+            by_kind.setdefault(kind, []).append(acc)
+        result["per_question_type"] = {kind: _percent(by_kind[kind]) for kind in sorted(by_kind)}
+        result["question_type_counts"] = {kind: len(by_kind[kind]) for kind in sorted(by_kind)}
+    return result
 
 
 def _check_submission_record(where: str, question_id: Any, answer: Any, seen: Container[int], repeated: str) -> None:

@@ -23,6 +23,7 @@ from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 from tqdm.auto import tqdm
 
 from ..atomic_files import discard, disk_full
+from ..evaluation.task_evaluation import QUESTION_TYPE_PREFIX
 from ..loading import save_model_with_checksums
 from .arguments import TrainingArguments
 from .batching import CyclingBatches, TaskDataSource
@@ -274,7 +275,8 @@ class MultiTaskTrainer:
                 "[%s] update %d: %s",
                 stage_name,
                 self.state["updates"],
-                ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()),
+                # The per-question-type VQA accuracies stay in the record, out of the one-line summary.
+                ", ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not k.startswith(QUESTION_TYPE_PREFIX)),
             )
         acc.wait_for_everyone()
 
