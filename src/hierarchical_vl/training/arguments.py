@@ -492,8 +492,33 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_training_arguments(config: str | os.PathLike, overrides: list[str] | None = None) -> TrainingArguments:
-    """Read a training configuration: a preset name (``demo``, ``paper_run1`` ...) or a YAML file path."""
+def merge_fragment(data: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with ``fragment`` merged in: mappings merge key by key, any other value replaces the old one."""
+    merged = copy.deepcopy(data)
+    for key, value in fragment.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_fragment(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path}: expected a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def load_training_data(
+    config: str | os.PathLike,
+    overrides: list[str] | None = None,
+    fragments: list[str | os.PathLike] | None = None,
+) -> dict[str, Any]:
+    """The mapping a training configuration describes: the preset or YAML file, then each fragment file merged in
+    order (`merge_fragment`), then the ``KEY=VALUE`` overrides; ``description`` removed, ``search`` kept."""
     path = Path(config)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.exists():
@@ -504,8 +529,29 @@ def load_training_arguments(config: str | os.PathLike, overrides: list[str] | No
     else:
         raise ValueError(f"{config!r} is neither a YAML file nor a training preset ({available_training_presets()})")
     data = yaml.safe_load(text) or {}
+    for fragment in fragments or []:
+        data = merge_fragment(data, _read_yaml_mapping(Path(fragment), "training fragment"))
     data.pop("description", None)
-    data = apply_overrides(data, overrides or [])
+    return apply_overrides(data, overrides or [])
+
+
+def load_training_arguments(
+    config: str | os.PathLike,
+    overrides: list[str] | None = None,
+    fragments: list[str | os.PathLike] | None = None,
+) -> TrainingArguments:
+    """Read a training configuration: a preset name (``demo``, ``paper_run1`` ...) or a YAML file path.
+
+    Args:
+        config: The preset name or YAML file.
+        overrides: ``KEY=VALUE`` overrides applied last.
+        fragments: YAML files merged in order on top of the configuration before the overrides (the preset
+            fragment ``hvl search`` writes, for instance).
+
+    The ``search`` section (the grid of ``hvl search``) is not part of the training arguments and is ignored here.
+    """
+    data = load_training_data(config, overrides, fragments)
+    data.pop("search", None)
     try:
         return TrainingArguments(**data)
     except TypeError as error:
