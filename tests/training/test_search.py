@@ -29,6 +29,7 @@ def test_grid_search_selects_on_val_writes_every_point_and_resumes(tiny_corpus, 
     assert splits == [(["train"], "val")]  # the configuration evaluates on test; the search on val
     results = json.loads((out / "search.json").read_text())
     assert results["split"] == "val" and results["seed"] == 7 and results["metric"] == "grounding/r1"
+    assert results["protocol"]["name"] == "current" and results["protocol"]["box_matching"] == "any"
     points = [(p["layer"], p["iterations"], p["lr_step"], p["batch_size"]) for p in results["points"]]
     assert points == [(1, 2, 2, 4), (1, 3, 2, 4), (2, 2, 2, 4), (2, 3, 2, 4)]
     best = max(results["points"], key=lambda p: p["scores"]["grounding/r1"])

@@ -144,6 +144,7 @@ class LayerSearchTable:
         seed: The seed of every point.
         points: The scores of each finished point.
         skipped: Points not trained, with the reason.
+        protocol: The evaluation protocol the scores follow (`EvaluationProtocol.to_dict`).
     """
 
     task: str
@@ -152,6 +153,7 @@ class LayerSearchTable:
     seed: int = 0
     points: dict[SearchPoint, dict[str, float]] = field(default_factory=dict)
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    protocol: dict[str, Any] | None = None
 
     @property
     def best(self) -> SearchPoint:
@@ -204,6 +206,8 @@ class LayerSearchTable:
             "points": [{**point.to_dict(), "scores": scores} for point, scores in self.points.items()],
             "skipped": list(self.skipped),
         }
+        if self.protocol is not None:
+            data["protocol"] = self.protocol
         if self.points:
             data["chosen"] = self.chosen()
             data["best_layer"] = self.best_layer
@@ -300,7 +304,9 @@ def search_grid(
     base.validate()
     root = Path(output_dir or Path(args.output_dir) / "layer_search")
     metric = grid.metric or task_spec(task).main_metric
-    table = LayerSearchTable(task=task, metric=metric, split=grid.split, seed=base.seed)
+    table = LayerSearchTable(
+        task=task, metric=metric, split=grid.split, seed=base.seed, protocol=base.evaluation_protocol().to_dict()
+    )
     finished = _finished_points(base, root, overwrite)
 
     prepared = prepare_data(base)
