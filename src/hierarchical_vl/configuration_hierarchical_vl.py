@@ -54,8 +54,9 @@ class HierarchicalVLConfig(PretrainedConfig):
         lstm_num_layers: Number of stacked bidirectional LSTM layers.
         lstm_dropout: Dropout between the LSTM layers (0.1 in the paper).
         region_feature_dim: Width of the input region features (2048 for bottom-up attention).
-        use_box_embedding: Add a learned projection of normalised box coordinates to the region vectors
-            (an extension; off in the paper's model).
+        use_box_embedding: Add a learned projection of each region's normalised box geometry (x1/W, y1/H, x2/W,
+            y2/H, area/(W*H), as LXMERT and UNITER feed it) to its projected features; the model then needs
+            ``region_boxes`` (an extension; off in the paper's model and by default).
         hidden_size: Width d of the shared representation.
         num_layers: Number L of dense co-attention layers in the encoder.
         num_attention_heads: Heads h of each co-attention layer (``hidden_size`` must be divisible by it).

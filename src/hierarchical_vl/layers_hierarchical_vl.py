@@ -33,6 +33,7 @@ __all__ = [
     "HierarchicalVLRetrievalDecoder",
     "HierarchicalVLVQADecoder",
     "SummaryNetwork",
+    "box_geometry",
 ]
 
 
@@ -86,11 +87,27 @@ class HierarchicalVLLanguageEncoder(nn.Module):
         return self.projection(self.dropout(features))  # (B, N, d)
 
 
+def box_geometry(region_boxes: torch.Tensor) -> torch.Tensor:
+    """The geometry of each region that the box embedding reads, as LXMERT and UNITER feed it.
+
+    Args:
+        region_boxes: `(..., 4)` boxes x1 y1 x2 y2 divided by the image's width and height (``region_boxes`` of
+            the processor), zeros for padding regions.
+
+    Returns:
+        `(..., 5)` ``(x1 / W, y1 / H, x2 / W, y2 / H, area / (W * H))`` in the boxes' dtype; zeros for padding.
+    """
+    width = region_boxes[..., 2] - region_boxes[..., 0]  # (...)
+    height = region_boxes[..., 3] - region_boxes[..., 1]  # (...)
+    return torch.cat([region_boxes, (width * height).unsqueeze(-1)], dim=-1)  # (..., 5)
+
+
 class HierarchicalVLImageEncoder(nn.Module):
     """Linear projection of region features to d followed by L2 normalisation of each region vector.
 
-    With ``config.use_box_embedding`` a projection of the normalised box (x1, y1, x2, y2, area) is added before the
-    normalisation (an extension, off in the paper's model).
+    With ``config.use_box_embedding`` a learned projection of each region's [`box_geometry`] (x1/W, y1/H, x2/W,
+    y2/H, area/(W*H)) is added to its projected features before the normalisation (an extension, off in the paper's
+    model and by default).
     """
 
     def __init__(self, config: HierarchicalVLConfig):
@@ -103,9 +120,8 @@ class HierarchicalVLImageEncoder(nn.Module):
         if self.box_projection is not None:
             if region_boxes is None:
                 raise ValueError("this model uses box embeddings (config.use_box_embedding): pass region_boxes")
-            boxes = region_boxes.to(features.dtype)  # (B, T, 4) in [0, 1]
-            area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])).unsqueeze(-1)
-            features = features + self.box_projection(torch.cat([boxes, area], dim=-1))
+            geometry = box_geometry(region_boxes.to(features.dtype))  # (B, T, 5)
+            features = features + self.box_projection(geometry)  # (B, T, d)
         return F.normalize(features, p=2, dim=-1)
 
 

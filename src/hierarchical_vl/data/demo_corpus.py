@@ -46,11 +46,11 @@ __all__ = ["COLORS", "POSITIONS", "SHAPES", "SIZES", "DemoCorpusPaths", "generat
 COLORS = ("red", "green", "blue", "yellow", "purple", "gray")
 SHAPES = ("cube", "sphere", "cylinder", "cone")
 SIZES = ("small", "large")
-POSITIONS = ("left", "middle", "right")
+POSITIONS = ("left", "right", "top", "bottom", "middle")
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five")
 
 # Attribute vector of a region: colour, shape, size one-hots and objectness (weighted by the overlap with the
-# object), then the region's own horizontal bin, centre and extent.
+# object), then the region's own position word (one-hot), centre and extent.
 _ATTRIBUTE_DIM = len(COLORS) + len(SHAPES) + len(SIZES) + 1 + len(POSITIONS) + 4
 # Weight of the colour/shape/size one-hots relative to the geometry entries, so that what the questions, captions
 # and phrases talk about dominates a region's feature.
@@ -112,9 +112,17 @@ def _clip_box(box: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.array([x1, y1, max(x2, x1 + 2), max(y2, y1 + 2)], dtype=np.float32)
 
 
-def _position_word(box: tuple[float, ...] | np.ndarray, width: float) -> str:
-    centre = (box[0] + box[2]) / 2 / width
-    return POSITIONS[min(int(centre * 3), 2)]
+def _position_word(box: tuple[float, ...] | np.ndarray, width: float, height: float) -> str:
+    """Where a box lies: ``middle`` when its centre is in the central third of the image both ways, else the side
+    (left, right, top, bottom) of the larger offset of its centre from the image centre, in fractions of the image
+    size."""
+    dx = ((box[0] + box[2]) / 2 / width) - 0.5
+    dy = ((box[1] + box[3]) / 2 / height) - 0.5
+    if max(abs(dx), abs(dy)) < 1 / 6:
+        return "middle"
+    if abs(dx) >= abs(dy):
+        return "left" if dx < 0 else "right"
+    return "top" if dy < 0 else "bottom"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,7 +169,7 @@ def _make_objects(rng: np.random.Generator, width: int, height: int) -> list[_De
                 shape=SHAPES[int(rng.integers(len(SHAPES)))],
                 size=size,
                 box=tuple(int(v) for v in box),
-                position=_position_word(box, width),
+                position=_position_word(box, width, height),
             )
         )
     return objects
@@ -221,7 +229,7 @@ def _region_attributes(image: _DemoImage, boxes: np.ndarray) -> np.ndarray:
             attributes[k, len(COLORS) + len(SHAPES) + SIZES.index(obj.size)] = salience
             attributes[k, len(COLORS) + len(SHAPES) + len(SIZES)] = weight
         offset = len(COLORS) + len(SHAPES) + len(SIZES) + 1
-        attributes[k, offset + POSITIONS.index(_position_word(box, image.width))] = 1.0
+        attributes[k, offset + POSITIONS.index(_position_word(box, image.width, image.height))] = 1.0
         offset += len(POSITIONS)
         attributes[k, offset : offset + 4] = [
             (box[0] + box[2]) / 2 / image.width,
@@ -235,8 +243,15 @@ def _region_attributes(image: _DemoImage, boxes: np.ndarray) -> np.ndarray:
 def _region_features(
     rng: np.random.Generator, attributes: np.ndarray, projection: np.ndarray, noise: float
 ) -> np.ndarray:
-    """(K, F) float32 features: ReLU(attributes @ projection + noise)."""
-    signal = attributes @ projection  # (K, F)
+    """(K, F) float32 features: ReLU(attributes @ projection + noise).
+
+    The product is accumulated in float64 one attribute at a time, in a fixed order, instead of by a BLAS matrix
+    product, whose blocking (and so its float rounding) depends on the number of threads: the corpus is the same
+    bit for bit whatever the thread settings of the process that writes it.
+    """
+    signal = np.zeros((len(attributes), projection.shape[1]), dtype=np.float64)  # (K, F)
+    for column, weights in zip(attributes.T.astype(np.float64), projection.astype(np.float64)):
+        signal += column[:, None] * weights[None, :]
     return np.maximum(signal + rng.normal(0.0, noise, signal.shape), 0.0).astype(np.float32)
 
 
@@ -270,9 +285,13 @@ def _question_candidates(rng: np.random.Generator, image: _DemoImage) -> list[tu
     for obj in _unique(objects, lambda o: (o.color, o.shape)):
         out.append(("size", f"What size is the {obj.color} {obj.shape}?", "what size is the", obj.size))
         out.append(("position", f"Where is the {obj.color} {obj.shape}?", "where is the", obj.position))
-    for shape in SHAPES:
-        count = sum(o.shape == shape for o in objects)
-        out.append(("count", f"How many {shape}s are there?", "how many", str(count)))
+    out.append(("count", "How many objects are there?", "how many", str(len(objects))))
+    shapes = Counter(o.shape for o in objects)
+    for shape in sorted(shapes):
+        out.append(("count", f"How many {shape}s are there?", "how many", str(shapes[shape])))
+    missing = [shape for shape in SHAPES if shape not in shapes]
+    if missing:  # one absent shape: "0" stays an answer without drowning the others
+        out.append(("count", f"How many {missing[int(rng.integers(len(missing)))]}s are there?", "how many", "0"))
     present = {(o.color, o.shape) for o in objects}
     for color, shape in sorted(present):
         out.append(("exist", f"Is there a {color} {shape}?", "is there a", "yes"))
@@ -340,6 +359,13 @@ def _vqa_records(rng: np.random.Generator, image: _DemoImage, per_image: int) ->
 # Captions and Entities sentences
 # ---------------------------------------------------------------------------------------------------------------
 _Segment = tuple[list[str], "tuple[int, str] | None"]  # words, and (chain id, type) when they form a phrase
+_POSITION_PHRASES = {
+    "left": ["on", "the", "left"],
+    "right": ["on", "the", "right"],
+    "top": ["at", "the", "top"],
+    "bottom": ["at", "the", "bottom"],
+    "middle": ["in", "the", "middle"],
+}
 
 
 def _caption(
@@ -364,9 +390,7 @@ def _caption(
         size = [obj.size] if rng.random() < 0.6 else []
         segments.append((["a", *size, obj.color, obj.shape], (obj.chain_id, "other")))
         if rng.random() < 0.7:
-            segments.append(
-                (["in", "the", "middle"] if obj.position == "middle" else ["on", "the", obj.position], None)
-            )
+            segments.append((_POSITION_PHRASES[obj.position], None))
     groups = [shape for shape in group_chains if rng.random() < 0.5]
     if groups:
         number = sum(o.shape == groups[0] for o in objects)
