@@ -53,9 +53,9 @@ def test_the_demo_table_is_table1_of_the_demo_configuration_within_its_update_bu
         "VG (matched)",
     ]
     assert plan[6].updates == updates_per_task(base)  # the all-task run is the demo configuration itself
-    # The ten runs together stay near the four runs the demo used to train (2,680 updates), so that
-    # `make demo` stays within a few minutes on a CPU.
-    assert sum(sum(run.updates.values()) for run in plan) <= 4000
+    # The ten runs together stay within a budget that keeps `make demo` within a few minutes on a CPU while VQA
+    # gets the updates it needs to learn beyond the prior (about 800 per run on the demo corpus).
+    assert sum(sum(run.updates.values()) for run in plan) <= 6500
 
 
 def test_the_demo_is_one_command_module_and_training_imports_neither_it_nor_the_pipelines():
