@@ -34,3 +34,38 @@ def test_overwrite_output_starts_afresh(tmp_path):
     changed = load_training_arguments("demo", ["seed=7", "overwrite_output_dir=true"])
     _guard(changed, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def _saved_before_the_protocol_field(tmp_path, splits):
+    """A ``training_args.yaml`` as written before the ``protocol`` field (Karpathy ``train`` then held restval)."""
+    import yaml
+
+    args = load_training_arguments("demo", [f"data.caption_train_splits={splits}"])
+    saved = yaml.safe_load(yaml.safe_dump(args._saved_form(), sort_keys=False))
+    saved.pop("protocol")
+    for name in ("eval_max_images", "answer_pool_splits", "answer_normalization", "retrieval_negative_mining"):
+        saved["data"].pop(name)
+    path = tmp_path / "training_args.yaml"
+    path.write_text(yaml.safe_dump(saved, sort_keys=False))
+    return path
+
+
+def test_an_old_run_on_karpathy_train_resumes_only_with_the_images_it_had(tmp_path):
+    saved = _saved_before_the_protocol_field(tmp_path, "[train]")
+    # Then, 'train' meant train + restval: the same images today are [train, restval] or [train+restval].
+    for same in ("[train, restval]", "[train+restval]"):
+        args = load_training_arguments("demo", [f"data.caption_train_splits={same}"])
+        assert args.run_differences(saved) == []
+    differences = load_training_arguments("demo", ["data.caption_train_splits=[train]"]).run_differences(saved)
+    assert len(differences) == 1 and "included the restval images" in differences[0]
+    assert "data.caption_train_splits=[train, restval]" in differences[0]
+
+
+def test_a_new_run_compares_the_split_names_as_they_are(tmp_path):
+    args = load_training_arguments("demo", ["data.caption_train_splits=[train]"])
+    args.save(tmp_path / "training_args.yaml")
+    assert args.run_differences(tmp_path / "training_args.yaml") == []
+    other = load_training_arguments("demo", ["data.caption_train_splits=[train, restval]"])
+    assert other.run_differences(tmp_path / "training_args.yaml") == [
+        "data.caption_train_splits: ['train'] -> ['train', 'restval']"
+    ]

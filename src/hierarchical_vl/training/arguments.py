@@ -380,6 +380,19 @@ class TrainingArguments:
         new = _flatten(yaml.safe_load(yaml.safe_dump(self._saved_form(), sort_keys=False)))
         saved_fields = {key.split(".", 1)[0] for key in old}
         differences = []
+        splits_key = "data.caption_train_splits"
+        if "protocol" not in saved_fields and isinstance(old.get(splits_key), list):
+            # Saved before Karpathy ``train`` stopped including ``restval``: compare the images, not the names.
+            saved_images = _karpathy_members(old[splits_key], train_includes_restval=True)
+            if saved_images == _karpathy_members(new.get(splits_key) or [], train_includes_restval=False):
+                old[splits_key] = new.get(splits_key)
+            else:
+                differences.append(
+                    f"{splits_key}: {old[splits_key]!r} -> {new.get(splits_key)!r} (when that run was saved, "
+                    "Karpathy 'train' included the restval images; it is now the train images alone: resume it "
+                    "with data.caption_train_splits=[train, restval])"
+                )
+                old[splits_key] = new.get(splits_key)
         for key in sorted(set(old) | set(new)):
             top = key.split(".", 1)[0]
             if key not in old and key in ADDED_FIELD_DEFAULTS:
@@ -405,6 +418,20 @@ ADDED_FIELD_DEFAULTS: dict[str, Any] = {
     "data.answer_normalization": None,
 }
 """Fields added after version 0.1 with the value a run saved without them had (their absence is no difference)."""
+
+
+def _karpathy_members(splits: list[Any], *, train_includes_restval: bool) -> set[str]:
+    """The Karpathy ``split`` values a list of split names trains on.
+
+    In files saved before the ``protocol`` field existed, ``train`` included ``restval``.
+    """
+    members: set[str] = set()
+    for split in splits:
+        if split == "train" and train_includes_restval:
+            members |= {"train", "restval"}
+        else:
+            members |= set(str(split).split("+"))
+    return members
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
