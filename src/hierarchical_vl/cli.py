@@ -79,7 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         The process exit code.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may come after a command's flags (``hvl train demo --output-dir x data.root=y``):
+    # argparse gives the positional list only the words before the first flag, so the rest join it here.
+    if extra and hasattr(args, "overrides") and all("=" in word and not word.startswith("-") for word in extra):
+        args.overrides = [*(args.overrides or []), *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging()
     result = args.func(args)
     return int(result or 0)

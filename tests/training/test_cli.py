@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hierarchical_vl.cli import main
 from hierarchical_vl.training.checkpointing import CheckpointManager
 
@@ -56,3 +58,22 @@ def test_hvl_search_layers(tiny_corpus, tmp_path, capsys):
     assert "layer search for grounding" in capsys.readouterr().out
     for layer in (1, 2, 3):
         assert (tmp_path / "search" / f"grounding_layer{layer}" / "model.safetensors").exists()
+
+
+def test_overrides_after_flags_join_the_overrides(tmp_path, monkeypatch, capsys):
+    from hierarchical_vl.training import commands
+
+    seen = {}
+
+    def fake_train(args):
+        seen.update(overrides=args.overrides, fragment=args.fragment, output_dir=args.output_dir)
+        return 0
+
+    monkeypatch.setattr(commands, "_train", fake_train)  # the parser is built inside main(): it takes this one
+    fragment = tmp_path / "fragment.yaml"
+    argv = ["train", "demo", "seed=1", "--fragment", str(fragment), "data.root=/data", "--output-dir", "x", "a.b=2"]
+    assert main(argv) == 0
+    assert seen == {"overrides": ["seed=1", "data.root=/data", "a.b=2"], "fragment": [str(fragment)], "output_dir": "x"}
+    with pytest.raises(SystemExit):
+        main(["train", "demo", "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
