@@ -52,14 +52,19 @@ def test_protocol_argument_and_its_overrides(tiny_corpus, tmp_path):
 
 
 def test_a_run_saved_before_protocols_resumes_unless_the_protocol_changes(tiny_corpus, tmp_path):
-    args = load_training_arguments(_config(tmp_path, tiny_corpus))
+    # Such a file's Karpathy 'train' held restval: the same run today names [train, restval].
+    args = load_training_arguments(_config(tmp_path, tiny_corpus), ["data.caption_train_splits=[train, restval]"])
     saved = args._saved_form()
+    saved["data"]["caption_train_splits"] = ["train"]
     del saved["protocol"]
     for name in ("eval_max_images", "answer_pool_splits", "answer_normalization"):
         del saved["data"][name]
     (tmp_path / "old_args.yaml").write_text(yaml.safe_dump(saved))
     assert args.run_differences(tmp_path / "old_args.yaml") == []
-    paper = load_training_arguments(_config(tmp_path, tiny_corpus), ["protocol=paper", "data.eval_max_images=5"])
+    paper = load_training_arguments(
+        _config(tmp_path, tiny_corpus),
+        ["data.caption_train_splits=[train, restval]", "protocol=paper", "data.eval_max_images=5"],
+    )
     assert paper.run_differences(tmp_path / "old_args.yaml") == [
         "data.eval_max_images: '<absent>' -> 5",
         "protocol: '<absent>' -> 'paper'",

@@ -381,7 +381,11 @@ class TrainingArguments:
         saved_fields = {key.split(".", 1)[0] for key in old}
         differences = []
         splits_key = "data.caption_train_splits"
-        if "protocol" not in saved_fields and isinstance(old.get(splits_key), list):
+        if (
+            "protocol" not in saved_fields
+            and "retrieval" in self.trained_tasks
+            and isinstance(old.get(splits_key), list)
+        ):
             # Saved before Karpathy ``train`` stopped including ``restval``: compare the images, not the names.
             saved_images = _karpathy_members(old[splits_key], train_includes_restval=True)
             if saved_images == _karpathy_members(new.get(splits_key) or [], train_includes_restval=False):
