@@ -159,7 +159,9 @@ def test_table1_json_round_trips_and_formats(table):
     result = Table1Result.from_dict(data)
     assert result.to_dict() == data
     assert result.seeds == [0, 1] and result.splits == {"vqa": "val", "retrieval": "test", "grounding": "test"}
+    assert data["protocol"]["name"] == "current" and data["protocol"]["box_matching"] == "any"
     text = format_table1(result)
+    assert "protocol current." in text
     lines = text.splitlines()
     all_tasks = next(line for line in lines if line.startswith("VQA+ICR+VG "))
     mean = result.row("VQA+ICR+VG").summary()["mean"]

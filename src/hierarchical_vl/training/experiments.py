@@ -232,11 +232,13 @@ class Table1Result:
         seeds: The training seeds.
         rows: The rows in table order (combinations, matched single-task runs, reference rows).
         splits: The evaluation split of each task.
+        protocol: The evaluation protocol of every row (`EvaluationProtocol.to_dict`).
     """
 
     seeds: list[int]
     rows: list[TableRow]
     splits: dict[str, str] = field(default_factory=dict)
+    protocol: dict[str, Any] | None = None
 
     def row(self, name: str) -> TableRow:
         """The row called ``name``."""
@@ -250,6 +252,7 @@ class Table1Result:
         return {
             "seeds": list(self.seeds),
             "splits": dict(self.splits),
+            "protocol": self.protocol,
             "rows": [
                 {
                     "name": row.name,
@@ -280,7 +283,12 @@ class Table1Result:
             )
             for row in data["rows"]
         ]
-        return cls(seeds=[int(seed) for seed in data["seeds"]], rows=rows, splits=dict(data.get("splits", {})))
+        return cls(
+            seeds=[int(seed) for seed in data["seeds"]],
+            rows=rows,
+            splits=dict(data.get("splits", {})),
+            protocol=data.get("protocol"),
+        )
 
 
 def _cell(row: TableRow, key: str, width: int) -> str:
@@ -321,7 +329,8 @@ def format_table1(result: Table1Result) -> str:
     lines.append(
         f"seed{'s' if several else ''} {seeds}"
         + ("; mean (min-max) over seeds" if several else "")
-        + f"; evaluation splits: {', '.join(f'{t} {s}' for t, s in result.splits.items())}."
+        + f"; evaluation splits: {', '.join(f'{t} {s}' for t, s in result.splits.items())}"
+        + (f"; protocol {result.protocol['name']}." if result.protocol else ".")
     )
     lines += textwrap.wrap(
         "Matched rows: each task trained alone for as many updates as it got in the all-task run, its lr_step "
@@ -435,7 +444,7 @@ def run_table1(
     )
     rows += [TableRow(name, "prior", per_seed=[metrics]) for name, metrics in priors.items()]
     splits = {task: base.data.splits(task)[1] for task in _PAPER_ORDER if task in prepared.eval}
-    return Table1Result(seeds=list(seeds), rows=rows, splits=splits)
+    return Table1Result(seeds=list(seeds), rows=rows, splits=splits, protocol=protocol.to_dict())
 
 
 def parse_seeds(text: str) -> list[int]:
