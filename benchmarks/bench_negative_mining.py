@@ -20,13 +20,16 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
 from hierarchical_vl import HierarchicalVLConfig, HierarchicalVLForImageTextRetrieval
 from hierarchical_vl.training.negative_mining import mine_hard_negatives
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_predict import _median_seconds  # noqa: E402
 
 
 def _positives(config: HierarchicalVLConfig, size: int, regions: int, words: int, device: str) -> dict:
@@ -66,15 +69,8 @@ def _random_negatives(batch: dict, k: int) -> dict:
 
 
 def _median_ms(function, repeats: int, synchronize) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        synchronize()
-        start = time.perf_counter()
-        function()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    """Median milliseconds of ``function`` after one warm-up call (`bench_predict`'s timing)."""
+    return 1000 * _median_seconds(function, 1, repeats, synchronize)
 
 
 def main(argv: list[str] | None = None) -> None:
