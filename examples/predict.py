@@ -16,7 +16,8 @@ Examples::
     python examples/predict.py grounding --checkpoint ckpt --features image.npz \\
         --caption "a man rides a horse" --phrases "a man" "a horse"
 
-Results are printed as JSON (and written to ``--output``). ``--visualize-dir`` draws what the model attended to
+Results are printed as JSON (and written to ``--output``), with the words of each question or caption that the
+vocabulary does not know (``unknown_words``). ``--visualize-dir`` draws what the model attended to
 (VQA, retrieval) or the grounded boxes (grounding) as PNGs, on ``--image`` when given.
 """
 
@@ -155,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         result = printed = pipe(query, **options)
 
     report: dict[str, Any] = {"task": args.task, "image_ids": image_ids, "results": printed}
+    texts = [args.question] if args.task == "vqa" else (getattr(args, "captions", None) or [args.caption])
+    report["unknown_words"] = {text: pipe.processor.unknown_words(text) for text in texts}  # each read as <unk>
     if args.visualize_dir is not None:
         report["pictures"] = _visualize(args.task, pipe, args, image_ids[0], result)
     text = json.dumps(report, indent=2)

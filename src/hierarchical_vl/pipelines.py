@@ -20,6 +20,8 @@ an (H, W, 3) uint8 array::
     vqa({"question": "what colour is the cat?", "image": "cat.jpg"})
 
 Checkpoints may hold a single-task head or the multi-task model; a multi-task model runs the pipeline's task.
+Words of a question or caption that are not in the checkpoint's vocabulary are read as ``<unk>``: the pipelines
+log them, and with ``return_unknown_words=True`` their output is a dict whose ``unknown_words`` lists them.
 Scores are the model's sigmoid outputs (paper Eq. 7, 8 and 10).
 """
 
@@ -258,6 +260,15 @@ class _HierarchicalVLPipeline(Pipeline):
             feature_store = feature_store.store
         return RawImageLookup(feature_extractor, feature_store)
 
+    def _unknown_words(self, texts: Sequence[str]) -> list[list[str]]:
+        """The words of each text that are not in the vocabulary (`HierarchicalVLTokenizer.unknown_words`), logged
+        when there are any."""
+        found = [self.processor.unknown_words(text) for text in texts]
+        unknown = list(dict.fromkeys(word for words in found for word in words))
+        if unknown:
+            logger.warning("words not in the vocabulary, read as %s: %s", self.tokenizer.unk_token, unknown)
+        return found
+
     def _text_inputs(self, texts: list[str], max_words: int | None, phrase_char_spans=None) -> dict[str, Any]:
         """``input_ids`` and ``attention_mask`` `(B, N)` (with ``phrase_spans`` `(B, H, 2)` and ``phrase_mask``)."""
         if max_words is None:
@@ -316,19 +327,21 @@ class VQAPipeline(_HierarchicalVLPipeline):
     pass.
 
     Parameters: ``top_k`` answers (5); ``return_attention`` (``False``) also returns the decoder's attention over
-    words and regions.
+    words and regions; ``return_unknown_words`` (``False``) also returns the question's words that are not in the
+    vocabulary.
 
     Returns:
-        ``[{"answer", "score"}, ...]``, best first; with ``return_attention``, ``{"answers": [...], "attention":
-        {"words", "word_weights", "region_weights", "boxes", "image_size", "image_id"}}``.
+        ``[{"answer", "score"}, ...]``, best first; with ``return_attention`` or ``return_unknown_words``,
+        ``{"answers": [...], "attention": {"words", "word_weights", "region_weights", "boxes", "image_size",
+        "image_id"}, "unknown_words": [...]}`` with the keys asked for.
     """
 
     model_task = "vqa"
     _input_keys = ("question", *_IMAGE_KEYS)
 
-    def _sanitize_parameters(self, top_k=None, return_attention=None, **kwargs):
+    def _sanitize_parameters(self, top_k=None, return_attention=None, return_unknown_words=None, **kwargs):
         _check_top_k(top_k)
-        postprocess = _given(top_k=top_k, return_attention=return_attention)
+        postprocess = _given(top_k=top_k, return_attention=return_attention, return_unknown_words=return_unknown_words)
         return super()._sanitize_parameters(**kwargs), {}, postprocess
 
     def preprocess(self, inputs, feature_store=None, max_words=None):
@@ -336,7 +349,8 @@ class VQAPipeline(_HierarchicalVLPipeline):
         question = _check_text(inputs["question"], "question")
         regions = _image_of(inputs, feature_store)
         model_inputs = {**self._text_inputs([question], max_words), **self._region_inputs([regions])}
-        return {**model_inputs, "example": {"question": question, "regions": regions}}
+        example = {"question": question, "regions": regions, "unknown_words": self._unknown_words([question])[0]}
+        return {**model_inputs, "example": example}
 
     def _forward(self, model_inputs):
         example = model_inputs.pop("example")
@@ -350,18 +364,22 @@ class VQAPipeline(_HierarchicalVLPipeline):
             "example": example,
         }
 
-    def postprocess(self, model_outputs, top_k=5, return_attention=False):
+    def postprocess(self, model_outputs, top_k=5, return_attention=False, return_unknown_words=False):
         scores = torch.sigmoid(model_outputs["logits"][0].float())  # (A,)
         values, indices = scores.topk(min(top_k, scores.numel()))
         id2label = self.model.config.id2label
         answers = [
             {"answer": id2label[index], "score": value} for value, index in zip(values.tolist(), indices.tolist())
         ]
-        if not return_attention:
+        if not (return_attention or return_unknown_words):
             return answers
         example = model_outputs["example"]
-        attention = self._attention(model_outputs, example["question"], example["regions"])
-        return {"answers": answers, "attention": attention}
+        result: dict[str, Any] = {"answers": answers}
+        if return_attention:
+            result["attention"] = self._attention(model_outputs, example["question"], example["regions"])
+        if return_unknown_words:
+            result["unknown_words"] = example["unknown_words"]
+        return result
 
 
 class RetrievalPipeline(_HierarchicalVLPipeline):
@@ -382,7 +400,9 @@ class RetrievalPipeline(_HierarchicalVLPipeline):
     one modality only is computed once per caption and once per image (``model.score_pairs``).
 
     Parameters: ``top_k`` (all by default); ``batch_size``, the (image, caption) pairs per forward pass (256);
-    ``return_attention`` (one pair only).
+    ``return_attention`` (one pair only); ``return_unknown_words`` (``False``): the output becomes a dict with the
+    words of each caption that are not in the vocabulary, ``{"ranking" (or "scores"): ..., "unknown_words": [[...]
+    per caption]}`` (one pair: ``{"score", "unknown_words": [...]}``).
     """
 
     model_task = "retrieval"
@@ -396,12 +416,14 @@ class RetrievalPipeline(_HierarchicalVLPipeline):
         # Batching happens over the pairs of one input; inputs themselves go one at a time.
         return super().get_iterator(inputs, num_workers, 1, *args, **kwargs)
 
-    def _sanitize_parameters(self, top_k=None, pair_batch_size=None, return_attention=None, **kwargs):
+    def _sanitize_parameters(
+        self, top_k=None, pair_batch_size=None, return_attention=None, return_unknown_words=None, **kwargs
+    ):
         _check_top_k(top_k)
         if pair_batch_size is not None and pair_batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {pair_batch_size}")
         forward = _given(batch_size=pair_batch_size)
-        postprocess = _given(top_k=top_k, return_attention=return_attention)
+        postprocess = _given(top_k=top_k, return_attention=return_attention, return_unknown_words=return_unknown_words)
         return super()._sanitize_parameters(**kwargs), forward, postprocess
 
     def preprocess(self, inputs, feature_store=None, max_words=None):
@@ -428,6 +450,7 @@ class RetrievalPipeline(_HierarchicalVLPipeline):
             regions = [_resolve(image, feature_store) for image in images]
         text_inputs, image_inputs = self._text_inputs(captions, max_words), self._region_inputs(regions)
         example = {"query": query, "captions": captions, "regions": regions}
+        example["unknown_words"] = self._unknown_words(captions)
         if query == "pair":  # one forward pass, which also gives the attention
             return {**text_inputs, **image_inputs, "example": example}
         return {"text_inputs": text_inputs, "image_inputs": image_inputs, "example": example}
@@ -453,23 +476,31 @@ class RetrievalPipeline(_HierarchicalVLPipeline):
             )
         return {"logits": logits, "example": example}  # (P,)
 
-    def postprocess(self, model_outputs, top_k=None, return_attention=False):
+    def postprocess(self, model_outputs, top_k=None, return_attention=False, return_unknown_words=False):
         example = model_outputs["example"]
         scores = torch.sigmoid(model_outputs["logits"].float()).numpy()  # (P,)
         if example["query"] == "pair":
             result = {"score": float(scores[0])}
             if return_attention:
                 result["attention"] = self._attention(model_outputs, example["captions"][0], example["regions"][0])
+            if return_unknown_words:
+                result["unknown_words"] = example["unknown_words"][0]
             return result
         if return_attention:
             raise ValueError("return_attention needs a single pair: give one image and one 'caption'")
-        if example["query"] == "matrix":
-            return scores.reshape(len(example["regions"]), len(example["captions"])).tolist()
-        order = np.argsort(-scores, kind="stable")[:top_k]
-        if example["query"] == "image":
-            return [{"caption": example["captions"][i], "index": int(i), "score": float(scores[i])} for i in order]
         regions = example["regions"]
-        return [{"image_id": regions[i].image_id, "index": int(i), "score": float(scores[i])} for i in order]
+        if example["query"] == "matrix":
+            output = scores.reshape(len(regions), len(example["captions"])).tolist()
+        elif example["query"] == "image":
+            order = np.argsort(-scores, kind="stable")[:top_k]
+            output = [{"caption": example["captions"][i], "index": int(i), "score": float(scores[i])} for i in order]
+        else:
+            order = np.argsort(-scores, kind="stable")[:top_k]
+            output = [{"image_id": regions[i].image_id, "index": int(i), "score": float(scores[i])} for i in order]
+        if not return_unknown_words:
+            return output
+        key = "scores" if example["query"] == "matrix" else "ranking"
+        return {key: output, "unknown_words": example["unknown_words"]}
 
 
 class GroundingPipeline(_HierarchicalVLPipeline):
@@ -479,20 +510,23 @@ class GroundingPipeline(_HierarchicalVLPipeline):
     as its ``(start, end)`` character span, end exclusive) plus the image as in [`VQAPipeline`]. A list of inputs is
     batched, ``batch_size`` per forward pass. Each (phrase, region) pair is scored ``sigmoid(p_h^T W i_t)``.
 
-    Parameter: ``top_k`` regions per phrase (1).
+    Parameters: ``top_k`` regions per phrase (1); ``return_unknown_words`` (``False``) also returns the caption's
+    words that are not in the vocabulary.
 
     Returns:
         One entry per phrase: ``{"phrase", "span": [start, end], "boxes": [{"region", "score", "box"}, ...]}``,
         best region first; ``box`` is x1, y1, x2, y2 in pixels (``None`` without boxes). A phrase whose words were
-        all cut by the word cap has no boxes.
+        all cut by the word cap has no boxes. With ``return_unknown_words``, ``{"phrases": [...], "unknown_words":
+        [...]}``.
     """
 
     model_task = "grounding"
     _input_keys = ("caption", "phrases", *_IMAGE_KEYS)
 
-    def _sanitize_parameters(self, top_k=None, **kwargs):
+    def _sanitize_parameters(self, top_k=None, return_unknown_words=None, **kwargs):
         _check_top_k(top_k)
-        return super()._sanitize_parameters(**kwargs), {}, _given(top_k=top_k)
+        postprocess = _given(top_k=top_k, return_unknown_words=return_unknown_words)
+        return super()._sanitize_parameters(**kwargs), {}, postprocess
 
     def preprocess(self, inputs, feature_store=None, max_words=None):
         inputs = _check_input(inputs, ("caption", "phrases"))
@@ -503,7 +537,11 @@ class GroundingPipeline(_HierarchicalVLPipeline):
             **self._text_inputs([caption], max_words, phrase_char_spans=[spans]),
             **self._region_inputs([regions]),
         }
-        return {**model_inputs, "example": {"caption": caption, "spans": spans, "regions": regions}}
+        unknown = self._unknown_words([caption])[0]
+        return {
+            **model_inputs,
+            "example": {"caption": caption, "spans": spans, "regions": regions, "unknown_words": unknown},
+        }
 
     def _forward(self, model_inputs):
         example = model_inputs.pop("example")
@@ -516,7 +554,7 @@ class GroundingPipeline(_HierarchicalVLPipeline):
             "example": example,
         }
 
-    def postprocess(self, model_outputs, top_k=1):
+    def postprocess(self, model_outputs, top_k=1, return_unknown_words=False):
         example = model_outputs["example"]
         caption, boxes = example["caption"], example["regions"].boxes
         num_regions = int(model_outputs["region_mask"][0].sum())
@@ -537,7 +575,7 @@ class GroundingPipeline(_HierarchicalVLPipeline):
                     for value, index in zip(values.tolist(), indices.tolist())
                 ]
             phrases.append(entry)
-        return phrases
+        return {"phrases": phrases, "unknown_words": example["unknown_words"]} if return_unknown_words else phrases
 
 
 class _TaskModelLoader:
@@ -637,10 +675,22 @@ class VQAPredictor(_Predictor):
 
     pipeline_class = VQAPipeline
 
-    def predict(self, question: str, image: Any, top_k: int = 5, return_attention: bool = False):
+    def predict(
+        self,
+        question: str,
+        image: Any,
+        top_k: int = 5,
+        return_attention: bool = False,
+        return_unknown_words: bool = False,
+    ):
         """The ``top_k`` answers to one question about ``image`` (see [`resolve_image`]), as [`VQAPipeline`]
-        returns them."""
-        return self.pipeline({"question": question, "image": image}, top_k=top_k, return_attention=return_attention)
+        returns them (``return_unknown_words``: with the question's words that are not in the vocabulary)."""
+        return self.pipeline(
+            {"question": question, "image": image},
+            top_k=top_k,
+            return_attention=return_attention,
+            return_unknown_words=return_unknown_words,
+        )
 
     def predict_batch(
         self,
@@ -649,12 +699,14 @@ class VQAPredictor(_Predictor):
         top_k: int = 5,
         batch_size: int = 64,
         return_attention: bool = False,
+        return_unknown_words: bool = False,
     ) -> list:
         """[`predict`] for many (question, image) pairs, ``batch_size`` per forward pass."""
         if len(questions) != len(images):
             raise ValueError(f"got {len(questions)} questions but {len(images)} images")
         inputs = [{"question": question, "image": image} for question, image in zip(questions, images)]
-        return self.pipeline(inputs, batch_size=batch_size, top_k=top_k, return_attention=return_attention)
+        options = {"return_attention": return_attention, "return_unknown_words": return_unknown_words}
+        return self.pipeline(inputs, batch_size=batch_size, top_k=top_k, **options)
 
 
 class RetrievalPredictor(_Predictor):
@@ -677,8 +729,9 @@ class RetrievalPredictor(_Predictor):
         return np.asarray(scores, dtype=np.float32)
 
     def explain(self, image: Any, caption: str) -> dict[str, Any]:
-        """Score of one pair and the decoder's attention over its words and regions: ``{"score", "attention"}``."""
-        return self.pipeline({"image": image, "caption": caption}, return_attention=True)
+        """Score of one pair, the decoder's attention over its words and regions and the caption's words that are
+        not in the vocabulary: ``{"score", "attention", "unknown_words"}``."""
+        return self.pipeline({"image": image, "caption": caption}, return_attention=True, return_unknown_words=True)
 
 
 class GroundingPredictor(_Predictor):
@@ -686,7 +739,15 @@ class GroundingPredictor(_Predictor):
 
     pipeline_class = GroundingPipeline
 
-    def predict(self, caption: str, image: Any, phrases: Sequence[str | tuple[int, int]], top_k: int = 1):
+    def predict(
+        self,
+        caption: str,
+        image: Any,
+        phrases: Sequence[str | tuple[int, int]],
+        top_k: int = 1,
+        return_unknown_words: bool = False,
+    ):
         """The ``top_k`` regions of each phrase of ``caption`` (texts or ``(start, end)`` character spans), as
-        [`GroundingPipeline`] returns them."""
-        return self.pipeline({"caption": caption, "image": image, "phrases": phrases}, top_k=top_k)
+        [`GroundingPipeline`] returns them (``return_unknown_words``: with the caption's unknown words)."""
+        inputs = {"caption": caption, "image": image, "phrases": phrases}
+        return self.pipeline(inputs, top_k=top_k, return_unknown_words=return_unknown_words)

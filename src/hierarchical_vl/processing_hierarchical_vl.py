@@ -8,6 +8,8 @@ The functions here build the model's inputs for training, evaluation and inferen
 * `pad_regions` and `region_inputs`: per-image region features padded into one array, then ``region_features``,
   ``region_mask`` and ``region_boxes`` normalised by the image size.
 * `char_spans_to_token_spans`: character spans of phrases -> inclusive token spans.
+* `tensor_from_array`: a CPU tensor of a numpy array, copied only when the array is read-only (the memory-mapped
+  rows of a region store), so that torch never holds read-only memory.
 * `region_box_problem`: what is wrong with pixel boxes (reversed, NaN/inf, far outside the image), if anything;
   the feature readers and the processor refuse such boxes.
 
@@ -30,6 +32,7 @@ __all__ = [
     "pad_token_ids",
     "region_box_problem",
     "region_inputs",
+    "tensor_from_array",
     "text_inputs",
     "tokenize_texts",
 ]
@@ -194,6 +197,22 @@ def region_box_problem(
     return None
 
 
+def tensor_from_array(array: Any) -> torch.Tensor:
+    """A CPU tensor of ``array``: its memory when the array is writable, a copy when it is read-only.
+
+    Arrays of a `RegionFeatureStore` are read-only views of its memory map (``store[image_id]["features"]``), and
+    ``np.asarray`` of one stays read-only; ``torch.from_numpy`` of such an array would warn that the tensor may write
+    to memory it must not. Writable arrays (a padded batch) are shared without a copy.
+
+    Args:
+        array: A numpy array (or anything ``np.asarray`` takes).
+    """
+    array = np.asarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
 def region_inputs(
     features: np.ndarray,
     counts: np.ndarray,
@@ -214,7 +233,7 @@ def region_inputs(
     """
     counts = np.asarray(counts, dtype=np.int64)
     mask = (np.arange(features.shape[1])[None, :] < counts[:, None]).astype(np.int64)  # (B, T)
-    data = {"region_features": torch.from_numpy(np.asarray(features)), "region_mask": torch.from_numpy(mask)}
+    data = {"region_features": tensor_from_array(features), "region_mask": torch.from_numpy(mask)}
     if boxes is not None:
         if image_sizes is None or len(image_sizes) != len(counts):
             raise ValueError("region_boxes needs one (width, height) per image")
@@ -335,6 +354,11 @@ class HierarchicalVLProcessor(ProcessorMixin):
         if not data:
             raise ValueError("give text, region_features or both")
         return BatchFeature(data=data, tensor_type=None)
+
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` not in the tokenizer's vocabulary, read as ``<unk>`` (see
+        `HierarchicalVLTokenizer.unknown_words`)."""
+        return self.tokenizer.unknown_words(text)
 
     def _encode_text(self, texts: list[str], phrase_char_spans, max_words: int) -> dict[str, torch.Tensor]:
         for index, item in enumerate(texts):

@@ -82,6 +82,24 @@ class HierarchicalVLTokenizer(PreTrainedTokenizerFast):
         normalized = self.backend_tokenizer.normalizer.normalize_str(text)
         return [word for word, _ in self.backend_tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
 
+    def unknown_words(self, text: str) -> list[str]:
+        """The words of ``text`` that are not in the vocabulary (the model reads each as ``<unk>``).
+
+        Args:
+            text: A question, caption or sentence.
+
+        Returns:
+            The unknown words as written in ``text``, in order of appearance, each once.
+        """
+        encoded = self(text, add_special_tokens=False, return_offsets_mapping=True)
+        unknown = self.unk_token_id
+        words = (
+            text[start:end]
+            for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
+            if token == unknown
+        )
+        return list(dict.fromkeys(words))
+
 
 @dataclass
 class GloveCoverage:

@@ -129,6 +129,8 @@ def test_predict_on_the_demo_corpus(checkpoints, tmp_path):
     )
     report = json.loads(process.stdout)
     assert len(report["results"]) == 3 and all(item["answer"] in ANSWERS for item in report["results"])
+    ((asked, unknown),) = report["unknown_words"].items()  # the demo question's words the tiny vocabulary lacks
+    assert asked == question["question"] and unknown and all(word in asked for word in unknown)
     picture = Image.open(report["pictures"][0])
     assert picture.width >= 480 and picture.height > 360  # demo images are 480-640 x 360-480 pixels
 

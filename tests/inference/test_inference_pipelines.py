@@ -311,7 +311,8 @@ def test_pipeline_and_thin_predictor_give_identical_results(checkpoints, store):
     image_ids = ["img0", "img1", "img3"]
     assert retrieval.rank_images(CAPTIONS[1], image_ids) == pipe({"caption": CAPTIONS[1], "image_ids": image_ids})
     explained = retrieval.explain("img1", CAPTIONS[0])
-    assert explained == pipe({"image_id": "img1", "caption": CAPTIONS[0]}, return_attention=True)
+    pair = {"image_id": "img1", "caption": CAPTIONS[0]}
+    assert explained == pipe(pair, return_attention=True, return_unknown_words=True)
     matrix = retrieval.score(image_ids, CAPTIONS, batch_size=5)  # (3, 4)
     assert matrix.dtype == np.float32 and matrix.shape == (3, 4)
     # batch_size 5 against the default: equal up to float rounding (batch-dependent kernels).

@@ -15,7 +15,9 @@ Written from the formats of DESIGN.md section 3, under one root::
 The image ids agree across the files as in the releases: the Karpathy COCO train images are the VQA train2014
 images, its restval, val and test images are val2014 images with VQA val questions, the test2015 images have VQA
 test questions only; the Flickr30k ids of the Karpathy Flickr30k file and of Flickr30k Entities are the same images
-in the same splits. `ReleaseLayout` records what was written, so tests can assert exact example counts.
+in the same splits. As in the releases, the two corpora number their images independently: `COLLIDING_ID` is a
+COCO train image and a different Flickr30k train image (other boxes, other features). `ReleaseLayout` records what
+was written, so tests can assert exact example counts.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import numpy as np
 from hierarchical_vl.data.feature_readers import RegionFeatureRecord
 from hierarchical_vl.data.feature_writers import write_bottom_up_tsv
 
+COLLIDING_ID = 36979
+"""An id of a COCO image and of another, Flickr30k image (real Flickr30k ids this small exist)."""
 COCO_IMAGES = {
-    "train2014/train": [9, 25, 30, 34, 36, 42],
+    "train2014/train": [9, 25, 30, 34, 36, 42, COLLIDING_ID],
     "val2014/restval": [73, 74, 133],
     "val2014/val": [136, 139],
     "val2014/test": [143, 164, 192],
@@ -38,7 +42,7 @@ COCO_IMAGES = {
 }
 """COCO image ids by ``<COCO split>/<Karpathy split>`` (test2015 images are in no Karpathy split)."""
 FLICKR30K_IMAGES = {
-    "train": [1000092795, 10002456, 1000268201, 1000344755],
+    "train": [1000092795, 10002456, 1000268201, 1000344755, COLLIDING_ID],
     "val": [1000366164, 1000523639],
     "test": [1000919630, 10010052],
 }
@@ -66,6 +70,7 @@ class ReleaseLayout:
         flickr30k: Flickr30k image ids by split.
         vqa_questions: Questions per VQA split (``train``, ``val``, ``test``).
         feature_files: The feature files by release directory (``trainval``, ``test2015``, ``flickr30k``).
+        records: The region features written, by corpus (``coco``, ``flickr30k``) and image id.
     """
 
     root: Path
@@ -73,6 +78,7 @@ class ReleaseLayout:
     flickr30k: dict[str, list[int]] = field(default_factory=lambda: dict(FLICKR30K_IMAGES))
     vqa_questions: dict[str, int] = field(default_factory=dict)
     feature_files: dict[str, list[Path]] = field(default_factory=dict)
+    records: dict[str, dict[int, RegionFeatureRecord]] = field(default_factory=dict)
 
     def karpathy_coco(self, split: str) -> list[int]:
         """The COCO ids of a Karpathy split (``train``, ``restval``, ``val``, ``test``)."""
@@ -186,11 +192,14 @@ def write_release_layout(root: str | Path, *, feature_dim: int, glove_dim: int, 
     layout = ReleaseLayout(root)
     coco_ids = [i for ids in layout.coco.values() for i in ids]
     flickr_ids = [i for ids in layout.flickr30k.values() for i in ids]
-    records = {int(r.image_id): r for r in _records(rng, coco_ids + flickr_ids, feature_dim)}
+    written = _records(rng, coco_ids + flickr_ids, feature_dim)
+    layout.records["coco"] = {int(r.image_id): r for r in written[: len(coco_ids)]}
+    layout.records["flickr30k"] = records = {int(r.image_id): r for r in written[len(coco_ids) :]}
 
     # Bottom-up TSV files, split as the releases are.
     def tsv(directory: str, name: str, ids: list[int]) -> None:
-        path = write_bottom_up_tsv(root / "bottom_up" / directory / name, [records[i] for i in ids])
+        corpus = layout.records["flickr30k" if directory == "flickr30k" else "coco"]
+        path = write_bottom_up_tsv(root / "bottom_up" / directory / name, [corpus[i] for i in ids])
         layout.feature_files.setdefault(directory, []).append(path)
 
     karpathy_train = layout.karpathy_coco("train") + layout.karpathy_coco("restval")

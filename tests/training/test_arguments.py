@@ -97,3 +97,29 @@ def test_build_config_is_the_one_source_of_caps_and_layers():
     assert config.vocab_size == len(tokenizer) and config.id2label == {0: "yes", 1: "no"}
     single = load_training_arguments("single_grounding", ["model_overrides.task_layers.retrieval=4"])
     assert build_config(single, tokenizer, []).task_layers == {"grounding": 2}  # only the trained tasks
+
+
+def test_corpus_fields_are_checked():
+    args = load_training_arguments(
+        "demo",
+        [
+            "data.features={coco: [bottom_up/trainval], flickr30k: bottom_up/flickr30k}",
+            "data.captions_file={coco: a.json, flickr30k: b.json}",
+            "data.caption_eval_corpus=flickr30k",
+            "data.task_corpora={vqa: coco, grounding: flickr30k}",
+        ],
+    )
+    assert args.data.features == {"coco": ["bottom_up/trainval"], "flickr30k": "bottom_up/flickr30k"}
+    assert args.data.task_corpora == {"vqa": "coco", "grounding": "flickr30k"}
+    for override, problem in (
+        ("data.task_corpora={captioning: coco}", "unknown task"),
+        ("data.task_corpora={vqa: co/co}", "not a corpus name"),
+        ("data.features={co co: x}", "not a corpus name"),
+        ("data.features={}", "names no corpus"),
+        ("data.caption_eval_corpus=coco", None),
+    ):
+        if problem is None:
+            assert load_training_arguments("demo", [override]).data.caption_eval_corpus == "coco"
+            continue
+        with pytest.raises(ValueError, match=problem):
+            load_training_arguments("demo", [override])

@@ -9,8 +9,9 @@ A store is a directory:
   ``sizes`` (N, 2) float32 image width and height;
 * ``store.json`` -- format version, counts, feature width, sources, the identity of each source when it was
   converted (``source_identity``: path, size, modification time and a hash of its first and last MiB, see
-  [`source_identity`]), the records skipped while converting and ``sha256``, the SHA-256 of each data file
-  (absent in stores of older versions; ``hvl features verify`` recomputes them).
+  [`source_identity`]), the corpus of each source when the sources were named per corpus (``source_corpora``: the
+  store's ids are then corpus image ids, ``coco/42``), the records skipped while converting and ``sha256``, the
+  SHA-256 of each data file (absent in stores of older versions; ``hvl features verify`` recomputes them).
 
 Opening a store validates its metadata and index (counts, offsets, duplicate ids, file lengths) without reading the
 features. The directory is written under a temporary name next to the destination and renamed into place when
@@ -21,6 +22,7 @@ second conversion into the same destination fails at once ([`StoreBusyError`]), 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,6 +40,7 @@ except ImportError:  # elsewhere there is no lock
     fcntl = None
 
 from ..atomic_files import DiskFullError, discard, disk_full, file_sha256, publish, temporary_sibling
+from .corpora import corpus_image_id
 from .feature_readers import (
     RegionFeatureError,
     RegionFeatureRecord,
@@ -683,6 +686,7 @@ def convert_region_features(
     numeric_ids: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    corpora: Sequence[str | None] | None = None,
 ) -> ConversionReport:
     """Converts one or more region-feature sources (e.g. the split TSV files of a release) into one store.
 
@@ -695,6 +699,9 @@ def convert_region_features(
         numeric_ids: Reduce image ids to their trailing number (``COCO_val2014_000000000042`` -> ``42``).
         overwrite: Replace an existing store.
         progress: Show a progress bar per source.
+        corpora: The corpus of each source (``None`` for none): its images are stored under their corpus image
+            id (``flickr30k/36979``, see `~hierarchical_vl.data.corpora.corpus_image_id`), so that two corpora may
+            number images alike; recorded in ``store.json`` as ``source_corpora``.
 
     Returns:
         A [`ConversionReport`].
@@ -708,16 +715,17 @@ def convert_region_features(
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [Path(s) for s in sources]
+    if corpora is not None and len(corpora) != len(sources):
+        raise ValueError(f"got {len(sources)} region-feature sources but corpora for {len(corpora)}")
     identity = source_identity(sources)  # before reading: a source edited meanwhile then reads as changed
-    writer = RegionFeatureStoreWriter(
-        destination,
-        feature_dim=feature_dim,
-        overwrite=overwrite,
-        metadata={"sources": [str(s) for s in sources], "source_identity": identity},
-    )
+    metadata: dict[str, Any] = {"sources": [str(s) for s in sources], "source_identity": identity}
+    if corpora is not None and any(corpus is not None for corpus in corpora):
+        metadata["source_corpora"] = list(corpora)
+    writer = RegionFeatureStoreWriter(destination, feature_dim=feature_dim, overwrite=overwrite, metadata=metadata)
     with writer:
         first_seen: dict[str, str] = {}
-        for source in sources:
+        for number, source in enumerate(sources):
+            corpus = corpora[number] if corpora is not None else None
             reader = open_region_feature_reader(
                 source, format, feature_dim=writer.feature_dim, skip_bad=skip_bad, numeric_ids=numeric_ids
             )
@@ -735,6 +743,8 @@ def convert_region_features(
                     reader.progress_callback = bar.update
                     for record in reader:
                         read += 1
+                        if corpus is not None:
+                            record = dataclasses.replace(record, image_id=corpus_image_id(corpus, record.image_id))
                         if record.image_id in first_seen:
                             where = f"image {record.image_id!r}"
                             problem = f"duplicate image id (already in {first_seen[record.image_id]})"

@@ -122,6 +122,25 @@ def _priors(
     )
 
 
+def _features_argument(values: list[str] | None) -> Any:
+    """``--features`` as `CorpusLayout` takes it: one path, a list, or a mapping corpus -> paths (``CORPUS=PATH``).
+
+    Raises:
+        ValueError: If some values name a corpus and others do not.
+    """
+    if not values:
+        return "features/region_features.tsv"
+    named = [value.partition("=") for value in values]
+    if not any(separator for _, separator, _ in named):
+        return values[0] if len(values) == 1 else list(values)
+    if not all(separator for _, separator, _ in named):
+        raise ValueError(f"--features: name the corpus of every source (CORPUS=PATH) or of none, got {values}")
+    features: dict[str, list[str]] = {}
+    for corpus, _, path in named:
+        features.setdefault(corpus, []).append(path)
+    return features
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from ..loading import load_checkpoint as load_model
     from ..loading import load_processor
@@ -138,7 +157,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model.to(device).eval()
     layout = CorpusLayout(
         root=args.data_dir,
-        features=args.features or "features/region_features.tsv",
+        features=_features_argument(args.features),
         vqa_dir=args.vqa_dir or "vqa",
         captions_file=args.captions_file,
         entities_dir=args.entities_dir or "flickr30k_entities",
@@ -325,9 +344,13 @@ def add_commands(subparsers: Any) -> None:
     parser.add_argument("--max-regions", type=int, default=None, help="regions per image (default: the model's)")
     parser.add_argument(
         "--features",
+        action="append",
         default=None,
+        metavar="[CORPUS=]PATH",
         help="region features under DIR (default features/region_features.tsv; a store directory "
-        "is used as is, other formats are converted once)",
+        "is used as is, other formats are converted once); repeat for several sources, and name each one's corpus "
+        "(--features coco=bottom_up/trainval --features flickr30k=bottom_up/flickr30k) to convert them into one "
+        "store keyed by corpus, where each task reads the images of its own corpus",
     )
     parser.add_argument("--features-store", default=None, help="where converted region features go")
     parser.add_argument("--vqa-dir", default=None, help="VQA 2.0 directory under DIR (default vqa)")

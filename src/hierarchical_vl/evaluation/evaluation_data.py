@@ -13,6 +13,14 @@ sources converted into one store, as the releases come (`feature_sources`): a li
 (``bottom_up/trainval/*.tsv*``) or a directory of TSV shards (``bottom_up/trainval``). Training reads its splits
 through the same `CorpusLayout` (built from its data arguments) and opens the store with `open_region_store`.
 
+COCO and Flickr30k number their images independently, so features of both are named per corpus, a mapping
+``{coco: [bottom_up/trainval], flickr30k: bottom_up/flickr30k}`` (`corpus_feature_sources`): they are converted
+into one store keyed by corpus image id (``coco/36979``, ``flickr30k/36979``; see ``hierarchical_vl.data.corpora``)
+and each task's annotation rows get the image ids of their corpus (`CorpusLayout.task_corpus`: VQA on COCO,
+Flickr30k Entities on Flickr30k, retrieval on the corpus of each Karpathy file). Retrieval may read several
+Karpathy files, ``{coco: dataset_coco.json, flickr30k: dataset_flickr30k.json}`` (`CorpusLayout.caption_files`):
+training takes the union, evaluation one of them (``caption_eval_corpus``).
+
 The file formats differ per task (VQA 2.0 JSON, a Karpathy split file, the Flickr30k Entities folders), so this is
 the one place that knows, per task, where its annotations lie in a corpus and which loader reads them.
 """
@@ -21,9 +29,10 @@ from __future__ import annotations
 
 import copy
 import glob
+import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +45,19 @@ from ..data import (
     load_karpathy_captions,
     load_vqa,
 )
+from ..data.corpora import DEFAULT_TASK_CORPORA, check_corpus_name, with_corpus_image_ids
 from ..data.feature_store import source_changes
 from ..tasks import TASK_SPECS, task_spec
+from .protocols import CAPTION_CORPORA, caption_corpus
 
-__all__ = ["CorpusLayout", "EvaluationData", "feature_sources", "load_evaluation_data", "open_region_store"]
+__all__ = [
+    "CorpusLayout",
+    "EvaluationData",
+    "corpus_feature_sources",
+    "feature_sources",
+    "load_evaluation_data",
+    "open_region_store",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +69,11 @@ _SEVERAL_SOURCES_STORE = "region_features.store"
 
 FeatureSources = str | os.PathLike | Sequence[str | os.PathLike]
 """One region-feature source, or several converted into one store (see `feature_sources`)."""
+CorpusFeatureSources = Mapping[str, FeatureSources]
+"""Region-feature sources named per corpus, converted into one store keyed by corpus image id (see
+`corpus_feature_sources`)."""
+CaptionFiles = str | os.PathLike | Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike]
+"""One Karpathy file, several (each of its own corpus) or a mapping corpus -> file (`CorpusLayout.caption_files`)."""
 
 
 def _is_glob(value: str | os.PathLike) -> bool:
@@ -109,7 +132,51 @@ def feature_sources(features: FeatureSources, root: str | os.PathLike | None = N
     return sources
 
 
-def _default_store_path(features: FeatureSources, sources: list[Path], root: str | os.PathLike | None) -> Path:
+def corpus_feature_sources(
+    features: CorpusFeatureSources, root: str | os.PathLike | None = None
+) -> list[tuple[str, Path]]:
+    """The ``(corpus, source)`` pairs of region features named per corpus, in conversion order.
+
+    Each corpus's value is anything `feature_sources` takes (a file, a list, a glob, a directory of TSV shards).
+
+    Args:
+        features: Corpus name -> its sources, e.g. ``{"coco": ["bottom_up/trainval"], "flickr30k":
+            "bottom_up/flickr30k"}``.
+        root: Base directory of relative items.
+
+    Raises:
+        ValueError: If the mapping is empty, a key is not a corpus name, or a corpus names a region store (a store
+            is not converted again: name the files it was converted from).
+    """
+    if not features:
+        raise ValueError("no corpus named in the region features mapping")
+    pairs: list[tuple[str, Path]] = []
+    for corpus, items in features.items():
+        check_corpus_name(corpus, "region features key")
+        sources = feature_sources(items, root)
+        stores = [source for source in sources if (source / _STORE_MARKER).exists()]
+        if stores:
+            raise ValueError(
+                f"the {corpus} region features name the region store {stores[0]}: a store is not converted again; "
+                "name the files it was converted from, or give the one store keyed by corpus alone"
+            )
+        pairs.extend((corpus, source) for source in sources)
+    return pairs
+
+
+def _store_corpora(path: Path) -> list[str | None] | None:
+    """The ``source_corpora`` a store at ``path`` recorded (``None`` for none, or when ``path`` is no store)."""
+    try:
+        metadata = json.loads((path / _STORE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    corpora = metadata.get("source_corpora") if isinstance(metadata, dict) else None
+    return list(corpora) if isinstance(corpora, list) and any(corpora) else None
+
+
+def _default_store_path(
+    features: FeatureSources | CorpusFeatureSources, sources: list[Path], root: str | os.PathLike | None
+) -> Path:
     """``<features>.store`` next to one named file or directory (a directory of shards included), else
     ``region_features.store`` in the sources' common directory."""
     if isinstance(features, (str, os.PathLike)) and not _is_glob(features):
@@ -127,18 +194,26 @@ class CorpusLayout:
     Args:
         root: The corpus directory.
         features: Region features: a `RegionFeatureStore` directory, a file/directory the feature readers know, a
-            glob or a directory of TSV shards, or a list of these converted into one store (`feature_sources`).
+            glob or a directory of TSV shards, or a list of these converted into one store (`feature_sources`);
+            or a mapping corpus -> such sources (`corpus_feature_sources`), converted into one store keyed by
+            corpus image id, whose images each task looks up in its own corpus.
         vqa_dir: Directory with the official VQA 2.0 JSON files.
         captions_file: Karpathy split file; by default ``captions/dataset_coco.json`` or
-            ``captions/dataset_flickr30k.json``, whichever exists.
+            ``captions/dataset_flickr30k.json``, whichever exists. Several files (a list, or a mapping corpus ->
+            file) are several caption corpora (`caption_files`).
         entities_dir: Flickr30k Entities directory.
+        task_corpora: The corpus of each task's images where it is not the default (`DEFAULT_TASK_CORPORA`:
+            VQA ``coco``, grounding ``flickr30k``; retrieval: the corpus of its Karpathy file).
+        caption_eval_corpus: The caption corpus that retrieval evaluates (default: the first of `caption_files`).
     """
 
     root: str | os.PathLike = "."
-    features: FeatureSources = "features/region_features.tsv"
+    features: FeatureSources | CorpusFeatureSources = "features/region_features.tsv"
     vqa_dir: str | os.PathLike = "vqa"
-    captions_file: str | os.PathLike | None = None
+    captions_file: CaptionFiles | None = None
     entities_dir: str | os.PathLike = "flickr30k_entities"
+    task_corpora: Mapping[str, str] | None = None
+    caption_eval_corpus: str | None = None
 
     def path(self, value: str | os.PathLike) -> Path:
         """``value`` resolved against ``root``."""
@@ -146,22 +221,98 @@ class CorpusLayout:
         return path if path.is_absolute() else Path(self.root) / path
 
     def captions_path(self) -> Path:
-        """The Karpathy split file."""
-        if self.captions_file is not None:
+        """The Karpathy split file evaluated (of `caption_eval_corpus` when there are several)."""
+        if self.captions_file is None:
+            for name in _CAPTION_FILES:
+                candidate = self.path(Path("captions") / name)
+                if candidate.exists():
+                    return candidate
+            return self.path(Path("captions") / _CAPTION_FILES[0])
+        if isinstance(self.captions_file, (str, os.PathLike)):
             return self.path(self.captions_file)
-        for name in _CAPTION_FILES:
-            candidate = self.path(Path("captions") / name)
-            if candidate.exists():
-                return candidate
-        return self.path(Path("captions") / _CAPTION_FILES[0])
+        return self.caption_files()[self.task_corpus("retrieval")]
 
-    def task_path(self, task: str) -> Path:
-        """Where the annotations of ``task`` are: the VQA directory, the Karpathy file or the Entities directory."""
+    @property
+    def corpus_keyed(self) -> bool:
+        """Whether the region store keys images by corpus image id (``coco/42``): the features are named per corpus,
+        or are one store converted so."""
+        if isinstance(self.features, Mapping):
+            return True
+        if isinstance(self.features, (str, os.PathLike)):
+            return _store_corpora(self.path(self.features)) is not None
+        return False
+
+    def caption_files(self) -> dict[str, Path]:
+        """The Karpathy file of each caption corpus, in order: the mapping's names; for files not named, the
+        corpus the file holds (`~hierarchical_vl.evaluation.protocols.caption_corpus`; ``task_corpora.retrieval``
+        names one file's corpus).
+
+        Raises:
+            ValueError: If two files hold the same corpus without names, or a name is not a corpus name.
+        """
+        files = self.captions_file
+        if isinstance(files, Mapping):
+            if not files:
+                raise ValueError("no caption corpus named in the captions_file mapping")
+            return {check_corpus_name(corpus, "captions_file key"): self.path(path) for corpus, path in files.items()}
+        if files is None or isinstance(files, (str, os.PathLike)):
+            path = self.captions_path()
+            configured = (self.task_corpora or {}).get("retrieval")
+            return {configured or self._file_corpus(path): path}
+        if not files:
+            raise ValueError("no Karpathy file in the captions_file list")
+        result: dict[str, Path] = {}
+        for item in files:
+            path = self.path(item)
+            corpus = self._file_corpus(path)
+            if corpus in result:
+                raise ValueError(
+                    f"the Karpathy files {result[corpus]} and {path} both hold {corpus} captions: name each corpus "
+                    "(captions_file: {name: file, ...})"
+                )
+            result[corpus] = path
+        return result
+
+    @staticmethod
+    def _file_corpus(path: Path) -> str:
+        if path.exists():
+            return caption_corpus(path)
+        return next((corpus for corpus in CAPTION_CORPORA if corpus in path.name.lower()), CAPTION_CORPORA[0])
+
+    def task_corpus(self, task: str) -> str:
+        """The corpus of the images that the evaluated annotations of ``task`` refer to.
+
+        Retrieval: ``caption_eval_corpus`` (default: the first of `caption_files`); the other tasks:
+        ``task_corpora`` or `DEFAULT_TASK_CORPORA`.
+
+        Raises:
+            ValueError: If ``caption_eval_corpus`` names none of the caption corpora.
+        """
+        task_spec(task)
+        if task != "retrieval":
+            return (self.task_corpora or {}).get(task) or DEFAULT_TASK_CORPORA[task]
+        corpora = list(self.caption_files())
+        if self.caption_eval_corpus is None:
+            return corpora[0]
+        if self.caption_eval_corpus not in corpora:
+            raise ValueError(
+                f"caption_eval_corpus {self.caption_eval_corpus!r} is none of the caption corpora {corpora}"
+            )
+        return self.caption_eval_corpus
+
+    def corpora(self, task: str) -> list[str]:
+        """The corpora whose annotations of ``task`` training reads: every caption corpus for retrieval, the
+        task's corpus otherwise."""
+        return list(self.caption_files()) if task == "retrieval" else [self.task_corpus(task)]
+
+    def task_path(self, task: str, corpus: str | None = None) -> Path:
+        """Where the annotations of ``task`` are: the VQA directory, the Karpathy file (of ``corpus``, by default
+        the evaluated one) or the Entities directory."""
         task_spec(task)
         if task == "vqa":
             return self.path(self.vqa_dir)
         if task == "retrieval":
-            return self.captions_path()
+            return self.captions_path() if corpus is None else self.caption_files()[corpus]
         if task == "grounding":
             return self.path(self.entities_dir)
         raise ValueError(f"the corpus layout has no annotations of {task!r}")
@@ -178,8 +329,12 @@ class CorpusLayout:
         answer_vocab: list[str] | None = None,
         answer_normalizer: Any = None,
         streaming: bool = False,
+        corpus: str | None = None,
     ) -> Any:
         """The annotation rows of one split of ``task`` (``datasets`` rows, as the ``load_*`` functions give).
+
+        When the store keys images by corpus (`corpus_keyed`), each row's ``image_id`` is its corpus image id
+        (``coco/42``, `~hierarchical_vl.data.corpora.with_corpus_image_ids`).
 
         Args:
             task: The task.
@@ -189,16 +344,22 @@ class CorpusLayout:
             answer_normalizer: How VQA answers are compared with the pool's for the soft labels (the loader's
                 default when ``None``); the one the pool was counted with.
             streaming: Stream the files instead of building map-style datasets.
+            corpus: The caption corpus to read (retrieval; default: the evaluated one, `task_corpus`).
         """
-        path = self.task_path(task)
+        if corpus is not None and task != "retrieval" and corpus != self.task_corpus(task):
+            raise ValueError(f"{task} annotations are of the {self.task_corpus(task)} corpus, not {corpus!r}")
+        corpus = corpus or self.task_corpus(task)
+        path = self.task_path(task, corpus)
         if task == "vqa":
             if answer_vocab is None:
                 raise ValueError("reading VQA needs the answer pool (answer_vocab)")
             options = {} if answer_normalizer is None else {"normalize": answer_normalizer}
-            return load_vqa(path, split=split, answer_vocab=answer_vocab, streaming=streaming, **options)
-        if task == "retrieval":
-            return load_karpathy_captions(path, split=split, streaming=streaming)
-        return load_flickr30k_entities(path, split=split, streaming=streaming)
+            rows = load_vqa(path, split=split, answer_vocab=answer_vocab, streaming=streaming, **options)
+        elif task == "retrieval":
+            rows = load_karpathy_captions(path, split=split, streaming=streaming)
+        else:
+            rows = load_flickr30k_entities(path, split=split, streaming=streaming)
+        return with_corpus_image_ids(rows, corpus) if self.corpus_keyed else rows
 
 
 @dataclass
@@ -229,7 +390,7 @@ class EvaluationData:
 
 
 def open_region_store(
-    features: FeatureSources,
+    features: FeatureSources | CorpusFeatureSources,
     store_path: str | os.PathLike | None = None,
     progress: bool = True,
     *,
@@ -246,7 +407,9 @@ def open_region_store(
     Args:
         features: A store directory, or the sources to convert (see `feature_sources`): a file/directory in a
             format the feature readers know, a glob, a directory of TSV shards, or a list of these, converted
-            together into one store.
+            together into one store; or a mapping corpus -> such sources (`corpus_feature_sources`), converted
+            into one store whose keys are corpus image ids (``flickr30k/36979``). A store converted with other
+            corpora (or none) is converted again.
         store_path: Where the converted store goes (default: ``<features>.store`` next to one named source,
             ``region_features.store`` in the common directory of several).
         progress: Show the conversion's progress bar.
@@ -259,21 +422,39 @@ def open_region_store(
         FileNotFoundError: If there is nothing at a source, or a glob matches nothing.
         ValueError: If a store given directly is older than the sources it was converted from.
     """
-    sources = feature_sources(features, root)
-    if len(sources) == 1 and (sources[0] / _STORE_MARKER).exists():
-        return _checked_store(sources[0])
+    corpora: list[str | None] | None = None
+    if isinstance(features, Mapping):
+        pairs = corpus_feature_sources(features, root)
+        sources, corpora = [source for _, source in pairs], [corpus for corpus, _ in pairs]
+    else:
+        sources = feature_sources(features, root)
+        if len(sources) == 1 and (sources[0] / _STORE_MARKER).exists():
+            return _checked_store(sources[0])
     for source in sources:
         if not source.exists():
             raise FileNotFoundError(f"no region features at {source}")
-    convert = sources[0] if len(sources) == 1 else sources  # one source: recorded exactly as before
+    one = len(sources) == 1 and corpora is None
+    convert = sources[0] if one else sources  # one source: recorded exactly as before
     shown = sources[0] if len(sources) == 1 else f"{len(sources)} feature sources ({sources[0]}, ...)"
     destination = Path(store_path) if store_path is not None else _default_store_path(features, sources, root)
     if not (destination / _STORE_MARKER).exists():
         logger.info("converting %s into the region store %s", shown, destination)
-        convert_region_features(convert, destination, progress=progress)
+        convert_region_features(convert, destination, progress=progress, corpora=corpora)
         return RegionFeatureStore(destination)
     store = RegionFeatureStore(destination)
     recorded = store.metadata.get("source_identity")
+    recorded_corpora = _store_corpora(destination)
+    if recorded_corpora != corpora:
+        logger.warning(
+            "the region store %s was converted for the corpora %s, not %s: converting %s again",
+            destination,
+            recorded_corpora,
+            corpora,
+            shown,
+        )
+        del store
+        convert_region_features(convert, destination, overwrite=True, progress=progress, corpora=corpora)
+        return RegionFeatureStore(destination)
     if recorded is None:
         logger.warning(
             "the region store %s records no identity of its sources (written by an older version): it is used as "
@@ -287,7 +468,7 @@ def open_region_store(
         return store
     logger.warning("%s changed since %s was converted (%s): converting again", shown, destination, "; ".join(changes))
     del store
-    convert_region_features(convert, destination, overwrite=True, progress=progress)
+    convert_region_features(convert, destination, overwrite=True, progress=progress, corpora=corpora)
     return RegionFeatureStore(destination)
 
 
@@ -300,10 +481,14 @@ def _checked_store(path: Path) -> RegionFeatureStore:
         return store  # an older store, or sources moved away: nothing to compare with
     changes = source_changes(recorded, sources)
     if changes:
-        raise ValueError(
-            f"the region store {path} is stale: {'; '.join(changes)}; convert again with "
-            f"`hvl features convert {' '.join(sources)} {path} --overwrite`"
+        corpora = _store_corpora(path)
+        again = (
+            f"name its sources per corpus ({', '.join(dict.fromkeys(str(c) for c in corpora))}) as the features, "
+            "which converts them again into a store keyed by corpus"
+            if corpora is not None
+            else f"`hvl features convert {' '.join(sources)} {path} --overwrite`"
         )
+        raise ValueError(f"the region store {path} is stale: {'; '.join(changes)}; convert again: {again}")
     return store
 
 

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from ..atomic_files import atomic_path, write_text_atomic
 from ..modeling_hierarchical_vl import CoAttentionTerms, SummaryNetwork
+from ..processing_hierarchical_vl import tensor_from_array
 
 __all__ = [
     "FIRST_STAGES",
@@ -101,7 +102,7 @@ class ScoringStats:
 
 
 def _as_tensor(value: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
-    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    tensor = value if isinstance(value, torch.Tensor) else tensor_from_array(value)
     return tensor if dtype is None else tensor.to(dtype)
 
 

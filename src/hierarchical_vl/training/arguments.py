@@ -24,6 +24,7 @@ import yaml
 
 from ..atomic_files import write_text_atomic
 from ..data.collators import NEGATIVE_MINING
+from ..data.corpora import check_corpus_name
 from ..tasks import TASK_SPECS
 
 __all__ = [
@@ -107,12 +108,25 @@ class DataArguments:
         features: Region features: a ``RegionFeatureStore`` directory, or a file/directory in one of the readers'
             formats (bottom-up TSV, HDF5, npz directory, LMDB), converted once into ``features_store``; also a glob
             (``bottom_up/trainval/*.tsv*``), a directory of TSV shards (``bottom_up/trainval``) or a list of these
-            (COCO and Flickr30k files apart), all converted into the one store, which reconverts when any of
-            them changes (``hierarchical_vl.evaluation.evaluation_data.feature_sources``).
-        features_store: Where a converted store is kept (default: next to ``features`` with ``.store``; for a glob
-            or a list, ``region_features.store`` in the sources' common directory).
+            converted into the one store, which reconverts when any of them changes
+            (``hierarchical_vl.evaluation.evaluation_data.feature_sources``). COCO and Flickr30k number their
+            images alike (a Flickr30k image 36979 is not the COCO image 36979): name the sources per corpus,
+            ``{coco: [bottom_up/trainval], flickr30k: bottom_up/flickr30k}``, and the store keys each image by its
+            corpus (``coco/36979``, ``flickr30k/36979``), each task looking up the images of its own corpus
+            (``task_corpora``); contamination is then checked within each corpus.
+        features_store: Where a converted store is kept (default: next to ``features`` with ``.store``; for a glob,
+            a list or a mapping, ``region_features.store`` in the sources' common directory).
         vqa_dir: Directory with the official VQA 2.0 question and annotation JSON files.
-        captions_file: Karpathy split file (``dataset_coco.json`` or ``dataset_flickr30k.json``).
+        captions_file: Karpathy split file (``dataset_coco.json`` or ``dataset_flickr30k.json``), or several
+            caption corpora that retrieval trains on together: a mapping corpus -> file (``{coco:
+            karpathy/dataset_coco.json, flickr30k: karpathy/dataset_flickr30k.json}``) or a list of files (each
+            named by the corpus it holds). ``caption_train_splits`` applies to each; ``caption_eval_corpus`` is the
+            one evaluated.
+        caption_eval_corpus: The caption corpus retrieval evaluates when ``captions_file`` names several (default:
+            the first).
+        task_corpora: The corpus of each task's images where it differs from the default (``vqa: coco``,
+            ``grounding: flickr30k``; retrieval: the corpus of each Karpathy file, or ``task_corpora.retrieval`` for
+            a single file); ``None`` keeps the defaults.
         entities_dir: Flickr30k Entities directory (``Sentences/``, ``Annotations/``, split lists).
         vqa_train_splits: VQA splits trained on (``train``; add ``val`` for the paper's run 2).
         vqa_eval_split: VQA split evaluated.
@@ -148,10 +162,12 @@ class DataArguments:
     """
 
     root: str = "demo_corpus"
-    features: str | list[str] = "features/region_features.tsv"
+    features: str | list[str] | dict[str, str | list[str]] = "features/region_features.tsv"
     features_store: str | None = None
     vqa_dir: str = "vqa"
-    captions_file: str = "captions/dataset_coco.json"
+    captions_file: str | list[str] | dict[str, str] = "captions/dataset_coco.json"
+    caption_eval_corpus: str | None = None
+    task_corpora: dict[str, str] | None = None
     entities_dir: str = "flickr30k_entities"
     vqa_train_splits: list[str] = field(default_factory=lambda: ["train"])
     vqa_eval_split: str = "val"
@@ -300,10 +316,38 @@ class TrainingArguments:
             )
         if not isinstance(self.data.retrieval_negatives, int) or self.data.retrieval_negatives < 0:
             raise ValueError(f"data.retrieval_negatives must be an integer >= 0, got {self.data.retrieval_negatives!r}")
+        self._validate_corpora()
         cap = self.data.eval_max_images
         if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 0):
             raise ValueError(f"data.eval_max_images must be a non-negative integer (0: every image), got {cap!r}")
         self.evaluation_protocol()
+
+    def _validate_corpora(self) -> None:
+        """Raise ``ValueError`` for corpus names that cannot be (``data.features``, ``data.captions_file`` keys,
+        ``data.caption_eval_corpus``, ``data.task_corpora``)."""
+        data = self.data
+        for field_name in ("features", "captions_file"):
+            value = getattr(data, field_name)
+            if isinstance(value, dict):
+                if not value:
+                    raise ValueError(f"data.{field_name}: the mapping names no corpus")
+                for corpus in value:
+                    check_corpus_name(corpus, f"data.{field_name} key")
+        if data.caption_eval_corpus is not None:
+            check_corpus_name(data.caption_eval_corpus, "data.caption_eval_corpus")
+            if isinstance(data.captions_file, dict) and data.caption_eval_corpus not in data.captions_file:
+                raise ValueError(
+                    f"data.caption_eval_corpus {data.caption_eval_corpus!r} is none of the caption corpora "
+                    f"{list(data.captions_file)}"
+                )
+        if data.task_corpora is not None:
+            if not isinstance(data.task_corpora, dict):
+                raise ValueError(f"data.task_corpora must map tasks to corpora, got {data.task_corpora!r}")
+            unknown = sorted(set(data.task_corpora) - set(TASK_SPECS))
+            if unknown:
+                raise ValueError(f"data.task_corpora: unknown task(s) {unknown}; known tasks are {list(TASK_SPECS)}")
+            for task, corpus in data.task_corpora.items():
+                check_corpus_name(corpus, f"data.task_corpora.{task}")
 
     def evaluation_protocol(self) -> Any:
         """The run's `EvaluationProtocol`: ``protocol`` with the data arguments' overrides (named in its name).
@@ -420,6 +464,8 @@ ADDED_FIELD_DEFAULTS: dict[str, Any] = {
     "data.eval_max_images": None,
     "data.answer_pool_splits": None,
     "data.answer_normalization": None,
+    "data.caption_eval_corpus": None,
+    "data.task_corpora": None,
 }
 """Fields added after version 0.1 with the value a run saved without them had (their absence is no difference)."""
 

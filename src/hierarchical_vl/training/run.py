@@ -93,6 +93,8 @@ def _layout(args: TrainingArguments) -> CorpusLayout:
         vqa_dir=data.vqa_dir,
         captions_file=data.captions_file,
         entities_dir=data.entities_dir,
+        task_corpora=data.task_corpora,
+        caption_eval_corpus=data.caption_eval_corpus,
     )
 
 
@@ -122,6 +124,27 @@ def _answer_pool(args: TrainingArguments, layout: CorpusLayout) -> list[str]:
             f"(data.min_answer_frequency={frequency})"
         )
     return answers
+
+
+def _check_corpora_apart(task: str, parts: list[tuple[str, SplitImages]], layout: CorpusLayout) -> None:
+    """Refuse training ``task`` on corpora whose image ids meet in one store that does not key them by corpus.
+
+    Args:
+        task: The task.
+        parts: The training splits of the task's corpora, as ``(corpus, images)``.
+        layout: The corpus layout.
+    """
+    if layout.corpus_keyed or len({corpus for corpus, _ in parts}) < 2:
+        return
+    owners: dict[str, str] = {}
+    for corpus, part in parts:
+        for image_id in part.image_ids:
+            if owners.setdefault(image_id, corpus) != corpus:
+                raise ValueError(
+                    f"{task}: image id {image_id} is in both the {owners[image_id]} and the {corpus} annotations, "
+                    "and the region features do not keep corpora apart: name them per corpus (data.features: "
+                    "{coco: ..., flickr30k: ...})"
+                )
 
 
 def _concatenate(parts: list) -> Any:
@@ -204,17 +227,25 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
     normalizer = protocol.answer_normalizer() if protocol.answer_normalization != "text" else None
     train_rows: dict[str, Any] = {}
     eval_rows: dict[str, Any] = {}
+    splits: list[SplitImages] = []
     for task in needed:
         train_splits, eval_split = data.splits(task)
         read = {"answer_vocab": answer_vocab, "answer_normalizer": normalizer}
         if task in trained:
-            parts = [layout.read_split(task, split, **read) for split in train_splits]
+            parts, images = [], []
+            for corpus in layout.corpora(task):  # retrieval: every caption corpus, each with the training splits
+                for split in train_splits:
+                    parts.append(layout.read_split(task, split, corpus=corpus, **read))
+                    images.append((corpus, SplitImages.from_rows(task, f"{split} ({corpus})", "train", parts[-1])))
+            _check_corpora_apart(task, images, layout)
+            splits += [part for _, part in images]
             train_rows[task] = _concatenate(parts)
         if task in evaluated:
             eval_rows[task] = first_images(layout.read_split(task, eval_split, **read), protocol.eval_max_images)
-
-    splits = [SplitImages.from_rows(task, "train", "train", rows) for task, rows in train_rows.items()]
-    splits += [SplitImages.from_rows(task, "eval", "eval", rows) for task, rows in eval_rows.items()]
+            corpus = layout.task_corpus(task)
+            splits.append(SplitImages.from_rows(task, f"{eval_split} ({corpus})", "eval", eval_rows[task]))
+    # Images are compared by the ids their features are looked up under: corpus image ids (coco/42) when the
+    # features are named per corpus, so only within a corpus; with one unnamed source an id is one image for all.
     report = check_contamination(splits, allow=data.allow_contamination)
     if report:
         logger.warning("allowed by data.allow_contamination: %s", report.format())
