@@ -11,8 +11,10 @@ mode without autograd. Measured, in one run:
   pass), in predictions per second (median over ``--batch-repeats`` batches after one warm-up batch).
 
     python benchmarks/bench_predict.py                 # paper-size model, about a minute on a 2-core CPU
-    python benchmarks/bench_predict.py --quick         # tiny model, a few repeats: a smoke run
-    python benchmarks/bench_predict.py --device cuda --batch-size 256
+    python benchmarks/bench_predict.py --quick         # tiny model, a few repeats: a smoke run (or --smoke)
+    python benchmarks/bench_predict.py --device cuda --batch-size 256 --json predict.json
+
+``--json`` alone prints the figures as JSON only; ``--json PATH`` writes them there (and prints the report).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +36,7 @@ from hierarchical_vl import (
     HierarchicalVLProcessor,
     HierarchicalVLTokenizer,
 )
+from hierarchical_vl.atomic_files import write_text_atomic
 from hierarchical_vl.pipelines import ImageRegions, VQAPredictor
 
 QUESTION = "what colour is the umbrella that the woman is holding"  # 10 words
@@ -75,8 +79,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--batch-repeats", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="tiny model and few repeats (smoke run)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
+    parser.add_argument("--quick", "--smoke", action="store_true", help="tiny model and few repeats (smoke run)")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="write the figures as JSON to PATH; without PATH, print them as JSON only",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.preset = args.preset or "tiny"
@@ -133,9 +144,12 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_latency_ms": 1000 * batch_s,
         "throughput_per_s": args.batch_size / batch_s,
     }
-    if args.json:
+    if args.json == "-":
         print(json.dumps(figures))
         return figures
+    if args.json is not None:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.json, json.dumps(figures, indent=2))
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
         f"{torch.__version__}, {figures['torch_threads']} threads, device {device}"

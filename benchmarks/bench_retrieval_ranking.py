@@ -23,12 +23,14 @@ fast path plus its per-item encoding time:
         --batch-size 4096 --reference-images 4
     python benchmarks/bench_retrieval_ranking.py --quick              # a few seconds, tiny model (smoke test)
 
-Add ``--record benchmarks/RESULTS.md`` to append the figures, the command, the machine and the date.
+``--smoke`` is ``--quick``. Add ``--record benchmarks/RESULTS.md`` to append the figures, the command, the machine
+and the date, ``--json PATH`` to write them as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -40,6 +42,7 @@ import numpy as np
 import torch
 
 from hierarchical_vl import HierarchicalVLConfig, HierarchicalVLForImageTextRetrieval
+from hierarchical_vl.atomic_files import write_text_atomic
 from hierarchical_vl.evaluation import RetrievalScorer
 
 COCO_1K_PAIRS = 5 * 1000 * 5000
@@ -65,8 +68,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="precision of the fast path")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--quick", action="store_true", help="tiny model, few pairs, one round")
+    parser.add_argument("--quick", "--smoke", action="store_true", help="tiny model, few pairs, one round")
     parser.add_argument("--record", type=Path, default=None, help="append the results to this Markdown file")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the figures here as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.preset, args.images, args.captions, args.rounds, args.batch_size = "tiny", 3, 5, 1, 8
@@ -205,6 +209,35 @@ def main(argv: list[str] | None = None) -> int:
         for name, (ref, ours) in projections.items()
     ]
     print("\n".join(lines))
+    if args.json is not None:
+        figures = {
+            "machine": machine,
+            "device": str(device),
+            "preset": args.preset,
+            "dtype": args.dtype,
+            "images": n_img,
+            "captions": n_cap,
+            "regions": n_regions,
+            "words": n_words,
+            "batch_size": args.batch_size,
+            "reference_pairs_per_s": reference_rate,
+            "end_to_end_pairs_per_s": fast_rate,
+            "pair_blocks_pairs_per_s": pair_rate,
+            "encode_ms_per_item": 1000 * per_item,
+            "speed_up": fast_rate / reference_rate,
+            "max_abs_difference": max_diff,
+            "same_ranking": same_ranking,
+            "projected_coco_1k_hours": {
+                "reference": projections["COCO 1K (25M pairs)"][0] / 3600,
+                "scorer": projections["COCO 1K (25M pairs)"][1] / 3600,
+            },
+            "projected_coco_5k_hours": {
+                "reference": projections["COCO 5K (125M pairs)"][0] / 3600,
+                "scorer": projections["COCO 5K (125M pairs)"][1] / 3600,
+            },
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.json, json.dumps(figures, indent=2))
     if args.record is not None:
         command = "python " + " ".join(
             shlex.quote(part)

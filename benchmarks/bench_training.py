@@ -6,14 +6,19 @@ Adam. The package's co-attention layer and the plain per-head reference (see ``b
 weights and are timed alternately; the time spent building batches (what an accelerator would wait for) is
 reported separately.
 
-    python benchmarks/bench_training.py                               # CPU, batch 32
-    python benchmarks/bench_training.py --device cuda --batch-size 256 --bf16
+    python benchmarks/bench_training.py                               # CPU, batch 32, 36 regions
+    python benchmarks/bench_training.py --device cuda --batch-size 256 --bf16 --min-regions 10 --regions 100
+    python benchmarks/bench_training.py --smoke                       # tiny model, a few seconds
+
+``--regions`` is the most regions per image (the collators pad to it), ``--min-regions`` the fewest (default: as
+many as ``--regions``): the corpus draws each image's count between them. ``--json PATH`` writes the figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
 import sys
 import tempfile
@@ -27,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_coattention import ReferenceDenseCoAttentionLayer  # noqa: E402
 
 from hierarchical_vl import HierarchicalVLConfig, HierarchicalVLForMultiTask  # noqa: E402
+from hierarchical_vl.atomic_files import write_text_atomic  # noqa: E402
 from hierarchical_vl.training.arguments import load_training_arguments  # noqa: E402
 from hierarchical_vl.training.run import prepare_data  # noqa: E402
 
@@ -74,21 +80,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", default="grounding,retrieval,vqa")
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--regions", type=int, default=None, help="most regions per image (default 36; 8 with --smoke)")
+    parser.add_argument("--min-regions", type=int, default=None, help="fewest regions per image (default --regions)")
+    parser.add_argument("--smoke", action="store_true", help="tiny model, batch 4, one step: a smoke run")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the figures here as JSON")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.preset, args.batch_size, args.steps, args.images = "tiny", 4, 1, 12
+    if args.regions is None:
+        args.regions = 8 if args.smoke else 36
+    min_regions = args.regions if args.min_regions is None else args.min_regions
+    if not 1 <= min_regions <= args.regions:
+        parser.error("--min-regions must be between 1 and --regions")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     from hierarchical_vl.data import generate_demo_corpus
 
     with tempfile.TemporaryDirectory() as directory:
-        generate_demo_corpus(directory, num_images=args.images, seed=0, min_regions=36, max_regions=36)
+        feature_dim = HierarchicalVLConfig.from_preset(args.preset).region_feature_dim
+        generate_demo_corpus(
+            directory,
+            num_images=args.images,
+            seed=0,
+            feature_dim=feature_dim,
+            min_regions=min_regions,
+            max_regions=args.regions,
+        )
         training = load_training_arguments(
             "demo",
             [
                 f"data.root={directory}",
                 "data.min_answer_frequency=0",
                 "progress=false",
-                "data.max_regions=36",
+                f"data.max_regions={args.regions}",
             ],
         )
         prepared = prepare_data(training)
@@ -103,9 +128,20 @@ def main(argv: list[str] | None = None) -> None:
             layers[index] = ReferenceDenseCoAttentionLayer(layers[index])
         print(
             f"model: preset={args.preset} d={config.hidden_size} layers={config.num_layers} task layers "
-            f"{config.task_layers}; batch {args.batch_size}, 36 regions x 2048 (float16 store), device {device}, "
+            f"{config.task_layers}; batch {args.batch_size}, {min_regions}-{args.regions} regions x {feature_dim} "
+            f"(float16 store), device {device}, "
             f"bf16={args.bf16}, torch threads {torch.get_num_threads()}"
         )
+        figures = {
+            "preset": args.preset,
+            "device": str(device),
+            "bf16": args.bf16,
+            "batch_size": args.batch_size,
+            "min_regions": min_regions,
+            "max_regions": args.regions,
+            "torch_threads": torch.get_num_threads(),
+            "tasks": {},
+        }
         print(f"{'task':<10} {'rows/batch':>10} {'reference':>12} {'package':>12} {'speed-up':>9} {'data ms':>9}")
         for task in args.tasks.split(","):
             dataset, collator = prepared.train[task], prepared.collators[task]
@@ -127,11 +163,23 @@ def main(argv: list[str] | None = None) -> None:
                     data_times.append(data)
             rows = len(collator(np.arange(args.batch_size))["labels"])
             ref, pkg = statistics.median(ref_times), statistics.median(pkg_times)
+            data = statistics.median(data_times)
+            figures["tasks"][task] = {
+                "rows_per_batch": rows,
+                "reference_examples_per_s": args.batch_size / ref,
+                "package_examples_per_s": args.batch_size / pkg,
+                "speed_up": ref / pkg,
+                "data_ms_per_batch": 1000 * data,
+                "data_share": data / pkg,
+            }
             print(
                 f"{task:<10} {rows:>10} {args.batch_size / ref:>8.1f} /s {args.batch_size / pkg:>8.1f} /s "
-                f"{ref / pkg:>8.2f}x {1000 * statistics.median(data_times):>8.1f}"
+                f"{ref / pkg:>8.2f}x {1000 * data:>8.1f}"
             )
         print("rates are examples per second (retrieval: positive pairs; each comes with its negative pairs)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.json, json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

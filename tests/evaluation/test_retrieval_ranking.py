@@ -177,6 +177,23 @@ def test_stale_cache_is_refused(setup, tmp_path):
         )
 
 
+def test_damaged_cache_block_is_named(setup, tmp_path):
+    model, text, images, _ = setup
+    cache = tmp_path / "scores"
+    scorer = RetrievalScorer(model, images_per_block=2, captions_per_block=4)
+    scorer.score_matrix(text, images, cache_dir=cache, progress=False)
+    block = sorted(cache.glob("block_*.npy"))[0]
+    np.save(block, np.zeros((1, 1), dtype=np.float32))
+    with pytest.raises(ValueError, match=f"{block.name} holds a float32 array of shape \\(1, 1\\)"):
+        scorer.score_matrix(text, images, cache_dir=cache, progress=False)
+    block.write_bytes(b"not an array")
+    with pytest.raises(ValueError, match=f"{block.name} is not a readable .npy array"):
+        scorer.score_matrix(text, images, cache_dir=cache, progress=False)
+    np.save(block, np.array([{"a": 1}], dtype=object))  # a pickled object is never loaded
+    with pytest.raises(ValueError, match=block.name):
+        scorer.score_matrix(text, images, cache_dir=cache, progress=False)
+
+
 def test_full_shortlist_equals_the_exact_matrix(setup):
     model, text, images, expected = setup
     scorer = RetrievalScorer(model, batch_size=5, images_per_block=4, captions_per_block=4)

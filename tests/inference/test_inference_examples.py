@@ -291,3 +291,15 @@ def test_bench_predict_quick_smoke_run():
     assert figures["single_latency_ms"] > 0 and figures["bare_forward_ms"] > 0
     assert figures["helper_overhead_ratio"] == pytest.approx(figures["single_latency_ms"] / figures["bare_forward_ms"])
     assert figures["throughput_per_s"] == pytest.approx(1000 * figures["batch_size"] / figures["batch_latency_ms"])
+
+
+def test_bench_predict_smoke_writes_json_to_a_path(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_predict", ROOT / "benchmarks" / "bench_predict.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    output = tmp_path / "predict.json"
+    figures = bench.main(["--smoke", "--json", str(output)])
+    assert "single prediction (helper)" in capsys.readouterr().out  # the report is printed too
+    assert json.loads(output.read_text()) == figures and figures["preset"] == "tiny" and figures["repeats"] == 3

@@ -3,7 +3,8 @@
 * `RetrievalScorer`: the exact images x captions score matrix of a co-attention model, computing per caption and
   per image what does not depend on the pair, in large batches, resumable, with an optional two-stage shortlist.
 * `evaluate_vqa`, `evaluate_retrieval`, `evaluate_grounding`: run a loaded model over a task's encoded split and
-  return flat metrics (``"vqa/overall"``, ``"retrieval/i2t_r1"``, ``"grounding/r1"``, ...).
+  return flat metrics (``"vqa/overall"``, ``"retrieval/i2t_r1"``, ``"grounding/r1"``, ...); `retrieval_inputs`: a
+  caption split's score-matrix inputs and ground truth.
 * `CorpusLayout`: where each task's annotations lie in a corpus directory, and the one reader of their files
   (training reads through it too); `open_region_store`: the one opener of region features.
 * `EvaluationProtocol`, `PROTOCOLS` (``current``, ``paper``): how each task is scored, recorded in every results
@@ -43,6 +44,7 @@ from .task_evaluation import (
     evaluate_tasks,
     evaluate_vqa,
     model_tasks,
+    retrieval_inputs,
     vqa_metrics,
 )
 
@@ -72,6 +74,7 @@ __all__ = [
     "open_region_store",
     "prior_metrics",
     "retrieval_chance_recall",
+    "retrieval_inputs",
     "shortlist_agreement",
     "shortlist_mask",
     "vqa_metrics",

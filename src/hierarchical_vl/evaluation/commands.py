@@ -1,11 +1,18 @@
-"""``hvl evaluate``: evaluate a checkpoint on a corpus split, per task, and print the paper's tables."""
+"""``hvl evaluate``: evaluate a checkpoint on a corpus split, per task, and print the paper's tables.
+
+Under ``accelerate launch`` (several processes), the retrieval score matrix is shared among the processes (see
+`RetrievalScorer`); VQA and grounding run on the main process, which alone prints and writes the outputs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 import warnings
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,23 @@ from .task_evaluation import RETRIEVAL_PROTOCOLS
 __all__ = ["add_commands"]
 
 _TASK_CHOICES = (*TASK_SPECS, "all")
+
+_PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
+"""How long a process waits for the others in a collective: a process whose blocks were all in the cache waits for
+those still scoring theirs."""
+
+
+def _process_state() -> Any:
+    """Accelerate's ``PartialState`` (it initialises the process group) when launched with several processes
+    (``accelerate launch``, ``torchrun``), else ``None``."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # As Accelerator does: ACCELERATE_USE_CPU (``accelerate launch --cpu``) asks for CPU processes (gloo).
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    return PartialState(cpu=cpu, timeout=_PROCESS_GROUP_TIMEOUT)
 
 
 def _vqa_options(args: argparse.Namespace, data: Any, info: dict[str, Any]) -> dict[str, Any]:
@@ -70,12 +94,19 @@ def _retrieval_protocol(args: argparse.Namespace, layout: Any, data: Any) -> tup
 
 
 def _retrieval_options(
-    args: argparse.Namespace, model: Any, device: torch.device, ranking: dict[str, Any]
+    args: argparse.Namespace, model: Any, device: torch.device, ranking: dict[str, Any], distributed: bool
 ) -> dict[str, Any]:
     from .retrieval_ranking import RetrievalScorer
 
     dtype = torch.bfloat16 if args.dtype == "bf16" else None
-    scorer = RetrievalScorer(model, batch_size=args.pair_batch_size, dtype=dtype, device=device)
+    blocks = {
+        name: value
+        for name, value in (("images_per_block", args.block_images), ("captions_per_block", args.block_captions))
+        if value is not None
+    }
+    scorer = RetrievalScorer(
+        model, batch_size=args.pair_batch_size, dtype=dtype, device=device, distributed=distributed, **blocks
+    )
     return {
         **ranking,
         "shortlist": args.shortlist,
@@ -148,12 +179,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation_data import CorpusLayout, load_evaluation_data
     from .results_table import format_results_table, write_results_json
 
-    progress = not args.no_progress
+    state = _process_state()
+    main_process = state is None or state.is_main_process
+    progress = not args.no_progress and main_process
+    report = print if main_process else (lambda *_, **__: None)
     args.evaluation_protocol = _protocol(args)
     args.legacy_vqa = args.evaluation_protocol.legacy_vqa
     model = load_model(args.checkpoint, task=None if args.task == "all" else args.task)
     tokenizer = load_processor(args.checkpoint, model.config).tokenizer
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.device is None and state is not None:
+        device = state.device
+    else:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     layout = CorpusLayout(
         root=args.data_dir,
@@ -170,19 +207,27 @@ def _evaluate(args: argparse.Namespace) -> int:
         tasks = [args.task]
         if args.task not in model_tasks(model):
             raise ValueError(f"the checkpoint has no {args.task} decoder (it has {model_tasks(model)})")
+    if state is not None:
+        # Only the retrieval ranking is shared among the processes: the others take part in it and stop; the main
+        # process evaluates the other tasks after it.
+        if not main_process and "retrieval" not in tasks:
+            return 0
+        tasks = ["retrieval"] if not main_process else sorted(tasks, key=lambda task: task != "retrieval")
     config = model.config
     start = time.perf_counter()
-    data = load_evaluation_data(
-        layout,
-        tasks,
-        args.split,
-        tokenizer,
-        config=config,
-        splits={"vqa": args.vqa_split} if args.vqa_split else None,
-        store_path=args.features_store,
-        progress=progress,
-    )
-    print(
+    # The main process converts the features first (if they need it); the others then open its store.
+    with contextlib.nullcontext() if state is None else state.main_process_first():
+        data = load_evaluation_data(
+            layout,
+            tasks,
+            args.split,
+            tokenizer,
+            config=config,
+            splits={"vqa": args.vqa_split} if args.vqa_split else None,
+            store_path=args.features_store,
+            progress=progress,
+        )
+    report(
         f"loaded {', '.join(f'{t} ({data.splits[t]}, {len(data.for_task(t))} examples)' for t in tasks)} "
         f"in {time.perf_counter() - start:.1f}s"
     )
@@ -194,13 +239,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     if "retrieval" in tasks:
         protocol, ranking = _retrieval_protocol(args, layout, data)
         info["retrieval_protocol"] = ranking["protocol"]
-    print(f"evaluation protocol: {protocol.name}")
+    report(f"evaluation protocol: {protocol.name}")
     for task in tasks:
         # The command's own flags per task; everything else is the task's evaluation function.
         if task == "vqa":
             options = _vqa_options(args, data, info)
         elif task == "retrieval":
-            options = _retrieval_options(args, model, device, ranking)
+            options = _retrieval_options(args, model, device, ranking, distributed=state is not None)
         else:
             options = {"batch_size": args.batch_size, "box_matching": protocol.box_matching}
         start = time.perf_counter()
@@ -215,12 +260,14 @@ def _evaluate(args: argparse.Namespace) -> int:
             )
         )
         if task == "vqa" and "vqa_predictions" in info:
-            print(f"VQA predictions (official submission format): {info['vqa_predictions']}")
+            report(f"VQA predictions (official submission format): {info['vqa_predictions']}")
         if task == "retrieval":
             if args.shortlist is not None:
                 info["retrieval_first_stage"] = args.first_stage
             info["retrieval_seconds"] = round(time.perf_counter() - start, 2)
             info["retrieval_last_matrix"] = options["scorer"].stats_dict()
+    if not main_process:
+        return 0
 
     priors = {} if args.no_priors else _priors(args, layout, data, config, info, protocol, ranking)
     print()
@@ -332,7 +379,20 @@ def add_commands(subparsers: Any) -> None:
         "--cache-dir",
         type=Path,
         default=None,
-        help="save finished retrieval score blocks here; a rerun resumes from them",
+        help="save finished retrieval score blocks here; a rerun resumes from them (with one process or several)",
+    )
+    parser.add_argument(
+        "--block-images",
+        type=int,
+        default=None,
+        help="images per block of the retrieval score grid, the unit of the cache and of the share of each process "
+        "under accelerate launch (default 64)",
+    )
+    parser.add_argument(
+        "--block-captions",
+        type=int,
+        default=None,
+        help="captions per block of the retrieval score grid (default 1024)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument(

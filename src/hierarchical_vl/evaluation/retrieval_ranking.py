@@ -28,6 +28,11 @@ score is by default a dual encoder (the retrieval decoder's summary networks and
 features before co-attention: one matrix product over all pairs), or ``first_stage="first-layer"``: the first
 co-attention layer per pair, pooled the same way, which shortlists much closer to the exact ranking.
 `shortlist_agreement` compares a two-stage matrix with the exact one.
+
+With ``distributed=True`` under a ``torch.distributed`` process group (``accelerate launch``), the blocks are dealt
+among the processes, each computes (or reads back from the cache) only its own, and every process returns the whole
+matrix (``distributed_scoring``); the first-layer first stage is shared the same way. The result is the one a single
+process computes: each entry comes from exactly one process's block, computed the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from tqdm.auto import tqdm
 from ..atomic_files import atomic_path, write_text_atomic
 from ..modeling_hierarchical_vl import CoAttentionTerms, SummaryNetwork
 from ..processing_hierarchical_vl import tensor_from_array
+from .distributed_scoring import BlockShare, broadcast_from_main, current_share, reduce_counts, sum_shares
 
 __all__ = [
     "FIRST_STAGES",
@@ -84,6 +90,8 @@ class ScoringStats:
         blocks_loaded: Blocks read back from the cache directory.
         encode_seconds: Time spent on the per-modality encodings.
         pair_seconds: Time spent on the pair blocks.
+        num_processes: Processes that shared the blocks (a ``torch.distributed`` job); the counts are totals over
+            them and the times the slowest process's.
     """
 
     num_images: int = 0
@@ -94,6 +102,7 @@ class ScoringStats:
     blocks_loaded: int = 0
     encode_seconds: float = 0.0
     pair_seconds: float = 0.0
+    num_processes: int = 1
 
     @property
     def pairs_per_second(self) -> float:
@@ -238,6 +247,10 @@ class RetrievalScorer:
         images_per_block: Images per block of the grid (the unit of progress and of the cache).
         captions_per_block: Captions per block of the grid.
         encode_batch_size: Captions or images per forward pass of the per-modality encoders.
+        distributed: Share the blocks among the processes of the initialised ``torch.distributed`` process group
+            (as under ``accelerate launch``): each process scores its share and every process returns the whole
+            matrix (see ``distributed_scoring``). Every process must then make the same calls with the same inputs.
+            Off by default: each process scores everything on its own.
     """
 
     def __init__(
@@ -249,6 +262,7 @@ class RetrievalScorer:
         images_per_block: int = 64,
         captions_per_block: int = 1024,
         encode_batch_size: int = 256,
+        distributed: bool = False,
     ):
         if not hasattr(model, "score_encoded_pairs") or "retrieval" not in getattr(model, "tasks", ()):
             raise ValueError(
@@ -266,6 +280,7 @@ class RetrievalScorer:
         self.images_per_block = images_per_block
         self.captions_per_block = captions_per_block
         self.encode_batch_size = encode_batch_size
+        self.distributed = distributed
         self.num_layers = model.config.layer_for("retrieval")
         self.last_stats = ScoringStats()
         self._weights_fingerprint: str | None = None
@@ -292,7 +307,10 @@ class RetrievalScorer:
             image_inputs: ``region_features`` `(I, T, F)`, ``region_mask`` `(I, T)` and, for models with box
                 embeddings, ``region_boxes`` `(I, T, 4)`.
             cache_dir: Directory where finished blocks are saved; a later call with the same model, inputs and
-                settings skips them. A directory written for anything else raises `StaleCacheError`.
+                settings skips them. A directory written for anything else raises `StaleCacheError`. The blocks are
+                named by their place in the grid, not by the process that computed them, so a cache written by one
+                process serves several and the other way round; under several processes it must be a directory
+                they all see (one machine or a shared file system).
             progress: Show a progress bar over the blocks.
             shortlist: Two-stage mode: score exactly only each image's top-``shortlist`` captions and each caption's
                 top-``shortlist`` images under ``shortlist_scores``; the other pairs get ``-inf``.
@@ -300,7 +318,7 @@ class RetrievalScorer:
             first_stage: The built-in first stage (see `first_stage_scores`): ``dual-encoder`` (one matrix product
                 over all pairs) or ``first-layer`` (the first co-attention layer per pair, a small fraction of an
                 exact score's work, and a much closer shortlist).
-            on_block: Called after each finished block with ``(blocks_done, blocks_total)``.
+            on_block: Called after each finished block with ``(blocks_done, blocks_total)`` of this process's share.
 
         Returns:
             `(I, C)` float32 scores; with ``shortlist``, ``-inf`` where a pair was not scored.
@@ -320,7 +338,10 @@ class RetrievalScorer:
                         f"shortlist_scores must have shape {(n_images, n_captions)}, got {shortlist_scores.shape}"
                     )
             image_blocks, caption_blocks = self._blocks(text_mask, image_mask)
-            stats.blocks_total = len(image_blocks) * len(caption_blocks)
+            grid = [(a, b) for a in range(len(image_blocks)) for b in range(len(caption_blocks))]  # image-major
+            stats.blocks_total = len(grid)
+            share = current_share(self.distributed)
+            stats.num_processes = share.world_size
             cache = None
             if cache_dir is not None:
                 given = shortlist_scores is not None
@@ -334,7 +355,25 @@ class RetrievalScorer:
                     shortlist_scores,
                     None if shortlist is None else ("given" if given else first_stage),
                 )
-                cache = self._open_cache(Path(cache_dir), fingerprint, n_images, n_captions)
+                cache = self._open_shared_cache(Path(cache_dir), fingerprint, n_images, n_captions, share)
+
+            def block_path(a: int, b: int) -> Path | None:
+                return None if cache is None else cache / f"block_{a:05d}_{b:05d}.npy"
+
+            # Rank 0's view of the cache decides, for every process alike, what is read back and what is computed;
+            # each list is dealt round-robin, so a resumed run stays balanced.
+            cached = [j for j, (a, b) in enumerate(grid) if cache is not None and block_path(a, b).exists()]
+            cached = set(broadcast_from_main(cached, share))
+            to_compute = [j for j in range(len(grid)) if j not in cached]
+            mine = [(j, True) for j in share.deal(sorted(cached))] + [(j, False) for j in share.deal(to_compute)]
+            # The first-layer first stage is split over the processes too: all of them take part when any block
+            # is still to be computed.
+            shared_first_stage = (
+                share.distributed
+                and shortlist is not None
+                and shortlist_scores is None
+                and first_stage == "first-layer"
+            )
 
             # The per-modality work is done on the first block that is not in the cache.
             encoded: dict[str, Any] = {}
@@ -355,47 +394,61 @@ class RetrievalScorer:
                                 encoded["images"],
                                 image_blocks,
                                 caption_blocks,
+                                share,
                             )
                         encoded["pair_mask"] = shortlist_mask(cheap, shortlist)
                     stats.encode_seconds = time.perf_counter() - start
                 return encoded
 
-            scores = np.full((n_images, n_captions), -np.inf, dtype=np.float32)
+            if shared_first_stage and to_compute:
+                encodings()
+            # Several processes: each fills its own blocks, zeros elsewhere, and the shares are summed.
+            scores = np.full((n_images, n_captions), 0.0 if share.distributed else -np.inf, dtype=np.float32)
             pair_start = time.perf_counter()
-            bar = tqdm(total=stats.blocks_total, unit="block", desc="scoring pairs", disable=not progress)
+            bar = tqdm(total=len(mine), unit="block", desc="scoring pairs", disable=not progress or not share.is_main)
             try:
-                for a, image_rows in enumerate(image_blocks):
-                    for b, caption_rows in enumerate(caption_blocks):
-                        path = None if cache is None else cache / f"block_{a:05d}_{b:05d}.npy"
-                        if path is not None and path.exists():
-                            block = np.load(path, allow_pickle=False)
-                            stats.blocks_loaded += 1
-                        else:
-                            work = encodings()
-                            pair_mask = work["pair_mask"]
-                            block, count = self._score_block(
-                                work["captions"],
-                                work["images"],
-                                image_rows,
-                                caption_rows,
-                                None if pair_mask is None else pair_mask[np.ix_(image_rows, caption_rows)],
-                            )
-                            stats.pairs_scored += count
-                            stats.blocks_computed += 1
-                            if path is not None:
-                                with atomic_path(path) as temporary, open(temporary, "wb") as handle:
-                                    np.save(handle, block)
-                        scores[np.ix_(image_rows, caption_rows)] = block
-                        bar.update(1)
-                        elapsed = time.perf_counter() - pair_start - stats.encode_seconds
-                        if stats.pairs_scored and elapsed > 0:
-                            bar.set_postfix(pairs_per_s=f"{stats.pairs_scored / elapsed:,.0f}", refresh=False)
-                        if on_block is not None:
-                            on_block(stats.blocks_loaded + stats.blocks_computed, stats.blocks_total)
+                for done, (j, from_cache) in enumerate(mine, start=1):
+                    a, b = grid[j]
+                    image_rows, caption_rows = image_blocks[a], caption_blocks[b]
+                    path = block_path(a, b)
+                    if from_cache:
+                        block = self._load_block(path, (len(image_rows), len(caption_rows)))
+                        stats.blocks_loaded += 1
+                    else:
+                        work = encodings()
+                        pair_mask = work["pair_mask"]
+                        block, count = self._score_block(
+                            work["captions"],
+                            work["images"],
+                            image_rows,
+                            caption_rows,
+                            None if pair_mask is None else pair_mask[np.ix_(image_rows, caption_rows)],
+                        )
+                        stats.pairs_scored += count
+                        stats.blocks_computed += 1
+                        if path is not None:
+                            with atomic_path(path) as temporary, open(temporary, "wb") as handle:
+                                np.save(handle, block)
+                    scores[np.ix_(image_rows, caption_rows)] = block
+                    bar.update(1)
+                    elapsed = time.perf_counter() - pair_start - stats.encode_seconds
+                    if stats.pairs_scored and elapsed > 0:
+                        bar.set_postfix(pairs_per_s=f"{stats.pairs_scored / elapsed:,.0f}", refresh=False)
+                    if on_block is not None:
+                        on_block(done, len(mine))
             finally:
                 bar.close()
                 stats.pair_seconds = time.perf_counter() - pair_start - stats.encode_seconds
                 self.last_stats = stats
+            if share.distributed:
+                scores = sum_shares(scores, share)
+                stats.pairs_scored, stats.blocks_computed, stats.blocks_loaded = (
+                    int(value)
+                    for value in reduce_counts([stats.pairs_scored, stats.blocks_computed, stats.blocks_loaded], share)
+                )
+                stats.encode_seconds, stats.pair_seconds = reduce_counts(
+                    [stats.encode_seconds, stats.pair_seconds], share, "max"
+                )
         return scores
 
     def first_stage_scores(
@@ -413,6 +466,8 @@ class RetrievalScorer:
           co-attention (computed once per item), then ``v_I^T W v_S``. It is bound by memory traffic, much
           faster than exact scoring and slower than the dual encoder; but it sees the pair through co-attention and
           shortlists much closer to the exact ranking.
+
+        With ``distributed``, the first-layer stage's blocks are shared among the processes (each must call this).
         """
         if first_stage not in FIRST_STAGES:
             raise ValueError(f"first_stage must be one of {FIRST_STAGES}, got {first_stage!r}")
@@ -421,7 +476,8 @@ class RetrievalScorer:
             features, image_mask, boxes = _prepare_images(image_inputs, self.model.config.region_feature_dim)
             image_blocks, caption_blocks = self._blocks(text_mask, image_mask)
             captions, images = self._encode(input_ids, text_mask, features, image_mask, boxes)
-            return self._first_stage_scores(first_stage, captions, images, image_blocks, caption_blocks)
+            share = current_share(self.distributed)
+            return self._first_stage_scores(first_stage, captions, images, image_blocks, caption_blocks, share)
 
     def dual_encoder_scores(self, text_inputs: Mapping[str, Any], image_inputs: Mapping[str, Any]) -> np.ndarray:
         """``first_stage_scores(..., "dual-encoder")``."""
@@ -502,7 +558,9 @@ class RetrievalScorer:
         images: CoAttentionTerms,
         image_blocks: list[np.ndarray],
         caption_blocks: list[np.ndarray],
+        share: BlockShare,
     ) -> np.ndarray:
+        """`(I, C)` first-stage scores; the first-layer stage's blocks are shared among the processes of ``share``."""
         decoder = self.model.decoder("retrieval")
         step = self.encode_batch_size
         summaries = [
@@ -518,9 +576,10 @@ class RetrievalScorer:
         if first_stage == "dual-encoder":
             return decoder.score_all(image_vectors, text_vectors).float().cpu().numpy()  # (I, C)
         first = self.model.hierarchical_vl.encoder.layers[0]
-        scores = np.empty((len(images.features), len(captions.features)), dtype=np.float32)
-        for image_rows in image_blocks:
-            for caption_rows in caption_blocks:
+        scores = np.zeros((len(images.features), len(captions.features)), dtype=np.float32)
+        grid = [(image_rows, caption_rows) for image_rows in image_blocks for caption_rows in caption_blocks]
+        for j, (image_rows, caption_rows) in enumerate(grid):
+            if share.owns(j):
                 local_image, local_caption, t, i, n, r = self._block_pairs(
                     captions, images, image_rows, caption_rows, None
                 )
@@ -538,7 +597,7 @@ class RetrievalScorer:
                 block = np.empty((len(image_rows), len(caption_rows)), dtype=np.float32)
                 block[local_image, local_caption] = torch.cat(logits).cpu().numpy()
                 scores[np.ix_(image_rows, caption_rows)] = block
-        return scores
+        return sum_shares(scores, share)
 
     # ----------------------------------------------------------------------------------------------------------
     # Cache
@@ -573,6 +632,43 @@ class RetrievalScorer:
         if shortlist is not None and shortlist_scores is not None:
             _hash_tensor(digest, torch.from_numpy(shortlist_scores))
         return digest.hexdigest()
+
+    def _open_shared_cache(
+        self, cache_dir: Path, fingerprint: str, n_images: int, n_captions: int, share: BlockShare
+    ) -> Path:
+        """`_open_cache` by rank 0 first (it writes the manifest), then by the other processes, which only check it;
+        a refusal is raised on every process."""
+        if not share.distributed:
+            return self._open_cache(cache_dir, fingerprint, n_images, n_captions)
+        refusal = None
+        if share.is_main:
+            try:
+                self._open_cache(cache_dir, fingerprint, n_images, n_captions)
+            except StaleCacheError as error:
+                refusal = str(error)
+        refusal = broadcast_from_main(refusal, share)
+        if refusal is not None:
+            raise StaleCacheError(refusal)
+        return cache_dir if share.is_main else self._open_cache(cache_dir, fingerprint, n_images, n_captions)
+
+    @staticmethod
+    def _load_block(path: Path, shape: tuple[int, int]) -> np.ndarray:
+        """A cached block, checked: a float32 array of the block's shape (never unpickled)."""
+        try:
+            block = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"the score cache block {path} is listed by the main process but missing here: the cache directory "
+                "must be shared by all processes"
+            ) from None
+        except ValueError as error:
+            raise ValueError(f"the score cache block {path} is not a readable .npy array: {error}") from None
+        if block.shape != shape or block.dtype != np.float32:
+            raise ValueError(
+                f"the score cache block {path} holds a {block.dtype} array of shape {block.shape}, expected float32 "
+                f"{shape}; delete it to have it recomputed"
+            )
+        return block
 
     def _open_cache(self, cache_dir: Path, fingerprint: str, n_images: int, n_captions: int) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)

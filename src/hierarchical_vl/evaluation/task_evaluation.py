@@ -36,6 +36,7 @@ __all__ = [
     "evaluate_tasks",
     "evaluate_vqa",
     "model_tasks",
+    "retrieval_inputs",
     "vqa_metrics",
 ]
 
@@ -245,9 +246,7 @@ def evaluate_retrieval(
     dataset = _encoded(dataset, "retrieval", tokenizer, store, model.config)
     if scorer is None:
         scorer = RetrievalScorer(model, batch_size=batch_size, dtype=dtype, device=device)
-    text_inputs = text_tensors(dataset, np.arange(len(dataset)))  # (C, N)
-    image_inputs, _ = region_tensors(dataset.store, dataset.images_store_index, max_regions or model.config.max_regions)
-    caption_image = dataset.caption_image  # (C,)
+    text_inputs, image_inputs, caption_image = retrieval_inputs(dataset, max_regions or model.config.max_regions)
     n_images, n_captions = len(dataset.images), len(dataset)
     metrics: dict[str, float] = {"retrieval/num_images": n_images, "retrieval/num_captions": n_captions}
 
@@ -300,6 +299,24 @@ def evaluate_retrieval(
     if shortlist is not None:
         metrics["retrieval/shortlist_k"] = shortlist
     return metrics
+
+
+def retrieval_inputs(
+    dataset: EncodedCaptionDataset, max_regions: int | None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], np.ndarray]:
+    """The inputs of a caption split's whole score matrix (`RetrievalScorer.score_matrix`) and its ground truth.
+
+    Args:
+        dataset: The encoded caption split.
+        max_regions: Cap on regions per image (``None`` keeps them all).
+
+    Returns:
+        ``text_inputs`` (``input_ids``, ``attention_mask`` `(C, N)`), ``image_inputs`` (``region_features``
+        `(I, T, F)`, ``region_mask``, ``region_boxes``) and ``caption_image`` `(C,)`, each caption's image row.
+    """
+    text_inputs = text_tensors(dataset, np.arange(len(dataset)))  # (C, N)
+    image_inputs, _ = region_tensors(dataset.store, dataset.images_store_index, max_regions)
+    return text_inputs, image_inputs, dataset.caption_image
 
 
 def _fold_count(n_images: int, fold_size: int) -> int:
