@@ -69,3 +69,25 @@ def test_a_new_run_compares_the_split_names_as_they_are(tmp_path):
     assert other.run_differences(tmp_path / "training_args.yaml") == [
         "data.caption_train_splits: ['train'] -> ['train', 'restval']"
     ]
+
+
+def test_prefetching_and_device_features_may_change_on_resumption_but_grouping_may_not(tmp_path):
+    old = load_training_arguments("demo", [f"output_dir={tmp_path}"])
+    old.save(tmp_path / "training_args.yaml")
+    same = load_training_arguments("demo", ["prefetch_batches=0", "data.features_on_device=true"])
+    assert same.run_differences(tmp_path / "training_args.yaml") == []  # same batches, same results
+    grouped = load_training_arguments("demo", ["data.group_by_length=true"])
+    assert grouped.run_differences(tmp_path / "training_args.yaml") == ["data.group_by_length: False -> True"]
+    # A file saved before the fields existed reads as the defaults.
+    text = (tmp_path / "training_args.yaml").read_text()
+    lines = [line for line in text.splitlines() if "group_by_length" not in line and "features_on_device" not in line]
+    (tmp_path / "training_args.yaml").write_text("\n".join(lines) + "\n")
+    assert "group_by_length" not in (tmp_path / "training_args.yaml").read_text()
+    assert old.run_differences(tmp_path / "training_args.yaml") == []
+    assert grouped.run_differences(tmp_path / "training_args.yaml") == ["data.group_by_length: '<absent>' -> True"]
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, True])
+def test_prefetch_batches_must_be_a_count(value):
+    with pytest.raises(ValueError, match="prefetch_batches must be an integer >= 0"):
+        load_training_arguments("demo", [f"prefetch_batches={value}"])

@@ -13,7 +13,9 @@ encoding), ``region_features`` (B, T, F) float16 straight from the store (the mo
 int64 and ``region_boxes`` (B, T, 4) float32 normalised by the image size (T = most regions in the batch, capped at
 ``max_regions``); the task adds its ``labels`` (and grounding its phrase spans). Everything else (ids, texts,
 answers, pixel boxes) is under ``"metadata"``, a dict of lists (pass ``include_metadata=False`` for batches that go
-to the model as they are). Regions are read from the float16 memory map with one fancy-index gather per batch.
+to the model as they are). Regions are read from the float16 memory map with one fancy-index gather per batch;
+with ``feature_rows=True`` a collator leaves that gather out and emits ``region_feature_rows`` (B, T) int64 store
+rows instead of ``region_features``, for a trainer that keeps the store on its accelerator and gathers there.
 
 The inputs are built by the processor's functions (`text_inputs`, `region_inputs` in
 ``hierarchical_vl.processing_hierarchical_vl``), so a collated example equals the processor's output for the same
@@ -47,6 +49,7 @@ from .feature_store import RegionFeatureStore
 
 __all__ = [
     "NEGATIVE_MINING",
+    "REGION_FEATURE_ROWS",
     "GroundingCollator",
     "RetrievalCollator",
     "VQACollator",
@@ -56,6 +59,10 @@ __all__ = [
 
 NEGATIVE_MINING = ("random", "hard")
 """How retrieval batches get their negatives: random in-batch shifts (the default) or the hardest by current score."""
+
+REGION_FEATURE_ROWS = "region_feature_rows"
+"""The batch entry of (B, T) int64 store rows that a collator with ``feature_rows=True`` emits instead of
+``region_features``."""
 
 
 def _indices(items: Any) -> np.ndarray:
@@ -74,21 +81,27 @@ def text_tensors(dataset: EncodedDataset, indices: np.ndarray) -> dict[str, torc
 
 
 def region_tensors(
-    store: RegionFeatureStore, image_index: np.ndarray, max_regions: int | None
+    store: RegionFeatureStore, image_index: np.ndarray, max_regions: int | None, *, feature_rows: bool = False
 ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """``region_features`` (B, T, F) float16, ``region_mask`` (B, T) int64 and ``region_boxes`` (B, T, 4) float32
     of images given by store index, and their store rows (B, T) (padding rows point at the zero row).
 
-    ``max_regions`` caps the regions per image (the first ones are kept); ``None`` keeps them all.
+    ``max_regions`` caps the regions per image (the first ones are kept); ``None`` keeps them all. With
+    ``feature_rows`` the features are not read: ``region_feature_rows`` (B, T) int64, the store rows, takes the
+    place of ``region_features``, for a caller that gathers them from its own copy of ``store.features``.
     """
     image_index = np.asarray(image_index, dtype=np.int64)
     rows, mask = store.region_rows(image_index, max_regions)  # (B, T)
+    features = np.zeros((*rows.shape, 0), np.float16) if feature_rows else store.read_rows(rows)  # (B, T, F)
     tensors = region_inputs(
-        store.read_rows(rows),
+        features,
         mask.sum(axis=1),
         boxes=np.asarray(store.boxes[rows]),
         image_sizes=store.sizes[image_index],
     )
+    if feature_rows:
+        del tensors["region_features"]
+        tensors[REGION_FEATURE_ROWS] = torch.from_numpy(rows)
     return tensors, rows
 
 
@@ -107,18 +120,27 @@ class VQACollator:
         dataset: The encoded VQA dataset.
         max_regions: Cap on regions per image (default: ``HierarchicalVLConfig().max_regions``).
         include_metadata: Add the ``"metadata"`` entry.
+        feature_rows: Emit ``region_feature_rows`` (store rows) instead of ``region_features`` (`region_tensors`).
     """
 
-    def __init__(self, dataset: EncodedVQADataset, *, max_regions: int | None = None, include_metadata: bool = True):
+    def __init__(
+        self,
+        dataset: EncodedVQADataset,
+        *,
+        max_regions: int | None = None,
+        include_metadata: bool = True,
+        feature_rows: bool = False,
+    ):
         self.dataset = dataset
         self.max_regions = _region_cap(max_regions)
         self.include_metadata = include_metadata
+        self.feature_rows = feature_rows
 
     def __call__(self, items: Any) -> dict[str, Any]:
         ds = self.dataset
         index = _indices(items)  # (B,)
         batch: dict[str, Any] = text_tensors(ds, index)
-        regions, _ = region_tensors(ds.store, ds.image_index[index], self.max_regions)
+        regions, _ = region_tensors(ds.store, ds.image_index[index], self.max_regions, feature_rows=self.feature_rows)
         batch.update(regions)
         if ds.has_labels:
             label_ids = ds.label_ids[index]  # (B, S), -1 padded
@@ -165,6 +187,7 @@ class RetrievalCollator:
         max_regions: Cap on regions per image (default: ``HierarchicalVLConfig().max_regions``).
         seed: Seed of the shifts.
         include_metadata: Add the ``"metadata"`` entry.
+        feature_rows: Emit ``region_feature_rows`` (store rows) instead of ``region_features`` (`region_tensors`).
     """
 
     def __init__(
@@ -176,6 +199,7 @@ class RetrievalCollator:
         max_regions: int | None = None,
         seed: int = 0,
         include_metadata: bool = True,
+        feature_rows: bool = False,
     ):
         if negatives_per_positive < 0:
             raise ValueError("negatives_per_positive must be >= 0")
@@ -187,6 +211,7 @@ class RetrievalCollator:
         self.max_regions = _region_cap(max_regions)
         self.seed = seed
         self.include_metadata = include_metadata
+        self.feature_rows = feature_rows
 
     def __call__(self, items: Any) -> dict[str, Any]:
         index = _indices(items)  # (B,) caption indices
@@ -228,7 +253,9 @@ class RetrievalCollator:
         image_positions = np.asarray(image_positions, dtype=np.int64)
         batch: dict[str, Any] = text_tensors(ds, caption_indices)
         distinct, inverse = np.unique(image_positions, return_inverse=True)
-        regions, _ = region_tensors(ds.store, ds.images_store_index[distinct], self.max_regions)
+        regions, _ = region_tensors(
+            ds.store, ds.images_store_index[distinct], self.max_regions, feature_rows=self.feature_rows
+        )
         repeat = torch.from_numpy(inverse.reshape(-1))
         batch.update({name: tensor.index_select(0, repeat) for name, tensor in regions.items()})
         batch["labels"] = torch.from_numpy((ds.caption_image[caption_indices] == image_positions).astype(np.float32))
@@ -258,6 +285,7 @@ class GroundingCollator:
         box_matching: How a phrase with several ground-truth boxes is matched: ``"any"`` box (default) or their
             ``"merged"`` union box; training and evaluation use the same rule.
         include_metadata: Add the ``"metadata"`` entry.
+        feature_rows: Emit ``region_feature_rows`` (store rows) instead of ``region_features`` (`region_tensors`).
     """
 
     def __init__(
@@ -268,6 +296,7 @@ class GroundingCollator:
         iou_threshold: float = 0.5,
         box_matching: str = "any",
         include_metadata: bool = True,
+        feature_rows: bool = False,
     ):
         if box_matching not in BOX_MATCHING:
             raise ValueError(f"box_matching must be one of {BOX_MATCHING}, got {box_matching!r}")
@@ -276,6 +305,7 @@ class GroundingCollator:
         self.iou_threshold = iou_threshold
         self.box_matching = box_matching
         self.include_metadata = include_metadata
+        self.feature_rows = feature_rows
 
     def __call__(self, items: Any) -> dict[str, Any]:
         ds = self.dataset
@@ -283,7 +313,7 @@ class GroundingCollator:
         size = len(index)
         batch: dict[str, Any] = text_tensors(ds, index)
         image_index = ds.image_index[index]
-        regions, rows = region_tensors(ds.store, image_index, self.max_regions)
+        regions, rows = region_tensors(ds.store, image_index, self.max_regions, feature_rows=self.feature_rows)
         batch.update(regions)
 
         # Phrases of the batch: (B, H) rows into the phrase tables.

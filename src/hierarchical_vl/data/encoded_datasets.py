@@ -173,6 +173,14 @@ class EncodedDataset(torch.utils.data.Dataset):
     def __getitems__(self, indices: Sequence[int]) -> np.ndarray:
         return np.asarray(indices, dtype=np.int64)
 
+    def example_sizes(self, max_regions: int | None = None) -> np.ndarray:
+        """(M, 2) int64 regions (capped at ``max_regions``; ``None`` for no cap) and words of each example: what
+        its batch is padded to."""
+        regions = self.store.num_regions[self.image_index]  # (M,)
+        if max_regions is not None:
+            regions = np.minimum(regions, max_regions)
+        return np.stack([regions, self.lengths], axis=1).astype(np.int64)
+
     def example(self, index: int) -> dict[str, Any]:
         """A readable dict of one encoded example."""
         length = int(self.lengths[index])

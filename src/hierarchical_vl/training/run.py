@@ -81,8 +81,18 @@ class PreparedData:
     caption_corpus: str | None = None
 
     def sources(self) -> dict[str, TaskDataSource]:
-        """The training data of each task, as the trainer takes it."""
-        return {task: TaskDataSource(task, len(dataset), self.collators[task]) for task, dataset in self.train.items()}
+        """The training data of each task, as the trainer takes it: with each example's size (regions under the
+        configuration's cap, words) and, for collators that leave the feature gather to the trainer, the store."""
+        return {
+            task: TaskDataSource(
+                task,
+                len(dataset),
+                self.collators[task],
+                sizes=dataset.example_sizes(self.config.max_regions),
+                feature_store=self.store if getattr(self.collators[task], "feature_rows", False) else None,
+            )
+            for task, dataset in self.train.items()
+        }
 
 
 def _layout(args: TrainingArguments) -> CorpusLayout:
@@ -269,7 +279,11 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
         spec = task_spec(task)
         prepared.train[task] = spec.encode(rows, store, tokenizer, config)
         prepared.collators[task] = spec.make_collator(
-            prepared.train[task], config, include_metadata=False, **_collator_options(task, args)
+            prepared.train[task],
+            config,
+            include_metadata=False,
+            feature_rows=data.features_on_device,  # the trainer gathers from its on-device copy of the store
+            **_collator_options(task, args),
         )
     for task, rows in eval_rows.items():
         prepared.eval[task] = task_spec(task).encode(rows, store, tokenizer, config)

@@ -3,12 +3,15 @@
 One update trains one task: a batch of that task, the encoder run to the task's layer, its decoder, an Adam step.
 Stages go from single tasks to pairs to all tasks, each warm-starting from the previous one's weights (with a
 fresh Adam state and learning-rate schedule). The same loop runs on a CPU, one GPU or several processes.
+
+Nothing waits in the loop: the next update's batch is prepared on a background thread while the current one runs
+(`prefetch.BatchPrefetcher`, ``prefetch_batches``), and the losses stay on the device (`device_losses.DeviceLosses`),
+read at log intervals, evaluations, checkpoints and stage ends only (at every update when callbacks are given).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -26,9 +29,11 @@ from ..atomic_files import discard, disk_full
 from ..evaluation.task_evaluation import QUESTION_TYPE_PREFIX
 from ..loading import save_model_with_checksums
 from .arguments import TrainingArguments
-from .batching import CyclingBatches, TaskDataSource
+from .batching import TaskDataSource, make_task_batches
 from .checkpointing import CheckpointManager
+from .device_losses import DeviceLosses
 from .negative_mining import mine_hard_negatives
+from .prefetch import BatchPrefetcher, DeviceRegionFeatures
 from .schedule import TaskSwitchingSchedule, TaskTiming
 
 __all__ = ["MultiTaskTrainer", "TrainerCallback", "TrainingResult", "UpdateState"]
@@ -150,13 +155,14 @@ class MultiTaskTrainer:
         )
         acc = self.accelerator
         self.batches = {
-            task: CyclingBatches(
+            task: make_task_batches(
                 source,
                 args.tasks[task].batch_size,
                 args.seed,
                 acc.process_index,
                 acc.num_processes,
                 args.num_workers,
+                group_by_length=args.data.group_by_length,
             )
             for task, source in self.sources.items()
         }
@@ -280,17 +286,37 @@ class MultiTaskTrainer:
             )
         acc.wait_for_everyone()
 
-    def _update(self, task: str, learning_rate: float) -> float:
+    def _prefetcher(self) -> BatchPrefetcher:
+        """Prepares the batches ahead (``prefetch_batches``), with on-device features for the sources that ask."""
+        device = self.accelerator.device
+        copies: dict[int, DeviceRegionFeatures] = {}
+        features = {}
+        for task, source in self.sources.items():
+            if source.feature_store is not None:
+                store = source.feature_store
+                if id(store) not in copies:
+                    copies[id(store)] = DeviceRegionFeatures(store, device)
+                features[task] = copies[id(store)]
+        return BatchPrefetcher(self.batches, device, depth=self.args.prefetch_batches, device_features=features)
+
+    def _coming_batches(self, stage_index: int, position: int):
+        """The task of every batch still to come (``gradient_accumulation_steps`` per update), from update
+        ``position`` of stage ``stage_index`` to the end of the curriculum."""
+        for index in range(stage_index, len(self.args.curriculum)):
+            schedule = self._schedule(index)
+            for update in range(position if index == stage_index else 0, len(schedule)):
+                yield from [schedule.task_at(update)] * self.args.gradient_accumulation_steps
+
+    def _update(self, task: str, learning_rate: float) -> torch.Tensor:
+        """One update of ``task``; returns its loss, a () tensor on the device (nothing is read from it here)."""
         acc = self.accelerator
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         losses = []
         for _ in range(self.args.gradient_accumulation_steps):
             start = time.perf_counter()
-            batch = next(self.batches[task])
+            batch = self.prefetcher.next(task)  # on the device, prepared during the previous step
             self._data_wait += time.perf_counter() - start
-            batch.pop("metadata", None)
-            batch = {key: value.to(acc.device, non_blocking=True) for key, value in batch.items()}
             if task == "retrieval" and self.args.data.retrieval_negative_mining == "hard":
                 with acc.autocast():
                     batch = mine_hard_negatives(acc.unwrap_model(self.model), batch, self.args.data.retrieval_negatives)
@@ -303,7 +329,7 @@ class MultiTaskTrainer:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach().float())
-        return float(torch.stack(losses).mean())
+        return torch.stack(losses).mean()
 
     # ----------------------------------------------------------------------------------------------------------
     def train(self) -> TrainingResult:
@@ -326,7 +352,9 @@ class MultiTaskTrainer:
         self._data_wait = 0.0
         started = time.perf_counter()
         self.model.train()
-        running: dict[str, float] = {}
+        losses = DeviceLosses()  # read at log intervals, checkpoints, evaluations and stage ends only
+        self.prefetcher = self._prefetcher()
+        self.prefetcher.start(self._coming_batches(self.state["stage"], schedule.position if schedule else 0))
         for stage_index in range(self.state["stage"], len(args.curriculum)):
             stage = args.curriculum[stage_index]
             if schedule is None:
@@ -343,30 +371,35 @@ class MultiTaskTrainer:
             while not schedule.finished:
                 learning_rate = schedule.learning_rate()
                 task = next(schedule)
-                loss = self._update(task, learning_rate)
+                loss = self._update(task, learning_rate)  # () on the device
                 self.state["updates"] += 1
-                running[task] = loss if task not in running else 0.9 * running[task] + 0.1 * loss
                 updates = self.state["updates"]
+                losses.add(updates, task, stage.name, loss)
                 bar.update(1)
-                bar.set_postfix(task=task, lr=f"{learning_rate:.1e}", **{k: f"{v:.3f}" for k, v in running.items()})
                 if args.log_every and updates % args.log_every == 0:
-                    acc.log({f"train/{task}_loss": loss, "train/lr": learning_rate}, step=updates)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(f"the {task} loss became {loss} at update {updates} ({stage.name})")
-                if self.callbacks:
-                    update_state = UpdateState(updates, stage.name, task, loss, learning_rate)
+                    running = {k: f"{v:.3f}" for k, v in losses.running().items()}
+                    bar.set_postfix(task=task, lr=f"{learning_rate:.1e}", **running)
+                    acc.log({f"train/{task}_loss": float(loss), "train/lr": learning_rate}, step=updates)
+                    losses.check()
+                if self.callbacks:  # callbacks are handed the loss: read it (and check it) at every update
+                    losses.check()
+                    update_state = UpdateState(updates, stage.name, task, float(loss), learning_rate)
                     try:
                         for callback in self.callbacks:
                             callback.on_update_end(self, update_state)
                     except BaseException:  # a callback ends the run here, before this update's checkpoint
                         bar.close()
+                        self.prefetcher.close()
                         acc.end_training()
                         raise
                 if args.eval_every and updates % args.eval_every == 0 and not schedule.finished:
+                    losses.check()
                     self._evaluate(_evaluated_tasks(stage), stage.name)
                 if args.save_every and updates % args.save_every == 0 and not schedule.finished:
+                    losses.check()
                     self.save_checkpoint(schedule)
             bar.close()
+            losses.check()
             result.stage_updates[stage.name] = len(schedule)
             self._evaluate(_evaluated_tasks(stage), stage.name)
             self.state["stage"] = stage_index + 1
@@ -375,7 +408,8 @@ class MultiTaskTrainer:
         result.updates = self.state["updates"]
         result.evaluations = list(self.state["evaluations"])
         result.protocol = self.args.evaluation_protocol().to_dict()
-        result.final_losses = running
+        self.prefetcher.close()
+        result.final_losses = losses.running()
         result.data_wait_seconds = self._data_wait
         result.train_seconds = time.perf_counter() - started
         acc.wait_for_everyone()
