@@ -89,7 +89,8 @@ else
         --images 400 --steps 3 --warmup 1
     run_part retrieval 110 bench_retrieval_ranking.py --device cuda --dtype bf16 --images 64 --captions 1000 \
         --batch-size 4096 --reference-images 4 --rounds 3
-    run_part data_wait 55 bench_data_wait.py --device cuda
+    run_part data_wait 55 bench_data_wait.py --device cuda --preset paper --batch-size 256 --images 2000 --updates 30 \
+        --rounds 2 --features-on-device --bf16
     run_part predict 55 bench_predict.py --device cuda --batch-size 256
     run_part cpu_inference 55 bench_cpu_inference.py --device cuda
 fi
