@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "hierarchical_vl.training.experiments",
     "hierarchical_vl.evaluation.commands",
     "hierarchical_vl.metrics.commands",
+    "hierarchical_vl.app.commands",
 )
 
 _PACKAGE_LOGGER = "hierarchical_vl"

@@ -194,7 +194,10 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
     output_dir = Path(output_dir)
     corpus = output_dir / "corpus"
     paths = generate_demo_corpus(corpus, num_images=num_images or DEMO_IMAGES, seed=seed)
-    print(f"\ndemo corpus written to {paths.root} (bottom-up TSV, VQA 2.0 JSON, Karpathy captions, Flickr30k Entities)")
+    print(
+        f"\ndemo corpus written to {paths.root} (bottom-up TSV, VQA 2.0 JSON, Karpathy captions, Flickr30k Entities, "
+        "scene pictures)"
+    )
 
     base = load_training_arguments("demo", [f"data.root={corpus}", f"seed={seed}"])
     prepared = prepare_data(base)
@@ -229,6 +232,7 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
         json.dumps({"table1": result.to_dict(), "queries": queries, "seconds": elapsed}, indent=2),
     )
     print(f"\ndemo finished in {elapsed:.0f}s; report in {output_dir / 'report.json'}")
+    print(f"the demo app (pip install 'hierarchical-vl[app]'): hvl serve {checkpoint} --features {paths.features_tsv}")
     return 0
 
 

@@ -115,3 +115,44 @@ def checkpoints(tmp_path_factory, tiny_config, processor) -> dict[str, Path]:
 def store() -> InMemoryFeatureStore:
     # 10 regions for img3: more than the processor's cap of 8.
     return InMemoryFeatureStore({f"img{i}": make_record(i, n) for i, n in enumerate((5, 7, 3, 10))})
+
+
+@pytest.fixture(scope="session")
+def demo_app_files(tmp_path_factory) -> dict[str, Path]:
+    """A tiny demo corpus (with its scene pictures) and a tiny random multi-task checkpoint that reads its
+    features: ``{"corpus", "features", "checkpoint"}``."""
+    import json
+
+    from hierarchical_vl.data import generate_demo_corpus
+    from hierarchical_vl.data.demo_corpus import COLORS, SHAPES
+
+    root = tmp_path_factory.mktemp("demo_app")
+    paths = generate_demo_corpus(root / "corpus", num_images=12, seed=0, feature_dim=FEATURE_DIM, max_regions=12)
+    questions = json.loads(paths.vqa_questions["train2014"].read_text())["questions"]
+    captions = json.loads(paths.karpathy_captions.read_text())["images"]
+    texts = [q["question"] for q in questions] + [s["raw"] for image in captions for s in image["sentences"]]
+    tokenizer = HierarchicalVLTokenizer.from_texts(texts)
+    config = HierarchicalVLConfig.from_preset(
+        "tiny", vocab_size=len(tokenizer), id2label=dict(enumerate([*COLORS, *SHAPES, "yes", "no"]))
+    )
+    torch.manual_seed(0)
+    checkpoint = root / "checkpoint"
+    HierarchicalVLForMultiTask(config).eval().save_pretrained(checkpoint)
+    HierarchicalVLProcessor(tokenizer, max_regions=12, max_words=14).save_pretrained(checkpoint)
+    return {"corpus": paths.root, "features": paths.features_tsv, "checkpoint": checkpoint}
+
+
+@pytest.fixture(scope="session")
+def photo_checkpoint(demo_app_files, tmp_path_factory) -> Path:
+    """A tiny random multi-task checkpoint with a tiny region-feature extractor saved beside it (``detector/``)."""
+    from hierarchical_vl import RegionFeatureExtractor
+
+    extractor = RegionFeatureExtractor.from_preset("tiny", seed=0)
+    config = HierarchicalVLConfig.from_pretrained(demo_app_files["checkpoint"])
+    config.region_feature_dim = extractor.config.feature_dim
+    folder = tmp_path_factory.mktemp("photo_checkpoint")
+    torch.manual_seed(0)
+    HierarchicalVLForMultiTask(config).eval().save_pretrained(folder)
+    HierarchicalVLProcessor.from_pretrained(demo_app_files["checkpoint"]).save_pretrained(folder)
+    extractor.save_pretrained(folder / "detector")
+    return folder

@@ -72,6 +72,7 @@ def _demo(args: argparse.Namespace) -> int:
         max_regions=args.max_regions,
         questions_per_image=args.questions_per_image,
         feature_formats=tuple(args.feature_formats),
+        write_images=not args.no_images,
     )
     print(f"wrote the demo corpus ({args.images} images, seed {args.seed}) to {paths.root}")
     print(f"  region features: {paths.features_tsv}")
@@ -80,6 +81,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  VQA 2.0: {paths.vqa_questions['train2014'].parent}")
     print(f"  Karpathy captions: {paths.karpathy_captions}")
     print(f"  Flickr30k Entities: {paths.entities_root}")
+    if paths.images is not None:
+        print(f"  scene pictures: {paths.images}")
     print(f"  manifest: {paths.manifest}")
     return 0
 
@@ -131,7 +134,8 @@ def add_commands(subparsers: Any) -> None:
         "demo",
         help="write the synthetic demo corpus in the real file formats",
         description="Write a small, learnable corpus: bottom-up TSV region features, VQA 2.0 question and "
-        "annotation files, a Karpathy caption file and Flickr30k Entities, deterministic by seed.",
+        "annotation files, a Karpathy caption file, Flickr30k Entities and a picture of every scene, deterministic "
+        "by seed.",
     )
     demo.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the corpus into")
     demo.add_argument("--images", type=int, default=300, help="images in the corpus (default 300, at least 10)")
@@ -146,5 +150,10 @@ def add_commands(subparsers: Any) -> None:
         default=["tsv"],
         choices=FEATURE_FORMATS,
         help="region-feature formats to write (the TSV always)",
+    )
+    demo.add_argument(
+        "--no-images",
+        action="store_true",
+        help="do not write the scene pictures images/<image_id>.png (the other files are the same either way)",
     )
     demo.set_defaults(func=_demo)

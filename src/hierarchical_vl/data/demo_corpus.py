@@ -10,7 +10,10 @@ a ReLU, as detector features are non-negative. So:
   be answered from the right regions; each has 10 answers with some annotator noise, and answer and question types;
 * captions mention 2-3 objects with attributes and positions, so different images' captions differ;
 * Flickr30k Entities phrases point at the objects' boxes (some at several), and some phrases have no box (scene,
-  nobndbox, notvisual) to exercise their exclusion.
+  nobndbox, notvisual) to exercise their exclusion;
+* a picture of every scene (``images/<image_id>.png``, the objects drawn at their boxes, see
+  `hierarchical_vl.data.demo_images`), so that predictions and attention maps can be shown on something real.
+  Drawing draws no random numbers: every other file is the same with or without the pictures.
 
 Images are split as the real data are: COCO train2014 images (VQA train, Karpathy train), val2014 images (VQA val on
 Karpathy val and test images, Karpathy restval without VQA questions) and a few test2015 images (VQA test questions,
@@ -32,6 +35,7 @@ import numpy as np
 
 from ..atomic_files import write_text_atomic
 from ..metrics.grounding import box_iou
+from .demo_images import write_demo_images
 from .feature_readers import FEATURE_FORMATS, RegionFeatureRecord
 from .feature_writers import (
     write_bottom_up_tsv,
@@ -90,6 +94,8 @@ class DemoCorpusPaths:
         karpathy_captions: Karpathy-style ``dataset_coco.json`` (5 captions per image).
         entities_root: Flickr30k Entities directory (``Sentences/``, ``Annotations/``, ``train/val/test.txt``).
         extra_features: Other feature formats written from the same content, by format name.
+        images: The folder of scene pictures (``images/<image_id>.png``), or ``None`` when they were not written.
+            Not recorded in the manifest, which is the same with or without them.
     """
 
     root: Path
@@ -100,6 +106,7 @@ class DemoCorpusPaths:
     karpathy_captions: Path
     entities_root: Path
     extra_features: dict[str, Path] = field(default_factory=dict)
+    images: Path | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -460,6 +467,7 @@ def generate_demo_corpus(
     questions_per_image: int = 8,
     feature_noise: float = 1.0,
     feature_formats: tuple[str, ...] = ("tsv",),
+    write_images: bool = True,
 ) -> DemoCorpusPaths:
     """Writes the demo corpus in the real file formats.
 
@@ -474,6 +482,8 @@ def generate_demo_corpus(
         feature_noise: Standard deviation of the Gaussian noise added to the projected attributes.
         feature_formats: Region-feature formats to write, any of [`FEATURE_FORMATS`]; the bottom-up TSV is always
             written.
+        write_images: Also write a picture of every scene, ``images/<image_id>.png``; the other files do not
+            depend on it.
 
     Returns:
         The written paths.
@@ -588,6 +598,11 @@ def generate_demo_corpus(
     for split, names in split_lists.items():
         write_text_atomic(entities_root / f"{split}.txt", "\n".join(names) + "\n")
 
+    image_folder = None
+    if write_images:  # no random numbers drawn: the scenes are drawn as they are
+        scenes = [(i.image_id, i.width, i.height, [(o.color, o.shape, o.box) for o in i.objects]) for i in images]
+        image_folder = write_demo_images(root, scenes)
+
     manifest = root / "manifest.json"
     paths = DemoCorpusPaths(
         root,
@@ -598,6 +613,7 @@ def generate_demo_corpus(
         karpathy_captions,
         entities_root,
         extra_features,
+        image_folder,
     )
     _write_json(
         manifest,
@@ -623,6 +639,7 @@ def generate_demo_corpus(
             "paths": {
                 key: str(value) if isinstance(value, Path) else {k: str(v) for k, v in value.items()}
                 for key, value in asdict(paths).items()
+                if key != "images"  # the manifest is the same with or without the pictures
             },
         },
     )
