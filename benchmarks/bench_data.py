@@ -164,6 +164,66 @@ def time_reference(question_rows, region_rows, order: np.ndarray, batch_size: in
     return {"examples_per_s": examples / elapsed, "examples": examples, "seconds": elapsed}
 
 
+def question_dataset(rows: list[dict], vocab: list[str]):
+    """The questions of `build_corpus` as a map-style ``datasets.Dataset`` with the VQA loader's features."""
+    import datasets
+
+    features = datasets.Features(
+        {
+            "question_id": datasets.Value("int64"),
+            "image_id": datasets.Value("int64"),
+            "question": datasets.Value("string"),
+            "question_type": datasets.Value("string"),
+            "answer_type": datasets.Value("string"),
+            "multiple_choice_answer": datasets.Value("string"),
+            "answers": datasets.List(
+                {
+                    "answer": datasets.Value("string"),
+                    "answer_confidence": datasets.Value("string"),
+                    "answer_id": datasets.Value("int32"),
+                }
+            ),
+            "labels": datasets.List(datasets.ClassLabel(names=vocab)),
+            "scores": datasets.List(datasets.Value("float32")),
+        }
+    )
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def build_reference(
+    questions, encoded: EncodedVQADataset, store: RegionFeatureStore, workdir: Path, regions: int, dim: int
+):
+    """The per-example reference's two ``datasets.Dataset`` s: the questions with their token ids and image rows,
+    and the region features (``Array2D`` float16, numpy format), written as Arrow files under ``workdir``."""
+    import datasets
+
+    reference_questions = questions.add_column(
+        "input_ids", [encoded.token_ids[i, : encoded.lengths[i]].tolist() for i in range(len(encoded))]
+    )
+    reference_questions = reference_questions.add_column("image_row", encoded.image_index.tolist())
+    region_features = datasets.Features(
+        {
+            "image_id": datasets.Value("int64"),
+            "features": datasets.Array2D((regions, dim), "float16"),
+            "boxes": datasets.Array2D((regions, 4), "float32"),
+        }
+    )
+    region_rows = datasets.Dataset.from_generator(
+        _region_generator,
+        features=region_features,
+        gen_kwargs={"path": str(store.path)},
+        cache_dir=str(workdir / "hf_cache"),
+    ).with_format("numpy")
+    return reference_questions, region_rows
+
+
+def _region_generator(path: str):
+    source = RegionFeatureStore(path)
+    for index in range(len(source)):
+        item = source[source.image_ids[index]]
+        yield {"image_id": index, "features": np.asarray(item["features"]), "boxes": item["boxes"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=6000)
@@ -198,26 +258,7 @@ def main() -> None:
         f"built in {time.perf_counter() - t0:.1f}s"
     )
 
-    features = datasets.Features(
-        {
-            "question_id": datasets.Value("int64"),
-            "image_id": datasets.Value("int64"),
-            "question": datasets.Value("string"),
-            "question_type": datasets.Value("string"),
-            "answer_type": datasets.Value("string"),
-            "multiple_choice_answer": datasets.Value("string"),
-            "answers": datasets.List(
-                {
-                    "answer": datasets.Value("string"),
-                    "answer_confidence": datasets.Value("string"),
-                    "answer_id": datasets.Value("int32"),
-                }
-            ),
-            "labels": datasets.List(datasets.ClassLabel(names=vocab)),
-            "scores": datasets.List(datasets.Value("float32")),
-        }
-    )
-    questions = datasets.Dataset.from_list(rows, features=features)
+    questions = question_dataset(rows, vocab)
     tokenizer = HierarchicalVLTokenizer.from_texts(questions["question"])
 
     t0 = time.perf_counter()
@@ -237,30 +278,7 @@ def main() -> None:
 
     # Reference: the same examples through `datasets`, one at a time (pre-tokenised ids stored in the dataset).
     t0 = time.perf_counter()
-    reference_questions = questions.add_column(
-        "input_ids", [encoded.token_ids[i, : encoded.lengths[i]].tolist() for i in range(len(encoded))]
-    )
-    reference_questions = reference_questions.add_column("image_row", encoded.image_index.tolist())
-    region_features = datasets.Features(
-        {
-            "image_id": datasets.Value("int64"),
-            "features": datasets.Array2D((args.regions, args.feature_dim), "float16"),
-            "boxes": datasets.Array2D((args.regions, 4), "float32"),
-        }
-    )
-
-    def region_generator(path: str):
-        source = RegionFeatureStore(path)
-        for index in range(len(source)):
-            item = source[source.image_ids[index]]
-            yield {"image_id": index, "features": np.asarray(item["features"]), "boxes": item["boxes"]}
-
-    regions = datasets.Dataset.from_generator(
-        region_generator,
-        features=region_features,
-        gen_kwargs={"path": str(store.path)},
-        cache_dir=str(workdir / "hf_cache"),
-    ).with_format("numpy")
+    reference_questions, regions = build_reference(questions, encoded, store, workdir, args.regions, args.feature_dim)
     print(f"reference Arrow files written in {time.perf_counter() - t0:.1f}s")
     order = np.random.default_rng(args.seed).permutation(len(encoded))[: args.reference_examples]
     time_reference(reference_questions, regions, order[: args.batch_size], args.batch_size, len(vocab))  # warm-up

@@ -5,6 +5,8 @@
   (``hvl features convert``), and writers of those formats.
 * Annotations as ``datasets`` datasets (map-style or ``streaming=True``): VQA 2.0, Karpathy captions,
   Flickr30k Entities.
+* Region features as a Parquet ``datasets`` dataset: export a store, load it locally or from the Hub (streaming),
+  import it back, publish it with a dataset card; a seeded, resumable stream of windows for the collators.
 * Encoded datasets and collators that join annotations with the store into model inputs, fast.
 * The contamination guard, and a synthetic demo corpus in the real formats (``hvl data demo``).
 
@@ -27,6 +29,7 @@ from .contamination import (
 )
 from .demo_corpus import DemoCorpusPaths, generate_demo_corpus
 from .encoded_datasets import EncodedCaptionDataset, EncodedGroundingDataset, EncodedVQADataset
+from .feature_dataset_hub import publish_feature_dataset, render_feature_dataset_card
 from .feature_readers import (
     FEATURE_FORMATS,
     RegionFeatureError,
@@ -46,6 +49,14 @@ from .feature_writers import (
 from .flickr30k_entities import entities_phrase_counts, load_flickr30k_entities
 from .image_regions import ImageRegions, UnknownImageError, resolve_image
 from .json_stream import iter_json_array
+from .parquet_features import (
+    ParquetExport,
+    export_store_to_parquet,
+    import_parquet_to_store,
+    load_region_features,
+    region_feature_features,
+)
+from .streaming_features import RegionFeatureWindow, StreamingBatches, StreamingRegionFeatures
 from .vqa import build_vqa_answer_vocab, load_vqa, vqa_answer_vocab, vqa_data_files, vqa_soft_score
 
 __all__ = [
@@ -57,13 +68,17 @@ __all__ = [
     "EncodedVQADataset",
     "GroundingCollator",
     "ImageRegions",
+    "ParquetExport",
     "RegionFeatureError",
     "RegionFeatureReader",
     "RegionFeatureRecord",
     "RegionFeatureStore",
     "RegionFeatureStoreWriter",
+    "RegionFeatureWindow",
     "RetrievalCollator",
     "SplitImages",
+    "StreamingBatches",
+    "StreamingRegionFeatures",
     "UnknownImageError",
     "VQACollator",
     "box_iou",
@@ -72,14 +87,20 @@ __all__ = [
     "convert_region_features",
     "detect_feature_format",
     "entities_phrase_counts",
+    "export_store_to_parquet",
     "find_contamination",
     "generate_demo_corpus",
+    "import_parquet_to_store",
     "iter_json_array",
     "karpathy_test_folds",
     "load_flickr30k_entities",
     "load_karpathy_captions",
+    "load_region_features",
     "load_vqa",
     "open_region_feature_reader",
+    "publish_feature_dataset",
+    "region_feature_features",
+    "render_feature_dataset_card",
     "resolve_image",
     "run_splits",
     "vqa_answer_vocab",

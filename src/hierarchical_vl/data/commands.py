@@ -1,5 +1,5 @@
-"""``hvl features convert``, ``hvl features verify`` and ``hvl data demo`` (``hvl features extract``, ``compare``
-and ``convert-detector`` live in ``hierarchical_vl.extraction.commands``)."""
+"""``hvl features convert``, ``verify``, ``export-parquet``, ``import-parquet``, ``publish`` and ``hvl data demo``
+(``hvl features extract``, ``compare`` and ``convert-detector`` live in ``hierarchical_vl.extraction.commands``)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,125 @@ def _verify(args: argparse.Namespace) -> int:
         return VERIFY_FAILED
     print(f"{store.path}: OK ({len(store)} images, {store.padding_row} regions; every checksum matches)")
     return VERIFY_OK
+
+
+def _export_parquet(args: argparse.Namespace) -> int:
+    from .parquet_features import export_store_to_parquet
+
+    try:
+        export = export_store_to_parquet(
+            args.store,
+            args.destination,
+            rows_per_shard=args.rows_per_shard,
+            split=args.split,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+    except (RegionFeatureError, FileExistsError, FileNotFoundError, ValueError, OSError) as error:
+        print(f"hvl features export-parquet: error: {error}", file=sys.stderr)
+        return 1
+    print(export.summary())
+    return 0
+
+
+def _import_parquet(args: argparse.Namespace) -> int:
+    from .parquet_features import import_parquet_to_store
+
+    try:
+        store = import_parquet_to_store(
+            args.source[0] if len(args.source) == 1 else args.source,  # one directory, file or Hub id, or files
+            args.destination,
+            split=args.split,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            revision=args.revision,
+            token=args.token,
+        )
+    except (
+        RegionFeatureError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+        OSError,
+    ) as error:  # Hub HTTP errors too
+        print(f"hvl features import-parquet: error: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(store)} images, {store.padding_row} regions of width {store.feature_dim} to {store.path}")
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from .feature_dataset_hub import publish_feature_dataset
+
+    try:
+        info = publish_feature_dataset(
+            args.store,
+            args.repo_id,
+            export_dir=args.export_dir,
+            rows_per_shard=args.rows_per_shard,
+            private=args.private or None,
+            token=args.token,
+            progress=not args.no_progress,
+        )
+    except (
+        RegionFeatureError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+        OSError,
+    ) as error:  # Hub HTTP errors too
+        print(f"hvl features publish: error: {error}", file=sys.stderr)
+        return 1
+    print(f"published {args.store} as the dataset {args.repo_id}: {getattr(info, 'commit_url', info)}")
+    return 0
+
+
+def _add_parquet_commands(feature_commands: Any) -> None:
+    """``export-parquet``, ``import-parquet`` and ``publish``."""
+    export = feature_commands.add_parser(
+        "export-parquet",
+        help="write a store as Parquet shards (a datasets dataset, Hub layout)",
+        description="Write a region-feature store as Parquet shards OUT/data/<split>-*.parquet with explicit "
+        "datasets features (image_id, width, height, boxes (K, 4) float32, features (K, F) float16), loadable "
+        "with datasets.load_dataset('parquet', ..., streaming=True) or hierarchical_vl.data.load_region_features.",
+    )
+    export.add_argument("store", metavar="STORE", help="store directory")
+    export.add_argument("destination", metavar="OUT", help="export directory to write")
+    export.add_argument("--rows-per-shard", type=int, default=5000, help="images per Parquet file (default 5000)")
+    export.add_argument("--split", default="train", help="split name of the shards (default train)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    export.add_argument("--no-progress", action="store_true", help="no progress bar")
+    export.set_defaults(func=_export_parquet)
+
+    back = feature_commands.add_parser(
+        "import-parquet",
+        help="write Parquet region features (local or a Hub dataset) into a store",
+        description="Read an export directory, Parquet files or a Hub dataset (ORG/NAME or hf://datasets/ORG/NAME, "
+        "downloaded into the Hub cache) into a float16 memory-mapped store; bad files and rows are named.",
+    )
+    back.add_argument("source", nargs="+", metavar="SRC", help="export directory, Parquet file(s) or Hub dataset id")
+    back.add_argument("destination", metavar="STORE", help="store directory to write")
+    back.add_argument("--split", default="train", help="split to import (default train)")
+    back.add_argument("--revision", default=None, help="Hub revision")
+    back.add_argument("--token", default=None, help="Hub token (the logged-in one by default)")
+    back.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    back.add_argument("--no-progress", action="store_true", help="no progress bar")
+    back.set_defaults(func=_import_parquet)
+
+    publish = feature_commands.add_parser(
+        "publish",
+        help="publish a store as a Hub dataset with a generated dataset card",
+        description="Export a store to Parquet, write a dataset card (source files or extractor, counts, "
+        "checksums of the shards) and upload both as a Hub dataset repository in one commit.",
+    )
+    publish.add_argument("store", metavar="STORE", help="store directory")
+    publish.add_argument("repo_id", metavar="REPO_ID", help="dataset repository, user/name or organisation/name")
+    publish.add_argument("--private", action="store_true", help="create the repository as private")
+    publish.add_argument("--token", default=None, help="Hub token (the logged-in one by default)")
+    publish.add_argument("--export-dir", default=None, help="keep the export here (default: a temporary directory)")
+    publish.add_argument("--rows-per-shard", type=int, default=5000, help="images per Parquet file (default 5000)")
+    publish.add_argument("--no-progress", action="store_true", help="no progress bar")
+    publish.set_defaults(func=_publish)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -123,6 +242,8 @@ def add_commands(subparsers: Any) -> None:
     )
     verify.add_argument("store", metavar="STORE", help="store directory to check")
     verify.set_defaults(func=_verify)
+
+    _add_parquet_commands(feature_commands)  # export-parquet, import-parquet, publish
 
     from ..extraction.commands import add_extraction_commands
 
