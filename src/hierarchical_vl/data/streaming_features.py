@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +296,29 @@ class StreamingRegionFeatures:
                 items, self.feature_dim, np.arange(len(items)), name=f"{self.source} catalogue", with_features=False
             )
         return self._catalogue
+
+    def images(self, image_ids: Iterable[Any]) -> RegionFeatureWindow:
+        """An in-memory store of the named images, read in one pass in stored order (stopping once all are found;
+        the shuffle state is left as it is): the few images of an evaluation split.
+
+        Args:
+            image_ids: The images to keep (ids as the stream names them; ids not in the stream are left out, for
+                the dataset encoded on the result to report).
+        """
+        wanted = {str(image_id) for image_id in image_ids}
+        kept: list[tuple[int, _Image]] = []
+        if wanted:
+            for position, (image_id, width, height, boxes, features) in self._input():
+                if image_id in wanted:
+                    kept.append((position, (image_id, width, height, boxes.copy(), features.copy())))
+                    if len(kept) == len(wanted):
+                        break
+        return RegionFeatureWindow(
+            [image for _, image in kept],
+            self.feature_dim,
+            [position for position, _ in kept],
+            name=f"{self.source} {len(kept)} images",
+        )
 
 
 class StreamingBatches:

@@ -410,7 +410,8 @@ def add_commands(subparsers: Any) -> None:
         help="region features under DIR (default features/region_features.tsv; a store directory "
         "is used as is, other formats are converted once); repeat for several sources, and name each one's corpus "
         "(--features coco=bottom_up/trainval --features flickr30k=bottom_up/flickr30k) to convert them into one "
-        "store keyed by corpus, where each task reads the images of its own corpus",
+        "store keyed by corpus, where each task reads the images of its own corpus; hf://datasets/ORG/NAME or "
+        "parquet:PATH streams a Hub dataset or a Parquet export instead, keeping the split's images in memory",
     )
     parser.add_argument("--features-store", default=None, help="where converted region features go")
     parser.add_argument("--vqa-dir", default=None, help="VQA 2.0 directory under DIR (default vqa)")

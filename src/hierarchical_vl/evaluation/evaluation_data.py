@@ -21,6 +21,11 @@ Flickr30k Entities on Flickr30k, retrieval on the corpus of each Karpathy file).
 Karpathy files, ``{coco: dataset_coco.json, flickr30k: dataset_flickr30k.json}`` (`CorpusLayout.caption_files`):
 training takes the union, evaluation one of them (``caption_eval_corpus``).
 
+Region features can also stream from a Parquet export or a Hub dataset (`streamed_feature_source`:
+``hf://datasets/ORG/NAME`` or ``parquet:path/to/export``), for corpora that are not on local disk: training reads
+them through a shuffle buffer (``hierarchical_vl.data.StreamingRegionFeatures``) and evaluation keeps the few images
+of its splits in memory, read in one pass (`streamed_images_store`).
+
 The file formats differ per task (VQA 2.0 JSON, a Karpathy split file, the Flickr30k Entities folders), so this is
 the one place that knows, per task, where its annotations lie in a corpus and which loader reads them.
 """
@@ -40,6 +45,9 @@ from typing import Any
 from ..configuration_hierarchical_vl import HierarchicalVLConfig
 from ..data import (
     RegionFeatureStore,
+    RegionFeatureWindow,
+    SplitImages,
+    StreamingRegionFeatures,
     convert_region_features,
     load_flickr30k_entities,
     load_karpathy_captions,
@@ -57,11 +65,15 @@ __all__ = [
     "feature_sources",
     "load_evaluation_data",
     "open_region_store",
+    "streamed_feature_source",
+    "streamed_images_store",
 ]
 
 logger = logging.getLogger(__name__)
 
 _STORE_MARKER = "store.json"
+_HUB_STREAM_PREFIX = "hf://datasets/"
+_PARQUET_STREAM_PREFIX = "parquet:"
 _CAPTION_FILES = ("dataset_coco.json", "dataset_flickr30k.json")
 _GLOB_CHARACTERS = frozenset("*?[")
 _SEVERAL_SOURCES_STORE = "region_features.store"
@@ -88,6 +100,55 @@ def _tsv_shards(directory: Path) -> list[Path]:
     if any(p.suffix in (".npz", ".npy") for p in files):
         return []
     return sorted(p for p in files if ".tsv" in (suffix.lower() for suffix in p.suffixes))
+
+
+def streamed_feature_source(
+    features: FeatureSources | CorpusFeatureSources, root: str | os.PathLike | None = None
+) -> str | None:
+    """The streamed source that ``features`` names, or ``None`` for features read from local files.
+
+    ``hf://datasets/ORG/NAME[@REVISION]`` names a Hub dataset (downloaded into the Hub cache as it is first read),
+    ``parquet:PATH`` a local Parquet export (``hvl features export-parquet``; PATH relative to ``root``). Either is
+    the one feature source (not an item of a list or mapping).
+
+    Args:
+        features: ``data.features`` (or ``hvl evaluate --features``).
+        root: Base directory of a relative PATH.
+
+    Raises:
+        ValueError: If a streamed source is an item of a list or mapping.
+    """
+    if isinstance(features, str):
+        if features.startswith(_HUB_STREAM_PREFIX):
+            return features
+        if features.startswith(_PARQUET_STREAM_PREFIX):
+            path = Path(features[len(_PARQUET_STREAM_PREFIX) :])
+            return str(Path(root) / path if root is not None and not path.is_absolute() else path)
+        return None
+    if isinstance(features, os.PathLike):
+        return None
+    if isinstance(features, Mapping):
+        values = list(features.values())
+        items = [item for value in values for item in ([value] if isinstance(value, (str, os.PathLike)) else value)]
+    else:
+        items = list(features)
+    for item in items:
+        if isinstance(item, str) and item.startswith((_HUB_STREAM_PREFIX, _PARQUET_STREAM_PREFIX)):
+            raise ValueError(f"streamed region features ({item}) must be the only feature source, not one of several")
+    return None
+
+
+def streamed_images_store(source: str, rows: Mapping[str, Any]) -> RegionFeatureWindow:
+    """The images of some annotation rows, read from a streamed source into an in-memory store.
+
+    Args:
+        source: A `streamed_feature_source`.
+        rows: Annotation rows per task (the evaluation splits): their images are kept.
+    """
+    ids = set()
+    for task, task_rows in rows.items():
+        ids |= SplitImages.from_rows(task, "eval", "eval", task_rows).image_ids
+    return StreamingRegionFeatures(source, buffer_size=1).images(sorted(ids))
 
 
 def feature_sources(features: FeatureSources, root: str | os.PathLike | None = None) -> list[Path]:
@@ -422,6 +483,8 @@ def open_region_store(
         FileNotFoundError: If there is nothing at a source, or a glob matches nothing.
         ValueError: If a store given directly is older than the sources it was converted from.
     """
+    if streamed_feature_source(features, root) is not None:
+        raise ValueError(f"{features} streams: read it with StreamingRegionFeatures, it is not a local store")
     corpora: list[str | None] | None = None
     if isinstance(features, Mapping):
         pairs = corpus_feature_sources(features, root)
@@ -523,6 +586,8 @@ def load_evaluation_data(
         splits: Per-task split overriding ``split`` (e.g. ``{"vqa": "val"}``).
         store_path: Where converted region features go (see `open_region_store`).
         progress: Show the feature conversion's progress bar.
+
+    Streamed features (`streamed_feature_source`) are read once, keeping the splits' images in memory.
     """
     unknown = sorted(set(tasks) - set(TASK_SPECS))
     if unknown:
@@ -537,11 +602,17 @@ def load_evaluation_data(
             setattr(config, name, value)
     answer_pool = [config.id2label[i] for i in range(config.num_answers)]
     task_splits = {task: (splits or {}).get(task, split) for task in tasks}
-    store = open_region_store(layout.features, store_path, progress=progress, root=layout.root)
+    rows = {
+        task: layout.read_split(task, task_splits[task], answer_vocab=answer_pool, streaming=True) for task in tasks
+    }
+    streamed = streamed_feature_source(layout.features, layout.root)
+    if streamed is not None:
+        store = streamed_images_store(streamed, rows)
+    else:
+        store = open_region_store(layout.features, store_path, progress=progress, root=layout.root)
     data = EvaluationData(store=store, splits=task_splits)
     for task in tasks:
-        rows = layout.read_split(task, task_splits[task], answer_vocab=answer_pool, streaming=True)
-        data.datasets[task] = task_spec(task).encode(rows, store, tokenizer, config)
+        data.datasets[task] = task_spec(task).encode(rows[task], store, tokenizer, config)
         if len(data.datasets[task]) == 0:
             raise ValueError(f"the {task_splits[task]} split of {task} has no examples")
     return data

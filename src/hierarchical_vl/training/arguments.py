@@ -114,6 +114,11 @@ class DataArguments:
             ``{coco: [bottom_up/trainval], flickr30k: bottom_up/flickr30k}``, and the store keys each image by its
             corpus (``coco/36979``, ``flickr30k/36979``), each task looking up the images of its own corpus
             (``task_corpora``); contamination is then checked within each corpus.
+            Features that are not on local disk stream instead: ``hf://datasets/ORG/NAME[@REVISION]`` (a Hub
+            dataset) or ``parquet:PATH`` (a Parquet export, ``hvl features export-parquet``); training reads them
+            through a seeded, resumable shuffle buffer (``stream_buffer_size``, ``stream_window_images``; one
+            process, no ``group_by_length`` or ``features_on_device``) and evaluation keeps its splits' images in
+            memory.
         features_store: Where a converted store is kept (default: next to ``features`` with ``.store``; for a glob,
             a list or a mapping, ``region_features.store`` in the sources' common directory).
         vqa_dir: Directory with the official VQA 2.0 question and annotation JSON files.
@@ -166,6 +171,10 @@ class DataArguments:
         features_on_device: Keep the whole float16 feature store on the accelerator (COCO's 123k images x 100
             regions x 2048 take about 50 GB) and gather each batch's features there instead of in host memory;
             the batches and results are the same. On a CPU the store is copied into memory.
+        stream_buffer_size: Images in the shuffle buffer of streamed features (epoch e shuffles with the seed and
+            e; 1: the stored order).
+        stream_window_images: Images per window of streamed features: the training batches of a task are made of
+            the examples of one window's images, so each epoch sees every example once.
     """
 
     root: str = "demo_corpus"
@@ -196,6 +205,8 @@ class DataArguments:
     answer_normalization: str | None = None
     group_by_length: bool = False
     features_on_device: bool = False
+    stream_buffer_size: int = 1000
+    stream_window_images: int = 256
 
     def path(self, value: str | None) -> Path | None:
         """``value`` resolved against ``root``."""
@@ -497,6 +508,8 @@ ADDED_FIELD_DEFAULTS: dict[str, Any] = {
     "data.caption_eval_corpus": None,
     "data.task_corpora": None,
     "data.group_by_length": False,
+    "data.stream_buffer_size": 1000,
+    "data.stream_window_images": 256,
 }
 """Fields added after version 0.1 with the value a run saved without them had (their absence is no difference)."""
 

@@ -1,7 +1,8 @@
 """Deterministic, resumable batches for each task: the data order depends only on (seed, task, batch number).
 
 `CyclingBatches` visits each epoch in a seeded random order; `LengthGroupedBatches` groups examples of similar
-region and word counts into the same batches (less padding), with the same seeding and resumption.
+region and word counts into the same batches (less padding), with the same seeding and resumption. A task whose
+region features stream gets `StreamedTaskBatches` (`hierarchical_vl.training.streamed_batches`) instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .streamed_batches import StreamedTaskBatches, StreamedTaskData
 
 __all__ = ["CyclingBatches", "LengthGroupedBatches", "TaskDataSource", "make_task_batches"]
 
@@ -30,6 +33,8 @@ class TaskDataSource:
             `LengthGroupedBatches` groups by; ``None`` when not grouping.
         feature_store: The `RegionFeatureStore` whose rows the batches' ``region_feature_rows`` index, when
             ``collate`` leaves the feature gather to the trainer (``data.features_on_device``); ``None`` otherwise.
+        stream: The task's streamed data when its region features stream (then ``collate`` is not used: each
+            window of the stream has its own collator); ``None`` for a store.
     """
 
     task: str
@@ -37,6 +42,7 @@ class TaskDataSource:
     collate: Callable[[np.ndarray], dict[str, Any]]
     sizes: np.ndarray | None = None
     feature_store: Any = None
+    stream: StreamedTaskData | None = None
 
 
 class _BatchesFromPosition(Dataset):
@@ -241,8 +247,18 @@ def make_task_batches(
     world_size: int = 1,
     num_workers: int = 0,
     group_by_length: bool = False,
-) -> CyclingBatches:
-    """The batches of one task: `LengthGroupedBatches` with ``group_by_length``, else `CyclingBatches`."""
+) -> CyclingBatches | StreamedTaskBatches:
+    """The batches of one task: `StreamedTaskBatches` when its features stream, else `LengthGroupedBatches` with
+    ``group_by_length``, else `CyclingBatches`. ``num_workers`` does not apply to a stream (it decodes on its own
+    reader thread; the prefetcher collates ahead).
+
+    Raises:
+        ValueError: For streamed features with ``group_by_length`` (a stream's order is its shuffle buffer's).
+    """
+    if source.stream is not None:
+        if group_by_length:
+            raise ValueError(f"task {source.task!r}: data.group_by_length does not apply to streamed region features")
+        return StreamedTaskBatches(source.task, source.stream, batch_size, seed, rank, world_size)
     if group_by_length:
         return LengthGroupedBatches(source, batch_size, seed, rank, world_size, num_workers)
     return CyclingBatches(source, batch_size, seed, rank, world_size, num_workers)

@@ -21,11 +21,17 @@ from ..configuration_hierarchical_vl import HierarchicalVLConfig
 from ..data import (
     RegionFeatureStore,
     SplitImages,
+    StreamingRegionFeatures,
     build_vqa_answer_vocab,
     check_contamination,
     vqa_data_files,
 )
-from ..evaluation.evaluation_data import CorpusLayout, open_region_store
+from ..evaluation.evaluation_data import (
+    CorpusLayout,
+    open_region_store,
+    streamed_feature_source,
+    streamed_images_store,
+)
 from ..evaluation.protocols import EvaluationProtocol, caption_corpus, first_images
 from ..loading import save_staged
 from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
@@ -34,6 +40,7 @@ from ..tasks import TASK_SPECS, task_spec
 from ..tokenization_hierarchical_vl import HierarchicalVLTokenizer, load_glove_embeddings
 from .arguments import TrainingArguments
 from .batching import TaskDataSource
+from .streamed_batches import StreamedTaskData
 from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult, model_disk_full_message
 
 __all__ = [
@@ -55,7 +62,7 @@ class PreparedData:
     """Everything the trainer and the evaluation need, built once from the arguments.
 
     Attributes:
-        store: The region-feature store.
+        store: The region-feature store (for streamed features, the stream's catalogue: ids, sizes and boxes).
         tokenizer: The word-level tokenizer.
         processor: The processor saved with the model (the configuration's caps).
         config: The model configuration the data were encoded for (caps, vocabulary, answer pool).
@@ -67,6 +74,8 @@ class PreparedData:
             labels) and the evaluation follows.
         caption_corpus: ``"coco"`` or ``"flickr30k"``: the corpus of the Karpathy file (``None`` without
             retrieval).
+        streams: The streamed training data of each trained task when the features stream (all over the one
+            catalogue ``store``); empty otherwise.
     """
 
     store: RegionFeatureStore
@@ -79,6 +88,7 @@ class PreparedData:
     collators: dict[str, Any] = field(default_factory=dict)
     protocol: EvaluationProtocol = field(default_factory=lambda: EvaluationProtocol(name="current"))
     caption_corpus: str | None = None
+    streams: dict[str, StreamedTaskData] = field(default_factory=dict)
 
     def sources(self) -> dict[str, TaskDataSource]:
         """The training data of each task, as the trainer takes it: with each example's size (regions under the
@@ -90,6 +100,7 @@ class PreparedData:
                 self.collators[task],
                 sizes=dataset.example_sizes(self.config.max_regions),
                 feature_store=self.store if getattr(self.collators[task], "feature_rows", False) else None,
+                stream=self.streams.get(task),
             )
             for task, dataset in self.train.items()
         }
@@ -221,11 +232,26 @@ def _collator_options(task: str, args: TrainingArguments) -> dict[str, Any]:
     return {}
 
 
+def _window_collator(spec: Any, config: HierarchicalVLConfig, template: Any, args: TrainingArguments) -> Any:
+    """Builds the collator of each window of a stream: the task's training collator (``template``) over the
+    window's view, with the template's seed at the time (the retrieval negatives, which experiments reseed)."""
+    options = _collator_options(task=spec.name, args=args)
+
+    def make(view: Any) -> Any:
+        seeded = {**options, "seed": template.seed} if "seed" in options else options
+        return spec.make_collator(view, config, include_metadata=False, **seeded)
+
+    return make
+
+
 def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | None = None) -> PreparedData:
     """Load the corpora of the curriculum's tasks, check contamination, build the tokenizer, the model
     configuration and the encoded datasets.
 
-    The tokenizer's vocabulary is the words of the training text of every task (unless one is given).
+    The tokenizer's vocabulary is the words of the training text of every task (unless one is given). With
+    streamed features (``data.features`` naming a Hub dataset or a Parquet export) the training datasets are
+    encoded on the stream's catalogue and each trained task reads the stream (`PreparedData.streams`); the
+    evaluation splits' images are read into memory.
     """
     data = args.data
     protocol = args.evaluation_protocol()
@@ -264,7 +290,17 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
         texts = (text for task, rows in train_rows.items() for text in rows[task_spec(task).text_field])
         tokenizer = HierarchicalVLTokenizer.from_texts(texts, min_frequency=data.min_word_frequency)
     config = build_config(args, tokenizer, answer_vocab)
-    store = open_region_store(data.features, data.path(data.features_store), progress=args.progress, root=data.root)
+    streamed = streamed_feature_source(data.features, data.root)
+    stream = None
+    if streamed is not None:
+        if data.features_on_device:
+            raise ValueError("data.features_on_device needs a local store, not streamed features")
+        stream = StreamingRegionFeatures(
+            streamed, buffer_size=data.stream_buffer_size, seed=args.seed, window_images=data.stream_window_images
+        )
+        store = stream.catalogue()
+    else:
+        store = open_region_store(data.features, data.path(data.features_store), progress=args.progress, root=data.root)
     processor = HierarchicalVLProcessor.from_config(tokenizer, config)
     prepared = PreparedData(
         store=store,
@@ -285,8 +321,13 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
             feature_rows=data.features_on_device,  # the trainer gathers from its on-device copy of the store
             **_collator_options(task, args),
         )
+        if stream is not None:
+            prepared.streams[task] = StreamedTaskData(
+                prepared.train[task], stream, _window_collator(spec, config, prepared.collators[task], args)
+            )
+    eval_store = streamed_images_store(streamed, eval_rows) if streamed is not None and eval_rows else store
     for task, rows in eval_rows.items():
-        prepared.eval[task] = task_spec(task).encode(rows, store, tokenizer, config)
+        prepared.eval[task] = task_spec(task).encode(rows, eval_store, tokenizer, config)
     return prepared
 
 
