@@ -1,11 +1,11 @@
 """hierarchical-vl: the multi-task hierarchical vision-language model of Nguyen & Okatani (CVPR 2019).
 
-The top level holds what most users call: the configuration, the models, the tokenizer and processor, GloVe loading
-and `load_checkpoint`. The rest lives in its own module: the building blocks and outputs in
-``hierarchical_vl.modeling_hierarchical_vl``, the task registry in ``hierarchical_vl.tasks``, data in
-``hierarchical_vl.data``, metrics in ``hierarchical_vl.metrics``, evaluation in ``hierarchical_vl.evaluation``,
-pipelines and predictors in ``hierarchical_vl.pipelines``, the region-feature extractor in
-``hierarchical_vl.extraction``, the Hub helpers in ``hierarchical_vl.hub``.
+The top level holds what most users call: the configuration, the models, the tokenizer and processor, GloVe loading,
+`load_checkpoint` and `optimize_for_inference` (int8 / bf16 CPU inference). The rest lives in its own module: the
+building blocks and outputs in ``hierarchical_vl.modeling_hierarchical_vl``, the task registry in
+``hierarchical_vl.tasks``, data in ``hierarchical_vl.data``, metrics in ``hierarchical_vl.metrics``, evaluation in
+``hierarchical_vl.evaluation``, pipelines and predictors in ``hierarchical_vl.pipelines``, the region-feature
+extractor in ``hierarchical_vl.extraction``, the Hub helpers in ``hierarchical_vl.hub``.
 
 Importing the package registers the model with transformers' Auto classes and its pipelines.
 """
@@ -13,6 +13,7 @@ Importing the package registers the model with transformers' Auto classes and it
 from .auto_registration import register_auto_classes
 from .configuration_hierarchical_vl import HierarchicalVLConfig, available_presets
 from .extraction import RegionFeatureExtractor, RegionFeatureExtractorConfig
+from .inference_optimization import optimize_for_inference
 from .loading import load_checkpoint, load_processor
 from .modeling_hierarchical_vl import (
     HierarchicalVLForImageTextRetrieval,
@@ -48,4 +49,5 @@ __all__ = [
     "load_checkpoint",
     "load_glove_embeddings",
     "load_processor",
+    "optimize_for_inference",
 ]

@@ -29,6 +29,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from .atomic_files import write_text_atomic
 from .auto_registration import register_auto_classes
 from .configuration_hierarchical_vl import HierarchicalVLConfig
+from .inference_optimization import check_savable, describe_precision, inference_precision
 from .loading import load_checkpoint, load_processor
 from .processing_hierarchical_vl import HierarchicalVLProcessor
 from .tasks import TASK_SPECS, model_tasks, task_spec
@@ -200,6 +201,7 @@ def _architecture_rows(model: Any, config: HierarchicalVLConfig, tasks: list[str
     ]
     if "vqa" in tasks:
         rows.append(("Answer pool", f"{config.num_answers:,} answers"))
+    rows.extend(_inference_precision_rows(model))
     rows.append(
         (
             "Input caps",
@@ -208,6 +210,13 @@ def _architecture_rows(model: Any, config: HierarchicalVLConfig, tasks: list[str
         )
     )
     return "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def _inference_precision_rows(model: Any) -> list[tuple[str, str]]:
+    """The card's "Inference precision" row of a model made by `optimize_for_inference` (none for float32)."""
+    precision = inference_precision(model)
+    description = describe_precision(precision)
+    return [("Inference precision", f"{precision}: {description}")] if description else []
 
 
 def _task_layer_rows(config: HierarchicalVLConfig, tasks: list[str]) -> tuple[str, str]:
@@ -401,6 +410,7 @@ def save_for_hub(
     """
     card_data = _check_card_data(card_data)
     model, processor = _loaded(model, processor)
+    check_savable(model)
     if processor is None:
         raise ValueError("a processor (or the word tokenizer) is needed: a checkpoint is not usable without it")
     if not isinstance(processor, HierarchicalVLProcessor) and not hasattr(processor, "tokenizer"):

@@ -42,6 +42,23 @@ def _masked_fill_min(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
 
 
+def _linear_parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(weight (out, in), bias (out,) or None)`` of a linear layer, plain or dynamically quantised.
+
+    A dynamically quantised ``Linear`` (int8 inference) exposes ``weight()`` and ``bias()`` as methods, the weight
+    a quantised tensor; its dequantised value is returned then.
+    """
+    if callable(layer.weight):
+        return layer.weight().dequantize(), layer.bias()
+    return layer.weight, layer.bias
+
+
+def _input_dtype(layer: nn.Module) -> torch.dtype:
+    """The floating dtype a linear layer takes: its weight's, float32 for a dynamically quantised one."""
+    weight = layer.weight
+    return torch.float32 if callable(weight) else weight.dtype
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Encoders of each modality
 # --------------------------------------------------------------------------------------------------------------
@@ -116,7 +133,7 @@ class HierarchicalVLImageEncoder(nn.Module):
         self.box_projection = nn.Linear(5, config.hidden_size) if config.use_box_embedding else None
 
     def forward(self, region_features: torch.Tensor, region_boxes: torch.Tensor | None = None) -> torch.Tensor:
-        features = self.projection(region_features.to(self.projection.weight.dtype))  # (B, T, d)
+        features = self.projection(region_features.to(_input_dtype(self.projection)))  # (B, T, d)
         if self.box_projection is not None:
             if region_boxes is None:
                 raise ValueError("this model uses box embeddings (config.use_box_embedding): pass region_boxes")
@@ -246,9 +263,11 @@ class DenseCoAttentionLayer(nn.Module):
         d = features.shape[-1]
         terms = CoAttentionTerms(features, mask, projection(features))
         if own:
-            terms.own = F.linear(features, own_fusion.weight[:, :d], own_fusion.bias)  # (B, L, d)
+            weight, bias = _linear_parameters(own_fusion)
+            terms.own = F.linear(features, weight[:, :d], bias)  # (B, L, d)
         if cross:
-            terms.cross = F.linear(self._extend(null, features), other_fusion.weight[:, d:])  # (B, K+L, d)
+            weight, _ = _linear_parameters(other_fusion)
+            terms.cross = F.linear(self._extend(null, features), weight[:, d:])  # (B, K+L, d)
         return terms
 
     def attention_maps(self, text: CoAttentionTerms, image: CoAttentionTerms) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,8 +329,10 @@ class DenseCoAttentionLayer(nn.Module):
         if other.cross is None:  # plain form: attend to the unprojected features, then the fusion layer
             attended = torch.bmm(attention.to(other_extended.dtype), other_extended)  # (B, L, d)
             return fusion(torch.cat([own.features, attended], dim=-1))
-        d = own.features.shape[-1]
-        own_term = own.own if own.own is not None else F.linear(own.features, fusion.weight[:, :d], fusion.bias)
+        own_term = own.own
+        if own_term is None:
+            weight, bias = _linear_parameters(fusion)
+            own_term = F.linear(own.features, weight[:, : own.features.shape[-1]], bias)  # (B, L, d)
         return own_term + torch.bmm(attention.to(other.cross.dtype), other.cross)
 
     def forward(

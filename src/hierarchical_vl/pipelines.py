@@ -23,6 +23,9 @@ Checkpoints may hold a single-task head or the multi-task model; a multi-task mo
 Words of a question or caption that are not in the checkpoint's vocabulary are read as ``<unk>``: the pipelines
 log them, and with ``return_unknown_words=True`` their output is a dict whose ``unknown_words`` lists them.
 Scores are the model's sigmoid outputs (paper Eq. 7, 8 and 10).
+
+``precision="int8"`` (or ``"bf16"``), given to a pipeline (``pipeline(..., precision="int8")``) or a predictor,
+runs the model through [`optimize_for_inference`] once it is loaded: the CPU inference fast path.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from transformers import Pipeline, PreTrainedTokenizerBase
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .data.image_regions import ImageRegions, UnknownImageError, resolve_image
+from .inference_optimization import optimize_for_inference
 from .loading import load_checkpoint, load_processor
 from .modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from .processing_hierarchical_vl import HierarchicalVLProcessor
@@ -168,7 +172,9 @@ class _HierarchicalVLPipeline(Pipeline):
     """What the three pipelines share: the processor, the task check, image and text encoding, the forward pass.
 
     Pipeline-wide parameters (given to the constructor or to a call): ``feature_store``, where image ids are looked
-    up, and ``max_words``, the cap on words (the task's cap in the model config by default).
+    up, and ``max_words``, the cap on words (the task's cap in the model config by default). Given to the
+    constructor only: ``precision`` (``"int8"``, ``"bf16"`` or ``"fp32"``), the model's inference precision
+    (see [`optimize_for_inference`]; the model as loaded by default).
     """
 
     model_task = ""
@@ -180,7 +186,9 @@ class _HierarchicalVLPipeline(Pipeline):
     _load_video_processor = False
     _load_feature_extractor = False
 
-    def __init__(self, model: Any, processor: Any = None, tokenizer: Any = None, **kwargs: Any):
+    def __init__(
+        self, model: Any, processor: Any = None, tokenizer: Any = None, precision: str | None = None, **kwargs: Any
+    ):
         # transformers' own ``feature_extractor`` argument (audio) carries the region-feature extractor here
         extractor = kwargs.pop("feature_extractor", None) or kwargs.pop("region_feature_extractor", None)
         if extractor is None:  # a detector saved beside the checkpoint
@@ -203,6 +211,8 @@ class _HierarchicalVLPipeline(Pipeline):
                 f"a {type(model).__name__} cannot run {self.model_task}; use a {TASK_SPECS[self.model_task].head} "
                 f"or a {HierarchicalVLForMultiTask.__name__}"
             )
+        if precision is not None:
+            model = optimize_for_inference(model, precision)
         super().__init__(model, processor=processor, tokenizer=processor.tokenizer, **kwargs)
 
     @property
@@ -616,6 +626,8 @@ class _Predictor:
         feature_store: Where image ids are looked up.
         max_words: Cap on words (the task's cap in the model config by default).
         feature_extractor: A [`RegionFeatureExtractor`] (or its folder) that turns raw images into regions.
+        precision: ``"int8"``, ``"bf16"`` or ``"fp32"``: the inference precision the model is run in (see
+            [`optimize_for_inference`]); ``None`` keeps the model as given.
     """
 
     pipeline_class: type[_HierarchicalVLPipeline] = _HierarchicalVLPipeline
@@ -627,10 +639,11 @@ class _Predictor:
         feature_store: Any = None,
         max_words: int | None = None,
         feature_extractor: Any = None,
+        precision: str | None = None,
     ):
         options = _given(feature_store=feature_store, max_words=max_words, region_feature_extractor=feature_extractor)
         device = None if getattr(model, "hf_device_map", None) else model.device  # stay where the model is
-        self.pipeline = self.pipeline_class(model, processor=processor, device=device, **options)
+        self.pipeline = self.pipeline_class(model, processor=processor, device=device, precision=precision, **options)
 
     @classmethod
     def from_pretrained(
@@ -639,6 +652,7 @@ class _Predictor:
         feature_store: Any = None,
         device: Any = None,
         feature_extractor: Any = None,
+        precision: str | None = None,
         **kwargs: Any,
     ):
         """Load the model and the processor of a checkpoint (a folder or a Hub repository id).
@@ -649,13 +663,16 @@ class _Predictor:
             device: Device to move the model to.
             feature_extractor: Turns raw images into regions (default: a ``detector/`` folder beside the
                 checkpoint, if any).
+            precision: The inference precision to run the loaded model in (see the class).
             **kwargs: Passed to the model's ``from_pretrained``.
         """
         model = load_checkpoint(pretrained_model_name_or_path, task=cls.pipeline_class.model_task, **kwargs)
         if device is not None:
             model.to(device)
         processor = load_processor(pretrained_model_name_or_path, model.config, **_hub_kwargs(kwargs))
-        return cls(model, processor, feature_store=feature_store, feature_extractor=feature_extractor)
+        return cls(
+            model, processor, feature_store=feature_store, feature_extractor=feature_extractor, precision=precision
+        )
 
     @property
     def model(self) -> Any:
