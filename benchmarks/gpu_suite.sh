@@ -92,7 +92,7 @@ else
     run_part data_wait 55 bench_data_wait.py --device cuda --preset paper --batch-size 256 --images 2000 --updates 30 \
         --rounds 2 --features-on-device --bf16
     run_part predict 55 bench_predict.py --device cuda --batch-size 256
-    run_part cpu_inference 55 bench_cpu_inference.py --device cuda
+    run_part cpu_inference 55 bench_cpu_inference.py --device cpu --no-compile
 fi
 
 MODE=gpu

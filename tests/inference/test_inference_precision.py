@@ -61,13 +61,16 @@ def test_every_task_close_to_fp32_with_the_same_top1(multitask, precision):
             assert torch.equal(got.argmax(-1), expected.argmax(-1)), task
 
 
-def test_int8_quantises_linear_and_lstm_and_keeps_the_embeddings(multitask):
+def test_int8_quantises_linear_and_lstm_and_keeps_the_embeddings_and_the_answer_classifier(multitask):
     optimized = optimize_for_inference(multitask, "int8")
     encoder = optimized.hierarchical_vl
     assert type(encoder.text_embeddings.lstm).__module__.startswith("torch.ao.nn.quantized.dynamic")
     assert callable(encoder.encoder.layers[0].text_fusion.weight)  # weight() is a method there
     assert encoder.text_embeddings.word_embeddings.weight.dtype == torch.float32
-    assert not any(type(module) is torch.nn.Linear for module in optimized.modules())
+    float32 = [name for name, module in optimized.named_modules() if type(module) is torch.nn.Linear]
+    assert float32 and all(".classifier." in name for name in float32), float32
+    classifier = optimized.vqa_decoder.classifier
+    assert all(type(module) is not torch.nn.Linear or module.weight.dtype == torch.float32 for module in classifier)
 
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
