@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "hierarchical_vl.evaluation.commands",
     "hierarchical_vl.metrics.commands",
     "hierarchical_vl.app.commands",
+    "hierarchical_vl.hub_commands",
 )
 
 _PACKAGE_LOGGER = "hierarchical_vl"

@@ -16,6 +16,7 @@ TASKS = ("grounding", "retrieval", "vqa")
 __all__ = ["CONFIG_VERSION", "TASKS", "HierarchicalVLConfig", "available_presets"]
 
 _PRESET_PACKAGE = "hierarchical_vl.presets"
+_PACKAGE_MODULE = "hierarchical_vl.configuration_hierarchical_vl"
 
 CONFIG_VERSION = 2
 """Version of the configuration format, written into every new ``config.json`` as ``config_version``.
@@ -84,6 +85,9 @@ class HierarchicalVLConfig(PretrainedConfig):
         config_version: Format version of the configuration ([`CONFIG_VERSION`] for a new one). A ``config.json``
             without it was written by version 0.1: loading it (`from_pretrained`, `from_dict`, `from_json_file`)
             fills the fields it lacks with that version's behaviour, so an old checkpoint trains as it did.
+        custom_pipelines: The pipelines whose code the checkpoint carries (``pipeline_hierarchical_vl.py``), as
+            transformers' ``custom_pipelines`` (see the property); written into ``config.json`` together with that
+            code only, never by `to_dict`.
 
     The common transformers names answer too: ``num_hidden_layers`` is ``num_layers``, ``num_labels`` the size of
     the answer pool; ``return_dict``, ``output_attentions`` and ``output_hidden_states`` set the models' defaults.
@@ -122,6 +126,7 @@ class HierarchicalVLConfig(PretrainedConfig):
         config_version: int = CONFIG_VERSION,
         **kwargs: Any,
     ):
+        self._custom_pipelines = dict(kwargs.pop("custom_pipelines", None) or {})
         id2label = kwargs.get("id2label")
         num_labels = kwargs.pop("num_labels", None)
         if num_answers is not None and num_labels is not None and num_answers != num_labels:
@@ -168,6 +173,23 @@ class HierarchicalVLConfig(PretrainedConfig):
         if not self.label2id or len(self.label2id) != len(self.id2label):
             self.label2id = {label: index for index, label in self.id2label.items()}
         self._validate()
+
+    @property
+    def custom_pipelines(self) -> dict[str, Any]:
+        """The pipelines of ``config.json``'s ``custom_pipelines``, which ``pipeline(task, model=checkpoint,
+        trust_remote_code=True)`` loads from the checkpoint's own code.
+
+        Empty in the class of the installed package: there ``import hierarchical_vl`` registers the same pipelines,
+        which then serve these tasks without remote code (transformers would otherwise demand
+        ``trust_remote_code=True`` for them). The copy of this module that a checkpoint carries returns them.
+        """
+        return {} if __name__ == _PACKAGE_MODULE else dict(self._custom_pipelines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a dictionary (``custom_pipelines`` is written with the pipeline code only)."""
+        output = super().to_dict()
+        output.pop("_custom_pipelines", None)
+        return output
 
     @property
     def num_answers(self) -> int:

@@ -187,7 +187,8 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
     """
     from .data import generate_demo_corpus
     from .training.arguments import load_training_arguments
-    from .training.experiments import format_table1, run_table1
+    from .training.experiments import TABLE1_COLUMNS, format_table1, run_table1
+    from .training.plots import plot_table1
     from .training.run import prepare_data
 
     started = time.perf_counter()
@@ -212,6 +213,9 @@ def run_demo(output_dir: str | os.PathLike = "demo_output", seed: int = 0, num_i
     result = run_table1(base, [seed], output_dir / "table1", prepared=prepared)
     table = format_table1(result)
     print("\nThe paper's Table 1 on the demo corpus's evaluation splits:\n\n" + table)
+    chart = plot_table1(result, TABLE1_COLUMNS, output_dir / "table1" / "table1.png")
+    if chart is not None:
+        print(f"\nTable 1 as a chart: {chart}")
 
     combinations = [row for row in result.rows if row.kind == "combination"]
     trained = Path(max(combinations, key=lambda row: len(row.tasks)).output_dirs[0])  # the all-task model

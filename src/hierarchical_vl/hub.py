@@ -32,13 +32,16 @@ from .configuration_hierarchical_vl import HierarchicalVLConfig
 from .inference_optimization import check_savable, describe_precision, inference_precision
 from .loading import load_checkpoint, load_processor
 from .processing_hierarchical_vl import HierarchicalVLProcessor
+from .remote_pipelines import save_remote_pipelines
 from .tasks import TASK_SPECS, model_tasks, task_spec
+from .training_records import card_data_from_records, evaluate_output_rows, is_evaluate_output
 
 __all__ = [
     "MODEL_CARD_FIELDS",
     "REQUIRED_FILES",
     "HubPushError",
     "push_to_hub",
+    "render_checkpoint_card",
     "render_model_card",
     "save_for_hub",
 ]
@@ -55,8 +58,15 @@ MODEL_CARD_FIELDS = {
     "base_model": "Hub id of the checkpoint this one was fine-tuned from.",
     "training_data": "What the model was trained on (Markdown).",
     "training_hyperparameters": "Mapping of hyperparameter name to value, shown as a table.",
-    "curriculum": "The curriculum stages, each a list of tasks, e.g. [['vqa'], ['vqa', 'retrieval']].",
-    "results": "{task: {metric: value}} or a list of {task, dataset, split, metric, value} rows.",
+    "curriculum": (
+        "The curriculum stages, each a list of tasks (e.g. [['vqa'], ['vqa', 'retrieval']]) or a mapping "
+        "{name, tasks, cycle_length, iterations, updates}; one stage of one task reads as single-task training."
+    ),
+    "protocol": "The evaluation protocol of the results (paper or current).",
+    "results": (
+        "{task: {metric: value}}, a list of {task, dataset, split, metric, value} rows, or the JSON of "
+        "hvl evaluate --output; also written as model-index metadata."
+    ),
     "intended_use": "Replaces the default intended-use section (Markdown).",
     "limitations": "Replaces the default limitations section (Markdown).",
 }
@@ -68,6 +78,7 @@ REQUIRED_FILES = (
     "configuration_hierarchical_vl.py",
     "modeling_hierarchical_vl.py",
     "layers_hierarchical_vl.py",
+    "pipeline_hierarchical_vl.py",
     "tokenizer.json",
     "processor_config.json",
     "README.md",
@@ -87,6 +98,18 @@ are added by a curriculum (a single task first, then pairs, then all tasks), eac
 the previous one. Every loss is a binary cross-entropy (soft VQA scores, matching and non-matching caption pairs, \
 phrase-region pairs with IoU >= 0.5). Optimiser: Adam, learning rate 1e-3, betas (0.9, 0.99), learning rate halved \
 every #step iterations; Xavier initialisation."""
+
+_SINGLE_TASK_PROCEDURE = """\
+Single-task training ({title}): every update is a batch of the task through the encoder up to the task's layer \
+and its decoder, then one Adam step; there is no task switching and no curriculum. The loss is a binary \
+cross-entropy ({loss}). Optimiser: Adam (betas (0.9, 0.99) by default), learning rate halved every #step \
+iterations; Xavier initialisation."""
+
+_TASK_LOSSES = {
+    "vqa": "soft VQA scores",
+    "retrieval": "matching and non-matching caption pairs",
+    "grounding": "phrase-region pairs with IoU >= 0.5",
+}
 
 _DEFAULT_INTENDED_USE = """\
 Research on vision-language representations: answering questions about images, ranking captions for an image and \
@@ -145,7 +168,28 @@ def _check_card_data(card_data: Mapping[str, Any] | None) -> dict[str, Any]:
     return card_data
 
 
-def _front_matter(tasks: list[str], card_data: dict[str, Any]) -> str:
+def _model_index(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Hub's ``model-index`` of the evaluation rows: one result per (task, dataset, split)."""
+    groups: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for row in rows:
+        task = row.get("task", "")
+        if task not in TASK_SPECS or not isinstance(row.get("value"), (int, float)):
+            continue
+        spec = TASK_SPECS[task]
+        dataset = str(row.get("dataset") or "unknown")
+        split = str(row.get("split") or "")
+        key = (task, dataset, split)
+        if key not in groups:
+            entry = {"name": dataset, "type": str(row.get("dataset_type") or dataset.lower().replace(" ", "_"))}
+            if split:
+                entry["split"] = split
+            groups[key] = {"task": {"type": spec.pipeline_tag, "name": spec.title}, "dataset": entry, "metrics": []}
+        metric = str(row["metric"])
+        groups[key]["metrics"].append({"type": spec.card_metric, "value": float(row["value"]), "name": metric})
+    return [{"name": name, "results": list(groups.values())}] if groups else []
+
+
+def _front_matter(tasks: list[str], card_data: dict[str, Any], name: str) -> str:
     tags = ["hierarchical-vl", "vision-language", "multi-task-learning", "co-attention"]
     tags += [task_spec(task).hub_tag for task in tasks]
     tags += [tag for tag in _as_list(card_data.get("tags")) if tag not in tags]
@@ -165,6 +209,10 @@ def _front_matter(tasks: list[str], card_data: dict[str, Any]) -> str:
         metadata["pipeline_tag"] = pipeline_tag
     if card_data.get("base_model"):
         metadata["base_model"] = card_data["base_model"]
+    results = card_data.get("results")
+    index = _model_index(name, _result_rows(results)) if results else []
+    if index:
+        metadata["model-index"] = index
     return yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip()
 
 
@@ -248,25 +296,30 @@ def _usage(tasks: list[str], repo_id: str, feature_dim: int) -> str:
     )
 
 
-def _result_rows(results: Any) -> list[tuple[str, str, str, str, str]]:
+def _result_rows(results: Any) -> list[dict[str, Any]]:
+    """The results of ``card_data`` as rows ``{task, dataset, split, metric, value, ...}``."""
+    if is_evaluate_output(results):
+        return evaluate_output_rows(results)
     rows = []
     if isinstance(results, Mapping):
         for task, metrics in results.items():
             if not isinstance(metrics, Mapping):
-                raise ValueError(f"results[{task!r}] must map metric names to values")
-            rows.extend((_task_title(task), "", "", metric, value) for metric, value in metrics.items())
+                raise ValueError(
+                    f"results[{task!r}] must map metric names to values (or give the whole JSON of hvl evaluate "
+                    "--output, with its 'metrics' and 'splits')"
+                )
+            rows.extend({"task": task, "metric": metric, "value": value} for metric, value in metrics.items())
     elif isinstance(results, Sequence) and not isinstance(results, str):
         for row in results:
+            if is_evaluate_output(row):
+                rows.extend(evaluate_output_rows(row))
+                continue
             if not isinstance(row, Mapping) or "metric" not in row or "value" not in row:
                 raise ValueError("each results row must be a mapping with at least 'metric' and 'value'")
-            task = row.get("task", "")
-            rows.append((_task_title(task), row.get("dataset", ""), row.get("split", ""), row["metric"], row["value"]))
+            rows.append(dict(row))
     else:
-        raise ValueError("results must be {task: {metric: value}} or a list of rows")
-    return [
-        tuple(f"{cell:.2f}" if isinstance(cell, float) else str(cell) for cell in row)  # type: ignore[misc]
-        for row in rows
-    ]
+        raise ValueError("results must be {task: {metric: value}}, a list of rows or hvl evaluate --output JSON")
+    return rows
 
 
 def _evaluation(card_data: dict[str, Any]) -> str:
@@ -274,19 +327,57 @@ def _evaluation(card_data: dict[str, Any]) -> str:
     if not results:
         return "This checkpoint has not been evaluated."
     lines = ["| Task | Dataset | Split | Metric | Value |", "|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _result_rows(results)]
+    for row in _result_rows(results):
+        cells = [_task_title(row.get("task", "")), row.get("dataset", ""), row.get("split", ""), row["metric"]]
+        value = row["value"]
+        cells.append(f"{value:.2f}" if isinstance(value, float) else value)
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    protocol = card_data.get("protocol")
+    if protocol:
+        lines.append(f"\nScored under the {protocol} evaluation protocol.")
     return "\n".join(lines)
 
 
-def _training_procedure(card_data: dict[str, Any]) -> str:
-    parts = [_DEFAULT_TRAINING_PROCEDURE]
-    curriculum = card_data.get("curriculum")
+def _stage_tasks(stage: Any) -> list[str]:
+    return _as_list(stage.get("tasks")) if isinstance(stage, Mapping) else _as_list(stage)
+
+
+def _stage_line(index: int, stage: Any, switching: bool = True) -> str:
+    line = f"{index}. {' + '.join(_task_title(task) for task in _stage_tasks(stage))}"
+    if not isinstance(stage, Mapping):
+        return line
+    details = []
+    if switching and stage.get("cycle_length"):
+        details.append(f"cycle C = {stage['cycle_length']}")
+    iterations = {task: value for task, value in (stage.get("iterations") or {}).items() if value is not None}
+    if iterations:
+        details.append("#iter " + ", ".join(f"{task} {value}" for task, value in iterations.items()))
+    if stage.get("updates") is not None:
+        details.append(f"{stage['updates']} updates")
+    return line + (f" ({'; '.join(details)})" if details else "")
+
+
+def _single_task(tasks: list[str], curriculum: Any) -> str | None:
+    """The one task of a single-task run (one stage of one task, or a head without a curriculum)."""
     if curriculum:
-        stages = [
-            f"{index}. {' + '.join(_task_title(task) for task in _as_list(stage))}"
-            for index, stage in enumerate(curriculum, start=1)
-        ]
-        parts.append("Curriculum of this checkpoint:\n\n" + "\n".join(stages))
+        trained = {task for stage in curriculum for task in _stage_tasks(stage)}
+        return next(iter(trained)) if len(curriculum) == 1 and len(trained) == 1 else None
+    return tasks[0] if len(tasks) == 1 else None
+
+
+def _training_procedure(card_data: dict[str, Any], tasks: list[str]) -> str:
+    curriculum = card_data.get("curriculum")
+    single = _single_task(tasks, curriculum)
+    if single is not None:
+        title = _task_title(single)
+        parts = [_SINGLE_TASK_PROCEDURE.format(title=title, loss=_TASK_LOSSES.get(single, "the task's labels"))]
+        if curriculum:
+            parts.append("Training of this checkpoint: " + _stage_line(1, curriculum[0], switching=False)[3:] + ".")
+    else:
+        parts = [_DEFAULT_TRAINING_PROCEDURE]
+        if curriculum:
+            stages = [_stage_line(index, stage) for index, stage in enumerate(curriculum, start=1)]
+            parts.append("Curriculum of this checkpoint:\n\n" + "\n".join(stages))
     hyperparameters = card_data.get("training_hyperparameters")
     if hyperparameters:
         rows = "\n".join(f"| {name} | {value} |" for name, value in dict(hyperparameters).items())
@@ -327,9 +418,10 @@ def render_model_card(model: Any, card_data: Mapping[str, Any] | None = None, re
     repo_id = repo_id or "path/to/checkpoint"
     intro, rows = _task_layer_rows(config, tasks)
     template = Template(resources.files("hierarchical_vl").joinpath("model_cards", _TEMPLATE).read_text("utf-8"))
+    model_name = card_data.get("model_name") or repo_id.rsplit("/", 1)[-1]
     return template.substitute(
-        front_matter=_front_matter(tasks, card_data),
-        model_name=card_data.get("model_name") or repo_id.rsplit("/", 1)[-1],
+        front_matter=_front_matter(tasks, card_data, model_name),
+        model_name=model_name,
         description=card_data.get(
             "description",
             f"A hierarchical vision-language model for {_joined([task_spec(t).title.lower() for t in tasks])}.",
@@ -340,7 +432,7 @@ def render_model_card(model: Any, card_data: Mapping[str, Any] | None = None, re
         usage=_usage(tasks, repo_id, config.region_feature_dim),
         region_feature_dim=config.region_feature_dim,
         training_data=card_data.get("training_data") or "Not documented for this checkpoint.",
-        training_procedure=_training_procedure(card_data),
+        training_procedure=_training_procedure(card_data, tasks),
         evaluation=_evaluation(card_data),
         intended_use=card_data.get("intended_use") or _DEFAULT_INTENDED_USE,
         limitations=card_data.get("limitations") or _limitations(config, tasks),
@@ -373,6 +465,41 @@ def _move_into(staging: Path, directory: Path) -> list[str]:
     return names
 
 
+def _with_records(
+    path: Any, card_data: Mapping[str, Any] | None, results_files: Sequence[str | os.PathLike] = ()
+) -> dict[str, Any]:
+    """``card_data`` over what a local checkpoint folder's own records give (see `card_data_from_records`)."""
+    card_data = _check_card_data(card_data)
+    if not (isinstance(path, os.PathLike) or os.path.isdir(path)):
+        if results_files:
+            raise ValueError(f"{path} is not a local folder: give its results as card_data['results']")
+        return card_data
+    records = card_data_from_records(path, results_files)
+    if "results" in card_data and "results" in records:  # both: the given results, then the recorded ones
+        card_data["results"] = _result_rows(card_data["results"]) + records.pop("results")
+    return {**records, **card_data}
+
+
+def render_checkpoint_card(
+    checkpoint: str | os.PathLike,
+    results_files: Sequence[str | os.PathLike] = (),
+    card_data: Mapping[str, Any] | None = None,
+    repo_id: str | None = None,
+) -> str:
+    """The model card of a checkpoint folder, from its own records: ``training_args.yaml`` (datasets, splits,
+    protocol, curriculum, hyperparameters), the trainer's evaluations and ``hvl evaluate --output`` files.
+
+    Args:
+        checkpoint: The checkpoint folder.
+        results_files: ``hvl evaluate --output`` files of the checkpoint.
+        card_data: Fields of [`MODEL_CARD_FIELDS`] that replace what the records say (``results`` are added).
+        repo_id: Repository id used in the title and the usage example.
+    """
+    card_data = _with_records(checkpoint, card_data, results_files)
+    card_data.setdefault("model_name", Path(checkpoint).resolve().name)
+    return render_model_card(load_checkpoint(checkpoint), card_data, repo_id)
+
+
 def _loaded(model: Any, processor: Any) -> tuple[Any, Any]:
     """A checkpoint folder (or Hub id) given as ``model`` loaded, with its processor unless one is given."""
     if isinstance(model, (str, os.PathLike)):
@@ -393,7 +520,8 @@ def save_for_hub(
     """Save everything a Hub repository needs into ``save_directory`` and check that the save is complete.
 
     Args:
-        model: The model (any head, the multi-task model or the encoder), or a checkpoint folder to load it from.
+        model: The model (any head, the multi-task model or the encoder), or a checkpoint folder to load it from
+            (its card then also says what the folder's records say, see [`render_checkpoint_card`]).
         processor: Its [`HierarchicalVLProcessor`] (or the word tokenizer, wrapped into one with the model's input
             caps); ``None`` loads the checkpoint folder's.
         save_directory: The folder (created when missing).
@@ -408,6 +536,7 @@ def save_for_hub(
     Returns:
         The files this save wrote, relative to ``save_directory``, sorted: the files `push_to_hub` uploads.
     """
+    card_data = _with_records(model, card_data) if isinstance(model, (str, os.PathLike)) else card_data
     card_data = _check_card_data(card_data)
     model, processor = _loaded(model, processor)
     check_savable(model)
@@ -424,6 +553,7 @@ def save_for_hub(
     staging.mkdir()
     try:
         model.save_pretrained(staging)
+        save_remote_pipelines(staging)
         processor.save_pretrained(staging)
         write_text_atomic(staging / "README.md", render_model_card(model, card_data, repo_id))
         saved = _move_into(staging, directory)
@@ -474,6 +604,8 @@ def push_to_hub(
         HubPushError: Creating the repository or uploading failed; the message names the folder that holds the
             complete save.
     """
+    if isinstance(model, (str, os.PathLike)):
+        card_data = _with_records(model, card_data)
     model, processor = _loaded(model, processor)
     temporary = save_directory is None
     directory = Path(tempfile.mkdtemp(prefix="hierarchical-vl-push-") if temporary else save_directory)

@@ -47,7 +47,8 @@ class CheckpointIntegrityError(ValueError):
 
 
 def save_model_with_checksums(model: Any, directory: str | os.PathLike, **save_kwargs: Any) -> list[str]:
-    """``model.save_pretrained(directory)`` plus a ``checksums.json`` of exactly the files that save wrote.
+    """``model.save_pretrained(directory)`` with the pipeline code (`save_remote_pipelines`) plus a
+    ``checksums.json`` of exactly the files that save wrote.
 
     The save and its manifest go into a private staging folder inside ``directory`` first and are then moved into
     place (renames, which need no space), so the manifest lists the save's own files (config, weights or shards and
@@ -63,10 +64,13 @@ def save_model_with_checksums(model: Any, directory: str | os.PathLike, **save_k
     Returns:
         The files the save wrote, relative to ``directory``, sorted (``checksums.json`` not included).
     """
+    from .remote_pipelines import save_remote_pipelines
+
     names: list[str] = []
 
     def save(staging: Path) -> None:
         model.save_pretrained(staging, **save_kwargs)
+        save_remote_pipelines(staging)
         names.extend(sorted(path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_file()))
         files = {
             name: {"size": (staging / name).stat().st_size, "sha256": file_sha256(staging / name)} for name in names

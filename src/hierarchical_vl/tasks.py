@@ -145,9 +145,17 @@ class TaskSpec:
         return self.collator_class(dataset, **options)
 
 
+_SPECS_TEXT: str | None = None
+"""The text of ``task_specs.json`` where this module cannot read it as a package resource: set in the copy of this
+module that a checkpoint carries with its pipeline code (see `hierarchical_vl.remote_pipelines`)."""
+
+
 def _load_specs() -> dict[str, TaskSpec]:
     """The specs of ``task_specs.json`` (a ``usage_example`` may be written there as a list of lines)."""
-    entries = json.loads(resources.files("hierarchical_vl").joinpath("task_specs.json").read_text(encoding="utf-8"))
+    text = _SPECS_TEXT
+    if text is None:
+        text = resources.files("hierarchical_vl").joinpath("task_specs.json").read_text(encoding="utf-8")
+    entries = json.loads(text)
     specs = {}
     for name, fields in entries.items():
         if isinstance(fields.get("usage_example"), list):

@@ -464,11 +464,15 @@ def parse_seeds(text: str) -> list[int]:
 
 def _table1(args: argparse.Namespace) -> int:
     from .arguments import load_training_arguments
+    from .plots import plot_table1
 
     base = load_training_arguments(args.config, args.overrides)
     seeds = args.seeds if args.seeds is not None else [base.seed]
     result = run_table1(base, seeds, args.output_dir)
     print("\n" + format_table1(result))
+    chart = plot_table1(result, TABLE1_COLUMNS, Path(args.output_dir) / "table1.png")
+    if chart is not None:
+        print(f"\nwrote {chart}")
     if args.output_json:
         write_json_atomic(args.output_json, result.to_dict(), indent=2)
         print(f"\nwrote {args.output_json}")

@@ -38,9 +38,11 @@ from ..modeling_hierarchical_vl import HierarchicalVLForMultiTask
 from ..processing_hierarchical_vl import HierarchicalVLProcessor
 from ..tasks import TASK_SPECS, task_spec
 from ..tokenization_hierarchical_vl import HierarchicalVLTokenizer, load_glove_embeddings
+from ..training_records import read_training_log, write_training_log
 from .arguments import TrainingArguments
 from .batching import TaskDataSource
 from .streamed_batches import StreamedTaskData
+from .plots import LossHistory, write_training_plots
 from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult, model_disk_full_message
 
 __all__ = [
@@ -398,12 +400,15 @@ def train_from_arguments(
 ) -> TrainingResult:
     """Prepare data, build the model, train the curriculum and save a complete ``from_pretrained`` directory.
 
-    ``callbacks`` are [`TrainerCallback`] objects passed to the trainer.
+    ``callbacks`` are [`TrainerCallback`] objects passed to the trainer. The output directory also gets
+    ``training_log.json`` (losses, evaluations, updates per stage; see `hierarchical_vl.training_records`) and the
+    run's plots (``plots/losses.png``, ``plots/metrics.png``; see [`write_training_plots`]).
     """
     prepared = prepared or prepare_data(args)
     model = build_model(args, prepared)
     evaluate_fn = make_evaluate_fn(prepared, args.eval_batch_size) if evaluate else None
-    trainer = MultiTaskTrainer(model, args, prepared.sources(), evaluate_fn, callbacks=callbacks)
+    history = LossHistory()
+    trainer = MultiTaskTrainer(model, args, prepared.sources(), evaluate_fn, callbacks=[*callbacks, history])
     result = trainer.train()
     if trainer.accelerator.is_main_process:
         try:  # staged: a full disk leaves the previous processor files as they were
@@ -413,4 +418,16 @@ def train_from_arguments(
             if full is None:
                 raise
             raise full from error
+        losses = _run_losses(Path(args.output_dir), history.losses)
+        write_training_log(args.output_dir, result, losses)
+        write_training_plots(args.output_dir, losses, result.evaluations, result.stage_updates)
     return result
+
+
+def _run_losses(output_dir: Path, losses: list[tuple[int, str, float]]) -> list[tuple[int, str, float]]:
+    """The losses of the whole run: a resumed run's new ones after those its earlier part logged."""
+    if not losses:
+        return losses
+    previous = (read_training_log(output_dir) or {}).get("losses") or []
+    earlier = [(int(u), str(t), float(v)) for u, t, v in previous if int(u) < losses[0][0]]
+    return earlier + list(losses)
