@@ -41,8 +41,8 @@ from ..tokenization_hierarchical_vl import HierarchicalVLTokenizer, load_glove_e
 from ..training_records import read_training_log, write_training_log
 from .arguments import TrainingArguments
 from .batching import TaskDataSource
-from .streamed_batches import StreamedTaskData
 from .plots import LossHistory, write_training_plots
+from .streamed_batches import StreamedTaskData
 from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult, model_disk_full_message
 
 __all__ = [
