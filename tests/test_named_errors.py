@@ -21,7 +21,7 @@ def test_glove_file_of_another_width_is_refused(tmp_path):
 
 
 def test_misspelt_configuration_field_suggests_the_right_one():
-    with pytest.raises(ValueError, match=r"unknown field\(s\) 'featurs' \(did you mean 'features'\?\)"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) 'data.featurs' \(did you mean 'data.features'\?\)"):
         load_training_arguments("demo", ["data.featurs=x"])
-    with pytest.raises(ValueError, match=r"'learning_rate'; valid fields"):  # nothing close: no suggestion
+    with pytest.raises(ValueError, match=r"'optimizer.learning_rate'; valid fields"):  # nothing close: no suggestion
         load_training_arguments("demo", ["optimizer.learning_rate=0.1"])

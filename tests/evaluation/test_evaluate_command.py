@@ -72,6 +72,13 @@ def test_evaluate_all_tasks_prints_the_tables_and_writes_json(demo, tmp_path, ca
     predictions = read_vqa_submission(result["info"]["vqa_predictions"])
     assert len(predictions) == metrics["vqa/num_questions"] > 0
     assert not list(tmp_path.glob("*.tmp"))
+    summary = printed.strip().splitlines()[-1]  # the command ends with one line: headline metrics and the file
+    assert summary == (
+        f"evaluated {demo['multitask']} on {', '.join(f'{task} val' for task in result['splits'])}: "
+        f"vqa/overall {metrics['vqa/overall']:.2f}, retrieval/i2t_r1 {metrics['retrieval/i2t_r1']:.2f}, "
+        f"retrieval/t2i_r1 {metrics['retrieval/t2i_r1']:.2f}, grounding/r1 {metrics['grounding/r1']:.2f}; "
+        f"results in {output}"
+    )
 
 
 def test_evaluate_shows_and_writes_the_prior_rows(demo, tmp_path, capsys):

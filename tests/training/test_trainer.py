@@ -172,3 +172,37 @@ def test_two_processes_train_like_one(tiny_corpus, tmp_path):
     differences = torch.cat([(single[key] - double[key]).abs().flatten() for key in single])
     assert (differences > 1e-5).sum() <= differences.numel() // 1000, differences.topk(5)
     assert differences.max() < 3e-3
+
+
+def test_two_processes_train_the_same_task_at_every_update(tiny_corpus, tmp_path):
+    """The documented two-CPU-process launch (the shipped Accelerate config file): both ranks train the same task
+    at every update, through a multi-task stage."""
+    import subprocess
+    import sys
+
+    from accelerate_launch import launch_environment
+
+    stages = [{"name": "mixed", "tasks": ["grounding", "vqa"], "cycle_length": 5, "evaluate": []}]
+    tasks = {
+        "grounding": {"iterations": 4, "lr_step": 5, "batch_size": 4},
+        "vqa": {"iterations": 6, "lr_step": 5, "batch_size": 4},
+    }
+    config = write_config(
+        tmp_path / "c.yaml", tiny_corpus, tmp_path / "out", curriculum=stages, tasks=tasks, save_every=0
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "examples" / "accelerate" / "cpu_two_processes.yaml"),
+        str(REPO / "tests" / "training" / "task_trace_train.py"),
+        str(config),
+        str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=launch_environment(), cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [trace["world"] for trace in ranks] == ["2", "2"]
+    assert ranks[0]["updates"] == ranks[1]["updates"]
+    assert [task for _, _, task in ranks[0]["updates"]] == (["grounding"] * 2 + ["vqa"] * 3) * 2

@@ -138,8 +138,8 @@ class ContaminationError(RuntimeError):
         self.report = report
         super().__init__(
             report.format() + "\nRefusing to start: use splits without shared images (e.g. two runs "
-            "as in the paper), or allow it explicitly (allow_contamination=True / "
-            "--allow-contamination)."
+            "as in the paper), or allow it explicitly (hvl train --allow-contamination, or the override "
+            "data.allow_contamination=true; check_contamination(..., allow=True) in Python)."
         )
 
 

@@ -287,12 +287,33 @@ def _evaluate(args: argparse.Namespace) -> int:
             },
         )
         print(f"\nwrote {args.output}")
+    print(_evaluation_summary(args.checkpoint, metrics, data.splits, args.output))
     return 0
 
 
+def _evaluation_summary(checkpoint: Any, metrics: dict[str, Any], splits: dict[str, str], output: Any) -> str:
+    """The line ``hvl evaluate`` ends with: the model, the splits, the headline metrics and where they were written.
+
+    Args:
+        checkpoint: The evaluated model directory.
+        metrics: The metrics (``task/metric`` keys).
+        splits: The split evaluated per task.
+        output: The results JSON written, or ``None``.
+    """
+    from .results_table import HEADLINE_METRICS
+
+    headline = ", ".join(f"{key} {metrics[key]:.2f}" for key in HEADLINE_METRICS if key in metrics)
+    evaluated = ", ".join(f"{task} {split}" for task, split in splits.items())
+    written = f"; results in {output}" if output is not None else " (--output FILE.json keeps them)"
+    return f"evaluated {checkpoint} on {evaluated}: {headline or 'no headline metric'}{written}"
+
+
 def _run(args: argparse.Namespace) -> int:
+    from ..progress_bars import progress_bars_disabled
+
     try:
-        return _evaluate(args)
+        with progress_bars_disabled(args.no_progress):
+            return _evaluate(args)
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"hvl evaluate: error: {error}", file=sys.stderr)
         return 1
@@ -421,7 +442,7 @@ def add_commands(subparsers: Any) -> None:
         help="Karpathy split file under DIR (default captions/dataset_coco.json or dataset_flickr30k.json)",
     )
     parser.add_argument("--entities-dir", default=None, help="Flickr30k Entities directory under DIR")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars at all (transformers' included)")
     parser.add_argument(
         "--prior-splits",
         default="train",

@@ -10,7 +10,10 @@ from ..atomic_files import write_json_atomic
 from ..metrics import ANSWER_TYPES
 from .task_evaluation import QUESTION_TYPE_PREFIX
 
-__all__ = ["format_results_table", "write_results_json"]
+__all__ = ["HEADLINE_METRICS", "format_results_table", "write_results_json"]
+
+HEADLINE_METRICS = ("vqa/overall", "retrieval/i2t_r1", "retrieval/t2i_r1", "grounding/r1")
+"""The metric of each task that one-line summaries show: VQA accuracy, R@1 both ways, grounding R@1."""
 
 _KS = (1, 5, 10)
 _ANSWER_TYPE_HEADINGS = {"yes/no": "Yes/No", "number": "Number", "other": "Other"}

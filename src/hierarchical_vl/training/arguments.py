@@ -36,6 +36,8 @@ __all__ = [
     "apply_overrides",
     "available_training_presets",
     "load_training_arguments",
+    "training_arguments_from_mapping",
+    "unknown_fields_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,12 +72,16 @@ class StageArguments:
         cycle_length: ``C``.
         name: Label used in logs and checkpoint names.
         evaluate: Tasks evaluated at the end of the stage (default: the stage's tasks).
+        partial_cycle: Run the iterations that the whole cycles leave over (``sum_i #iter_i`` not a multiple of
+            ``C``) as a last partial cycle, each task getting its share; by default they are not run (Algorithm 1's
+            ``floor``) and the trainer warns with the numbers (`TaskSwitchingSchedule`).
     """
 
     tasks: list[str]
     cycle_length: int = 100
     name: str = ""
     evaluate: list[str] | None = None
+    partial_cycle: bool = False
 
 
 @dataclass
@@ -266,7 +272,15 @@ class TrainingArguments:
         prefetch_batches: Batches prepared ahead in a background thread while the current update runs (collated,
             pinned and copied to the device); 0 prepares each batch when its update starts. The batches and
             results are the same either way.
-        progress: Show a progress bar.
+        progress: ``true``: a progress bar on a terminal, a plain line every ``progress_every`` seconds otherwise
+            (log files, where other libraries' bars are silenced too); ``bar`` or ``lines`` to choose; ``false``
+            (``--no-progress``) silences every progress bar, transformers', datasets' and huggingface_hub's
+            included.
+        progress_every: Seconds between two progress lines (``progress: lines``, or not on a terminal).
+        save_best: A metric of the trainer's evaluations (``vqa/overall``, ``retrieval/i2t_r1``,
+            ``retrieval/t2i_r1``, ``grounding/r1``, ...; higher is better) whose best checkpoint is kept in
+            ``output_dir/best`` (weights, configuration and ``best_metric.json``: metric, value, update, stage) as
+            well as the last ``keep_last`` ones (``--save-best METRIC``); ``None`` keeps no best checkpoint.
         overwrite_output_dir: Start afresh in an ``output_dir`` that holds a run of another configuration (its
             checkpoints are removed); without it such a run is refused rather than resumed (``--overwrite-output``).
         protocol: The evaluation protocol (``current`` or ``paper``, see ``hierarchical_vl.evaluation.protocols``)
@@ -294,18 +308,32 @@ class TrainingArguments:
     log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
     num_workers: int = 0
     prefetch_batches: int = 1
-    progress: bool = True
+    progress: bool | str = True
+    progress_every: float = 30.0
+    save_best: str | None = None
     overwrite_output_dir: bool = False
     protocol: str = "current"
 
     def __post_init__(self) -> None:
         self.model_overrides = _with_task_layers(dict(self.model_overrides or {}), self.tasks)
-        self.tasks = {name: _coerce(TaskArguments, _without_layer(value)) for name, value in self.tasks.items()}
-        self.curriculum = [_coerce(StageArguments, stage) for stage in self.curriculum]
-        self.optimizer = _coerce(OptimizerArguments, self.optimizer)
-        self.optimizer.betas = tuple(self.optimizer.betas)
-        self.data = _coerce(DataArguments, self.data)
-        self.validate()
+        self.tasks = {
+            name: _coerce(TaskArguments, _without_layer(value), f"tasks.{name}.") for name, value in self.tasks.items()
+        }
+        self.curriculum = [
+            _coerce(StageArguments, stage, f"curriculum.{i}.") for i, stage in enumerate(self.curriculum)
+        ]
+        self.optimizer = _coerce(OptimizerArguments, self.optimizer, "optimizer.")
+        if isinstance(self.optimizer.betas, list):
+            self.optimizer.betas = tuple(self.optimizer.betas)
+        self.data = _coerce(DataArguments, self.data, "data.")
+        from .config_help import check_field_types  # it describes these classes
+
+        try:
+            self.validate()
+        except TypeError:
+            check_field_types(self)  # one line naming the field whose value has the wrong type
+            raise
+        check_field_types(self)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field for an inconsistent configuration."""
@@ -329,6 +357,13 @@ class TrainingArguments:
                 )
             if not stage.name:
                 stage.name = f"stage{index + 1}-" + "+".join(stage.tasks)
+        if self.progress not in (True, False, "bar", "lines"):
+            raise ValueError(f"progress must be true, false, bar or lines, got {self.progress!r}")
+        if self.save_best is not None and (not isinstance(self.save_best, str) or "/" not in self.save_best):
+            raise ValueError(
+                f"save_best must name an evaluation metric as task/metric (vqa/overall, retrieval/i2t_r1, "
+                f"grounding/r1, ...), got {self.save_best!r}"
+            )
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         if self.gradient_accumulation_steps < 1 or self.keep_last < 1:
@@ -448,7 +483,11 @@ class TrainingArguments:
         Returns:
             ``"key: saved -> new"`` lines with dotted keys, empty when the run is the same.
         """
-        old = _flatten(yaml.safe_load(Path(saved).read_text(encoding="utf-8")) or {})
+        saved_data = yaml.safe_load(Path(saved).read_text(encoding="utf-8")) or {}
+        for stage in saved_data.get("curriculum") or []:
+            if isinstance(stage, dict):
+                stage.setdefault("partial_cycle", False)  # saved before the field existed: the same schedule
+        old = _flatten(saved_data)
         new = _flatten(yaml.safe_load(yaml.safe_dump(self._saved_form(), sort_keys=False)))
         saved_fields = {key.split(".", 1)[0] for key in old}
         differences = []
@@ -488,6 +527,8 @@ RUN_INDEPENDENT_FIELDS = frozenset(
         "output_dir",
         "overwrite_output_dir",
         "progress",
+        "progress_every",
+        "save_best",
         "log_every",
         "log_with",
         "num_workers",
@@ -566,20 +607,51 @@ def _with_task_layers(model_overrides: dict[str, Any], tasks: dict[str, Any]) ->
     return model_overrides
 
 
-def _coerce(cls, value):
+def unknown_fields_message(unknown: list[str], known: list[str], where: str = "") -> str:
+    """One line naming unknown fields, each with the closest known one: ``unknown field(s) 'data.rooot' (did you
+    mean 'data.root'?)``.
+
+    Args:
+        unknown: The unknown names.
+        known: The valid names.
+        where: Prefix of the names (``data.``, ``curriculum.0.``).
+    """
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        hints.append(repr(f"{where}{name}") + (f" (did you mean {f'{where}{close[0]}'!r}?)" if close else ""))
+    return f"unknown field(s) {', '.join(hints)}; valid fields are {known} (`hvl config fields` describes them)"
+
+
+def _coerce(cls, value, where: str = ""):
     if isinstance(value, cls):
         return value
     if not isinstance(value, dict):
-        raise ValueError(f"{cls.__name__}: expected a mapping, got {value!r}")
+        raise ValueError(
+            f"{where.rstrip('.') or cls.__name__}: expected a mapping of {cls.__name__} fields, got {value!r}"
+        )
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(value) - names)
     if unknown:
-        hints = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, names, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"{cls.__name__}: unknown field(s) {', '.join(hints)}; valid fields are {sorted(names)}")
-    return cls(**value)
+        raise ValueError(unknown_fields_message(unknown, sorted(names), where))
+    try:
+        return cls(**value)
+    except TypeError as error:  # a required field is missing
+        raise ValueError(f"{where.rstrip('.') or cls.__name__}: {error}") from None
+
+
+def training_arguments_from_mapping(data: dict[str, Any], source: Any) -> TrainingArguments:
+    """`TrainingArguments` from a loaded mapping; an unknown top-level field is one line with a suggestion.
+
+    Args:
+        data: The fields (``description`` and ``search`` removed).
+        source: The configuration they came from, named in errors.
+    """
+    names = sorted(f.name for f in dataclasses.fields(TrainingArguments))
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ValueError(f"{source}: {unknown_fields_message(unknown, names)}")
+    return TrainingArguments(**data)
 
 
 def available_training_presets() -> list[str]:
@@ -673,7 +745,4 @@ def load_training_arguments(
     """
     data = load_training_data(config, overrides, fragments)
     data.pop("search", None)
-    try:
-        return TrainingArguments(**data)
-    except TypeError as error:
-        raise ValueError(f"{config}: {error}") from None
+    return training_arguments_from_mapping(data, config)

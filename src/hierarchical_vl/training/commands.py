@@ -1,4 +1,4 @@
-"""``hvl train`` and ``hvl search`` (``hvl search-layers``)."""
+"""``hvl train``, ``hvl config`` and ``hvl search`` (``hvl search-layers``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from typing import Any
 from ..atomic_files import DiskFullError, write_text_atomic
 from ..tasks import TASK_SPECS
 
-__all__ = ["INTERRUPTED_EXIT_CODE", "add_commands", "interrupted_message", "parse_int_list", "parse_layers"]
+__all__ = [
+    "INTERRUPTED_EXIT_CODE",
+    "add_commands",
+    "interrupted_message",
+    "parse_int_list",
+    "parse_layers",
+    "training_arguments_from_command_line",
+    "training_summary",
+]
 
 INTERRUPTED_EXIT_CODE = 130
 """Exit status of ``hvl train`` stopped by Ctrl-C (128 + SIGINT, as shells report it)."""
@@ -70,26 +78,171 @@ def interrupted_message(output_dir: str | Path) -> str:
     )
 
 
+_TRAINING_FLAGS = (
+    # (flag, field its value sets, argparse options)
+    ("--output-dir", "output_dir", {"default": None, "metavar": "DIR", "help": "output_dir=DIR"}),
+    ("--seed", "seed", {"type": int, "default": None, "help": "seed=N"}),
+    (
+        "--no-progress",
+        "progress",
+        {"action": "store_const", "const": False, "default": None, "help": "progress=false: no progress bars at all"},
+    ),
+    (
+        "--progress-lines",
+        "progress",
+        {
+            "action": "store_const",
+            "const": "lines",
+            "default": None,
+            "help": "progress=lines: a progress line every progress_every seconds, also on a terminal",
+        },
+    ),
+    (
+        "--allow-contamination",
+        "data.allow_contamination",
+        {
+            "action": "store_const",
+            "const": True,
+            "default": None,
+            "help": "data.allow_contamination=true: start even if an evaluation image is in a training split",
+        },
+    ),
+    (
+        "--save-best",
+        "save_best",
+        {"default": None, "metavar": "METRIC", "help": "save_best=METRIC (e.g. vqa/overall): also keep best/"},
+    ),
+    (
+        "--overwrite-output",
+        "overwrite_output_dir",
+        {
+            "action": "store_const",
+            "const": True,
+            "default": None,
+            "help": "overwrite_output_dir=true: start afresh in an --output-dir that holds a run of another "
+            "configuration (removes its checkpoints); without it such a run is refused rather than resumed",
+        },
+    ),
+)
+"""The flags of ``hvl train`` and ``hvl config show``: each is the ``KEY=VALUE`` override of one field."""
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="training preset name or YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, values in YAML syntax")
+    parser.add_argument(
+        "--fragment",
+        action="append",
+        default=[],
+        metavar="FILE.yaml",
+        help="YAML fragment merged on top of the configuration (e.g. best_vqa.yaml of hvl search); several are "
+        "merged in order, the KEY=VALUE overrides last",
+    )
+    for flag, _, options in _TRAINING_FLAGS:
+        parser.add_argument(flag, dest=_flag_dest(flag), **options)
+
+
+def _flag_dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def training_arguments_from_command_line(args: argparse.Namespace) -> Any:
+    """The `TrainingArguments` of an ``hvl train`` command line: the configuration, its fragments, the ``KEY=VALUE``
+    overrides, then the flags (each the override of one field, see ``_TRAINING_FLAGS``)."""
+    from .arguments import load_training_data, training_arguments_from_mapping
+
+    data = load_training_data(args.config, args.overrides, fragments=args.fragment)
+    data.pop("search", None)
+    for flag, key, _ in _TRAINING_FLAGS:
+        value = getattr(args, _flag_dest(flag))
+        if value is not None:
+            _set_key(data, key, value)
+    return training_arguments_from_mapping(data, args.config)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from .arguments import load_training_arguments
     from .run import train_from_arguments
 
-    training_args = load_training_arguments(args.config, args.overrides, fragments=args.fragment)
-    if args.output_dir:
-        training_args.output_dir = args.output_dir
-    if args.overwrite_output:
-        training_args.overwrite_output_dir = True
     try:
-        result = train_from_arguments(training_args)
+        training_args = training_arguments_from_command_line(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"hvl train: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    from ..progress_bars import progress_bars_disabled
+    from .progress import progress_mode
+
+    try:
+        # Other libraries' bars (transformers' shard writing, datasets' split generation) only with a progress bar:
+        # in a log file each of their redraws is a line.
+        with progress_bars_disabled(progress_mode(training_args.progress) != "bar"):
+            result = train_from_arguments(training_args)
     except KeyboardInterrupt:
         print(interrupted_message(training_args.output_dir), file=sys.stderr, flush=True)
         return INTERRUPTED_EXIT_CODE
     except DiskFullError as error:
         print(f"hvl train: {error}", file=sys.stderr, flush=True)
         return 1
-    print(f"trained {result.updates} updates in {result.train_seconds:.1f}s; model saved to {training_args.output_dir}")
+    print(training_summary(training_args, result))
     for record in result.evaluations[-3:]:
         print(json.dumps(record))
+    return 0
+
+
+def training_summary(training_args: Any, result: Any) -> str:
+    """The lines ``hvl train`` ends with: updates and time, what was written where, the last evaluation's metrics.
+
+    Args:
+        training_args: The run's `TrainingArguments`.
+        result: Its `TrainingResult`.
+    """
+    output = Path(training_args.output_dir)
+    lines = [
+        f"trained {result.updates} updates in {result.train_seconds:.1f}s; model saved to {training_args.output_dir}",
+        f"  model (from_pretrained): {output}",
+        f"  training arguments: {output / 'training_args.yaml'}",
+        f"  checkpoints (last {training_args.keep_last}): {output / 'checkpoints'}",
+    ]
+    if result.best is not None:
+        lines.append(
+            f"  best checkpoint ({training_args.save_best} {result.best['value']:.4g} at update "
+            f"{result.best['update']}): {output / 'best'}"
+        )
+    if training_args.log_with:
+        lines.append(f"  logs ({', '.join(training_args.log_with)}): {output / 'logs'}")
+    if result.evaluations:
+        from ..evaluation.results_table import HEADLINE_METRICS
+
+        last = result.evaluations[-1]
+        headline = [f"{key} {value:.2f}" for key, value in last.items() if key in HEADLINE_METRICS]
+        if headline:
+            lines.append(f"  last evaluation (update {last['update']}, {last['stage']}): {', '.join(headline)}")
+    return "\n".join(lines)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    try:
+        training_args = training_arguments_from_command_line(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"hvl config show: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    print(yaml.safe_dump(training_args._saved_form(), sort_keys=False), end="")
+    return 0
+
+
+def _config_fields(args: argparse.Namespace) -> int:
+    from .config_help import format_config_fields
+
+    print(format_config_fields())
     return 0
 
 
@@ -107,15 +260,12 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _run_search(args: argparse.Namespace) -> Any:
-    from .arguments import TrainingArguments, load_training_data
+    from .arguments import load_training_data, training_arguments_from_mapping
     from .layer_search import SearchGrid, load_search_grid, search_grid
 
     data = load_training_data(args.config, args.overrides)
     grid = SearchGrid.from_dict(data.pop("search", None) or {}, source=f"{args.config}: search")
-    try:
-        training_args = TrainingArguments(**data)
-    except TypeError as error:
-        raise ValueError(f"{args.config}: {error}") from None
+    training_args = training_arguments_from_mapping(data, args.config)
     if args.grid:
         grid = grid.updated(**{k: v for k, v in vars(load_search_grid(args.grid)).items() if v not in ([], None)})
     grid = grid.updated(
@@ -155,31 +305,43 @@ def _add_search_parser(subparsers: Any, name: str, default_layers: str | None, h
 
 
 def add_commands(subparsers: Any) -> None:
-    """Registers ``hvl train``, ``hvl search`` and ``hvl search-layers`` on the sub-parsers of the ``hvl`` command."""
+    """Registers ``hvl train``, ``hvl config``, ``hvl search`` and ``hvl search-layers`` on the sub-parsers of the
+    ``hvl`` command."""
+    from .config_help import format_config_fields
+
+    fields_help = (
+        "configuration fields (KEY=VALUE, dotted; `hvl config show CONFIG [KEY=VALUE ...]` prints the effective "
+        "configuration):\n" + format_config_fields()
+    )
     train = subparsers.add_parser(
         "train",
         help="train with the curriculum and task switching of the paper",
         description="Train from a preset (demo, paper_run1, paper_run2, single_vqa, ...) or a YAML file; "
-        "override any field with KEY=VALUE (e.g. tasks.vqa.batch_size=128 data.root=/data).",
+        "override any field with KEY=VALUE (e.g. tasks.vqa.batch_size=128 data.root=/data); every flag below is "
+        "the KEY=VALUE override it names.",
+        epilog=fields_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("config", help="training preset name or YAML file")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, values in YAML syntax")
-    train.add_argument(
-        "--fragment",
-        action="append",
-        default=[],
-        metavar="FILE.yaml",
-        help="YAML fragment merged on top of the configuration (e.g. best_vqa.yaml of hvl search); several are "
-        "merged in order, the KEY=VALUE overrides last",
-    )
-    train.add_argument("--output-dir", default=None)
-    train.add_argument(
-        "--overwrite-output",
-        action="store_true",
-        help="start afresh in an --output-dir that holds a run of another configuration (removes its checkpoints); "
-        "without it such a run is refused rather than resumed",
-    )
+    _add_training_flags(train)
     train.set_defaults(func=_train)
+
+    config = subparsers.add_parser(
+        "config",
+        help="the training configuration: its fields, or the effective configuration of a command line",
+        description="hvl config fields lists every training configuration field (type, default, description); "
+        "hvl config show CONFIG [KEY=VALUE ...] [flags of hvl train] prints the configuration that hvl train "
+        "would run, as YAML.",
+    )
+    actions = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print the effective configuration (YAML) of hvl train's command line",
+        epilog=fields_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_training_flags(show)
+    show.set_defaults(func=_config_show)
+    actions.add_parser("fields", help="list every configuration field").set_defaults(func=_config_fields)
 
     _add_search_parser(
         subparsers,

@@ -476,6 +476,8 @@ def _table1(args: argparse.Namespace) -> int:
     if args.output_json:
         write_json_atomic(args.output_json, result.to_dict(), indent=2)
         print(f"\nwrote {args.output_json}")
+    written = f"; the table in {args.output_json}" if args.output_json else " (--output-json FILE keeps the table)"
+    print(f"table1: {len(result.rows)} rows x {len(seeds)} seed(s); runs in {args.output_dir}{written}")
     return 0
 
 

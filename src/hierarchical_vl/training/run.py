@@ -42,6 +42,7 @@ from ..training_records import read_training_log, write_training_log
 from .arguments import TrainingArguments
 from .batching import TaskDataSource
 from .plots import LossHistory, write_training_plots
+from .progress import progress_mode
 from .streamed_batches import StreamedTaskData
 from .trainer import MultiTaskTrainer, TrainerCallback, TrainingResult, model_disk_full_message
 
@@ -302,7 +303,8 @@ def prepare_data(args: TrainingArguments, tokenizer: HierarchicalVLTokenizer | N
         )
         store = stream.catalogue()
     else:
-        store = open_region_store(data.features, data.path(data.features_store), progress=args.progress, root=data.root)
+        bar = progress_mode(args.progress) == "bar"  # a conversion bar on a terminal only
+        store = open_region_store(data.features, data.path(data.features_store), progress=bar, root=data.root)
     processor = HierarchicalVLProcessor.from_config(tokenizer, config)
     prepared = PreparedData(
         store=store,

@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
-from tqdm.auto import tqdm
 
-from ..atomic_files import discard, disk_full
+from ..atomic_files import atomic_path, discard, disk_full, write_json_atomic
 from ..evaluation.task_evaluation import QUESTION_TYPE_PREFIX
 from ..loading import save_model_with_checksums
 from .arguments import TrainingArguments
@@ -34,9 +33,10 @@ from .checkpointing import CheckpointManager
 from .device_losses import DeviceLosses
 from .negative_mining import mine_hard_negatives
 from .prefetch import BatchPrefetcher, DeviceRegionFeatures
+from .progress import StageProgress, progress_mode
 from .schedule import TaskSwitchingSchedule, TaskTiming
 
-__all__ = ["MultiTaskTrainer", "TrainerCallback", "TrainingResult", "UpdateState"]
+__all__ = ["MultiTaskTrainer", "TrainerCallback", "TrainingResult", "UpdateState", "save_best_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ _EvaluateFn = Callable[[torch.nn.Module, list[str]], Mapping[str, float]]
 @dataclass
 class TrainingResult:
     """What a run did: updates per stage, the evaluations (scored under ``protocol``, the evaluation protocol's
-    name and every field), and where the final model is."""
+    name and every field), and where the final model is; ``best`` is the record of the ``save_best`` checkpoint
+    (metric, value, update, stage), ``None`` without one."""
 
     updates: int = 0
     stage_updates: dict[str, int] = field(default_factory=dict)
@@ -55,6 +56,7 @@ class TrainingResult:
     final_losses: dict[str, float] = field(default_factory=dict)
     data_wait_seconds: float = 0.0
     train_seconds: float = 0.0
+    best: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,8 +183,30 @@ class MultiTaskTrainer:
             for task in stage.tasks
         ]
         return TaskSwitchingSchedule(
-            timings, stage.cycle_length, base_lr=self.args.optimizer.lr, decay=self.args.optimizer.decay
+            timings,
+            stage.cycle_length,
+            base_lr=self.args.optimizer.lr,
+            decay=self.args.optimizer.decay,
+            partial_cycle=stage.partial_cycle,
         )
+
+    def log_schedules(self) -> None:
+        """Logs, before training, each stage's schedule (`TaskSwitchingSchedule.summary`), and warns with the
+        numbers about iterations that whole cycles leave over and that are not run."""
+        for index, stage in enumerate(self.args.curriculum):
+            schedule = self._schedule(index)
+            logger.info("%s", schedule.summary(stage.name))
+            if schedule.not_run > 0:
+                logger.warning(
+                    "%s: %d iterations with cycle %d: %d updates run, %d not run; set curriculum.%d.partial_cycle=true "
+                    "to run them",
+                    stage.name,
+                    schedule.total_iterations,
+                    stage.cycle_length,
+                    len(schedule),
+                    schedule.not_run,
+                    index,
+                )
 
     def _trainer_state(self, schedule: TaskSwitchingSchedule | None) -> dict[str, Any]:
         return {
@@ -254,6 +278,8 @@ class MultiTaskTrainer:
         self.accelerator.load_state(str(path))
         self.checkpoints.restore_random_states(path, self.accelerator.process_index)  # an error, not an INFO line
         self.state = {key: state[key] for key in ("stage", "updates", "evaluations")}
+        if state.get("best") is not None:  # checkpoints of runs with save_best
+            self.state["best"] = state["best"]
         for task, data_state in state["data"].items():
             if task in self.batches:
                 self.batches[task].load_state_dict(data_state)
@@ -264,6 +290,29 @@ class MultiTaskTrainer:
         schedule = self._schedule(self.state["stage"])
         schedule.load_state_dict(state["schedule"])
         return schedule
+
+    def _save_best(self, metrics: Mapping[str, float], stage_name: str) -> None:
+        """Keeps the model in ``output_dir/best`` when ``save_best``'s metric beats the best so far (main process)."""
+        metric = self.args.save_best
+        if metric is None:
+            return
+        if metric.split("/", 1)[0] not in {key.split("/", 1)[0] for key in metrics}:
+            return  # this evaluation is not of the metric's task (an earlier stage of the curriculum)
+        if metric not in metrics:
+            logger.warning(
+                "save_best: the evaluation has no metric %r (it has %s); no best checkpoint this time",
+                metric,
+                ", ".join(sorted(k for k in metrics if not k.startswith(QUESTION_TYPE_PREFIX))),
+            )
+            return
+        value = float(metrics[metric])
+        best = self.state.get("best")
+        if best is not None and best.get("metric") == metric and not value > best["value"]:
+            return
+        record = {"metric": metric, "value": value, "update": self.state["updates"], "stage": stage_name}
+        save_best_model(self.accelerator.unwrap_model(self.model), self.output_dir / "best", record)
+        self.state["best"] = record
+        logger.info("best %s so far (%.4g at update %d): saved to %s", metric, value, record["update"], "best/")
 
     def _evaluate(self, tasks: list[str], stage_name: str) -> None:
         acc = self.accelerator
@@ -276,6 +325,7 @@ class MultiTaskTrainer:
             model.train()
             record = {"update": self.state["updates"], "stage": stage_name, **metrics}
             self.state["evaluations"].append(record)
+            self._save_best(metrics, stage_name)
             acc.log({f"eval/{key}": value for key, value in metrics.items()}, step=self.state["updates"])
             logger.info(
                 "[%s] update %d: %s",
@@ -348,6 +398,8 @@ class MultiTaskTrainer:
         if args.log_with:
             acc.init_trackers("hierarchical_vl", config=_flat_config(args))
         schedule = self._resume()
+        if acc.is_local_main_process:
+            self.log_schedules()
         result = TrainingResult()
         self._data_wait = 0.0
         started = time.perf_counter()
@@ -361,12 +413,12 @@ class MultiTaskTrainer:
                 schedule = self._schedule(stage_index)
                 self.optimizer.optimizer.state.clear()  # warm start: the previous stage's weights, a fresh Adam
             self.state["stage"] = stage_index
-            bar = tqdm(
-                total=len(schedule),
-                initial=schedule.position,
-                desc=stage.name,
-                disable=not (args.progress and acc.is_local_main_process),
-                dynamic_ncols=True,
+            bar = StageProgress(
+                stage.name,
+                len(schedule),
+                schedule.position,
+                mode=progress_mode(args.progress, enabled=acc.is_local_main_process),
+                every_seconds=args.progress_every,
             )
             while not schedule.finished:
                 learning_rate = schedule.learning_rate()
@@ -375,10 +427,9 @@ class MultiTaskTrainer:
                 self.state["updates"] += 1
                 updates = self.state["updates"]
                 losses.add(updates, task, stage.name, loss)
-                bar.update(1)
+                bar.update(task)
                 if args.log_every and updates % args.log_every == 0:
-                    running = {k: f"{v:.3f}" for k, v in losses.running().items()}
-                    bar.set_postfix(task=task, lr=f"{learning_rate:.1e}", **running)
+                    bar.set_losses(losses.running(), learning_rate)
                     acc.log({f"train/{task}_loss": float(loss), "train/lr": learning_rate}, step=updates)
                     losses.check()
                 if self.callbacks:  # callbacks are handed the loss: read it (and check it) at every update
@@ -408,6 +459,7 @@ class MultiTaskTrainer:
         result.updates = self.state["updates"]
         result.evaluations = list(self.state["evaluations"])
         result.protocol = self.args.evaluation_protocol().to_dict()
+        result.best = self.state.get("best")
         self.prefetcher.close()
         result.final_losses = losses.running()
         result.data_wait_seconds = self._data_wait
@@ -434,6 +486,14 @@ def _main_process_pid(accelerator: Accelerator) -> int:
     from accelerate.utils import broadcast_object_list
 
     return int(broadcast_object_list([os.getpid()], from_process=0)[0])
+
+
+def save_best_model(model: torch.nn.Module, directory: Path, record: dict[str, Any]) -> None:
+    """Replaces ``directory`` with the model's weights and configuration and ``best_metric.json`` (``record``),
+    atomically: written to a temporary sibling, then published by one rename."""
+    with atomic_path(directory, directory=True) as temporary:
+        save_model_with_checksums(model, temporary, safe_serialization=True)
+        write_json_atomic(temporary / "best_metric.json", record)
 
 
 def model_disk_full_message(directory: str | os.PathLike) -> str:
