@@ -95,7 +95,7 @@ def test_flags_and_key_value_forms_agree(flags, overrides, capsys):
         ("tasks.vqa.batchsize=3", "unknown field(s) 'tasks.vqa.batchsize' (did you mean 'tasks.vqa.batch_size'?)"),
         ("curriculum.0.cycle_lenght=3", "'curriculum.0.cycle_lenght' (did you mean 'curriculum.0.cycle_length'?)"),
         ("keep_last=two", "keep_last: expected int, got 'two'"),
-        ("optimizer.lr=1e-3", "optimizer.lr: expected float, got '1e-3' (did you mean 0.001?"),
+        ("optimizer.lr=fast", "optimizer.lr: expected float, got 'fast'"),
         ("data.max_regions=[3]", "data.max_regions: expected int | None, got [3]"),
         ("data.allow_contamination='yes'", "expected bool, got 'yes' (did you mean true or false, unquoted?)"),
         ("curriculum.0.partial_cycle=3", "curriculum.0.partial_cycle: expected bool, got 3"),
@@ -108,6 +108,15 @@ def test_typos_and_wrong_types_are_one_line_with_a_suggestion(override, message,
     assert main(["config", "show", "demo", override]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_a_float_field_takes_exponent_notation_that_yaml_reads_as_text():
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string; a float field takes the number it spells."""
+    args = load_training_arguments("demo", ["optimizer.lr=1e-3", "optimizer.max_grad_norm=5e0"])
+    assert args.optimizer.lr == 0.001 and isinstance(args.optimizer.lr, float)
+    assert args.optimizer.max_grad_norm == 5.0
+    with pytest.raises(ValueError, match="keep_last: expected int, got '1e3'"):
+        load_training_arguments("demo", ["keep_last=1e3"])  # only float fields convert
 
 
 def _messages_with_flags():

@@ -179,6 +179,9 @@ def _matches(value: Any, annotation: Any) -> bool:
     return isinstance(value, annotation) if isinstance(annotation, type) else True
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check(instance: Any, prefix: str) -> None:
     hints = typing.get_type_hints(type(instance))
     for item in dataclasses.fields(instance):
@@ -193,12 +196,14 @@ def _check(instance: Any, prefix: str) -> None:
             for name, entry in entries:
                 _check(entry, f"{key}.{name}.")
             continue
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value) and _matches(0.5, annotation):
+            # YAML 1.1 reads ``1e-3`` (no dot) as text; a float field takes it as the number it spells
+            value = float(value)
+            setattr(instance, item.name, value)
         if not _matches(value, annotation):
             hint = ""
             if isinstance(value, str) and value.lower() in ("yes", "no", "on", "off", "true", "false"):
                 hint = " (did you mean true or false, unquoted?)"
-            elif isinstance(value, str) and re.fullmatch(r"[-+]?\d*\.?\d+[eE][-+]?\d+", value):
-                hint = f" (did you mean {float(value)!r}? YAML reads {value} as text)"
             raise ValueError(f"{key}: expected {_type_name(annotation)}, got {value!r}{hint}")
 
 
